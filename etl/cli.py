@@ -1,0 +1,121 @@
+"""`contacts-report`: the command line. Results go to stdout (JSON), logs and progress to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from etl.settings import Settings
+from etl.storage import StorageError, open_storage
+
+log = logging.getLogger("contacts_report")
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO instant; use e.g. 2026-03-12T00:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
+    return moment
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number")
+    return value
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contacts-report",
+        description="Nightly ETL and static pages for the Reports → Contacts page of every workspace.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("generate", help="write a synthetic landing zone (deterministic by --seed)",
+                              description="Write a synthetic landing zone in the contract's layout.")
+    gen.add_argument("--landing", default=settings.landing, help="folder or s3://bucket/prefix (default %(default)s)")
+    gen.add_argument("--start", type=_date, help="first arrival day, YYYY-MM-DD (default: --days ago, UTC)")
+    gen.add_argument("--days", type=_positive, default=60, help="number of days (default %(default)s)")
+    gen.add_argument("--workspaces", type=_positive, default=30, help="number of workspaces (default %(default)s)")
+    gen.add_argument("--events-per-day", type=_positive, default=2_000,
+                     help="events per day over all workspaces (default %(default)s)")
+    gen.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
+
+    etl = commands.add_parser("etl", help="process arrival days into the warehouse",
+                              description="Validate, quarantine, de-duplicate and aggregate arrival days. "
+                              "Prints one JSON run summary per day on stdout.")
+    etl.add_argument("--landing", default=settings.landing, help="folder or s3://… (default %(default)s)")
+    etl.add_argument("--warehouse", default=settings.warehouse, help="folder or s3://… (default %(default)s)")
+    which = etl.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ingest-date", type=_date, action="append", metavar="YYYY-MM-DD",
+                       help="arrival day to process (repeatable)")
+    which.add_argument("--all", action="store_true", help="every arrival day in the landing zone, oldest first")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = Settings.from_env()
+    args = build_parser(settings).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "etl":
+            return _etl(args, settings)
+    except StorageError as err:
+        log.error("%s", err)
+        return EXIT_USAGE
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from etl.generate import GenerateOptions, default_start, generate
+
+    options = GenerateOptions(start=args.start or default_start(args.days), days=args.days,
+                              workspaces=args.workspaces, events_per_day=args.events_per_day, seed=args.seed)
+    counts = generate(open_storage(args.landing), options)
+    print(json.dumps({"landing": args.landing, "start": options.start.isoformat(), **counts}))
+    return 0
+
+
+def _etl(args: argparse.Namespace, settings: Settings) -> int:
+    from etl.pipeline import EtlError, landing_dates, run_etl
+
+    landing, warehouse = open_storage(args.landing), open_storage(args.warehouse)
+    days = landing_dates(landing) if args.all else sorted(set(args.ingest_date))
+    if not days:
+        log.error("no arrival days under %s/events/; generate or deliver data first", landing.uri)
+        return EXIT_FAILED
+    for day in days:
+        try:
+            summary = run_etl(landing, warehouse, day, future_tolerance=settings.future_tolerance,
+                              max_line_bytes=settings.max_line_bytes)
+        except EtlError as err:
+            log.error("%s", err)
+            return EXIT_FAILED
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

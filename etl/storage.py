@@ -1,0 +1,181 @@
+"""Storage behind one small interface: a local folder or an ``s3://bucket/prefix``.
+
+Keys are always relative, '/'-separated, and validated before they become a path or an object key,
+so nothing is ever written outside the root. Writes are atomic: a reader sees the old object or the new
+one, never half of one (local: write a temporary file and rename; S3: a PUT is atomic).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+
+class StorageError(Exception):
+    """Storage could not be read or written; the message says what and where."""
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could escape the root ('..', absolute, empty parts, encoded dots, NUL)."""
+    parts = key.split("/")
+    lowered = key.lower()
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or "%2e" in lowered
+        or "%2f" in lowered
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise StorageError(f"refusing unsafe storage key {key!r}")
+    return key
+
+
+class Storage(Protocol):
+    uri: str
+
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class LocalStorage:
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if not Path(k).name.startswith(".tmp-"))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    bucket: str
+    prefix: str
+    client: Any
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            data: bytes = body.read()
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"{self.uri}/{key}") from None
+        return data
+
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Body=data,
+            ContentType=content_type,
+            ServerSideEncryption="AES256",
+        )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", []):
+                yield item["Key"][skip:]
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(self._iter_keys(prefix.rstrip("/")))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client from the standard credential chain (AWS_ENDPOINT_URL included), retrying in
+    botocore's standard mode."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 6}, connect_timeout=10, read_timeout=60)
+    return boto3.client("s3", config=config)
+
+
+def open_storage(uri: str, client: Any = None) -> Storage:
+    """`s3://bucket/prefix` or a local folder path."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        if not bucket:
+            raise StorageError(f"no bucket in {uri!r}; expected s3://bucket/prefix")
+        return S3Storage(bucket=bucket, prefix=prefix.strip("/"), client=client or s3_client())
+    if "://" in uri:
+        raise StorageError(f"unsupported storage URI {uri!r}; use a local path or s3://bucket/prefix")
+    return LocalStorage(Path(uri))
+
+
+def read_parquet(storage: Storage, key: str) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(storage.read_bytes(key)))
+
+
+def write_parquet(storage: Storage, key: str, frame: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=True)
+    storage.write_bytes(key, buffer.getvalue(), content_type="application/vnd.apache.parquet")

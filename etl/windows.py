@@ -1,0 +1,77 @@
+"""Report days and preset windows, in a workspace's time zone. Shared by the ETL, the renderer and the DAG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+WINDOW_NAMES: tuple[str, ...] = (
+    "today",
+    "yesterday",
+    "last_7_days",
+    "last_14_days",
+    "last_30_days",
+    "this_month",
+    "last_month",
+)
+WINDOW_TITLES: dict[str, str] = {
+    "today": "Today",
+    "yesterday": "Yesterday",
+    "last_7_days": "Last 7 days",
+    "last_14_days": "Last 14 days",
+    "last_30_days": "Last 30 days",
+    "this_month": "This month",
+    "last_month": "Last month",
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run of local dates, both ends inclusive."""
+
+    name: str
+    start: date
+    end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def dates(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range(self.days)]
+
+    def previous(self) -> Window:
+        """The equally long run of days immediately before this window (for "% difference")."""
+        return Window(f"previous_{self.name}", self.start - timedelta(days=self.days),
+                      self.start - timedelta(days=1))
+
+
+def window(name: str, report_day: date) -> Window:
+    """The preset window `name` as it reads at the last instant of `report_day`."""
+    r = report_day
+    if name == "today":
+        return Window(name, r, r)
+    if name == "yesterday":
+        return Window(name, r - timedelta(days=1), r - timedelta(days=1))
+    if name.startswith("last_") and name.endswith("_days"):
+        n = int(name[len("last_"):-len("_days")])
+        if name in WINDOW_NAMES:
+            return Window(name, r - timedelta(days=n - 1), r)
+    if name == "this_month":
+        return Window(name, r.replace(day=1), r)
+    if name == "last_month":
+        end = r.replace(day=1) - timedelta(days=1)
+        return Window(name, end.replace(day=1), end)
+    raise ValueError(f"unknown window {name!r}; expected one of {', '.join(WINDOW_NAMES)}")
+
+
+def local_date(instant: datetime, timezone: str) -> date:
+    if instant.tzinfo is None:
+        raise ValueError("instant must be timezone-aware")
+    return instant.astimezone(ZoneInfo(timezone)).date()
+
+
+def report_day_for(cutoff: datetime, timezone: str) -> date:
+    """The last local day that had fully ended at `cutoff`: R = local_date(cutoff) - 1 day."""
+    return local_date(cutoff, timezone) - timedelta(days=1)

@@ -1,0 +1,75 @@
+"""The workspaces dimension: `{landing}/workspaces.json`, validated once per run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+WORKSPACE_SCHEMA: dict[str, pl.DataType] = {
+    "workspace_id": pl.Int64(),
+    "name": pl.String(),
+    "timezone": pl.String(),
+}
+
+
+class WorkspacesError(Exception):
+    """workspaces.json is missing or unusable as a whole."""
+
+
+@dataclass(frozen=True)
+class Workspaces:
+    """Usable workspaces, plus those that are listed but broken (reported, not processed)."""
+
+    frame: pl.DataFrame
+    broken: dict[int, str]
+
+    @property
+    def ids(self) -> frozenset[int]:
+        return frozenset(self.frame["workspace_id"].to_list())
+
+
+def _valid_timezone(name: object) -> bool:
+    if not isinstance(name, str) or not name or name.startswith(("/", ".")) or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def parse_workspaces(data: bytes, source: str = "workspaces.json") -> Workspaces:
+    """Parse the dimension; a workspace with a bad time zone is listed in `broken`, the others proceed."""
+    try:
+        items = json.loads(data)
+    except ValueError as err:
+        raise WorkspacesError(f"{source} is not valid JSON ({err}); fix the file and re-run the night") from None
+    if not isinstance(items, list):
+        raise WorkspacesError(f"{source} must be a JSON array of workspace objects")
+    rows: dict[int, tuple[int, str, str]] = {}
+    broken: dict[int, str] = {}
+    for position, item in enumerate(items):
+        wid = item.get("workspace_id") if isinstance(item, dict) else None
+        if type(wid) is not int or wid <= 0:
+            log.error("%s entry %d has no valid workspace_id; skipped", source, position)
+            continue
+        name, tz = item.get("name"), item.get("timezone")
+        if wid in rows or wid in broken:
+            broken[wid] = "duplicate_workspace_id"
+            rows.pop(wid, None)
+        elif not isinstance(name, str):
+            broken[wid] = "bad_name"
+        elif not _valid_timezone(tz):
+            broken[wid] = f"unknown_timezone:{tz}"
+        else:
+            rows[wid] = (wid, name, str(tz))
+    for wid, why in sorted(broken.items()):
+        log.error("workspace %d in %s is unusable (%s); its events are quarantined", wid, source, why)
+    frame = pl.DataFrame(sorted(rows.values()), schema=WORKSPACE_SCHEMA, orient="row")
+    return Workspaces(frame=frame, broken=broken)
