@@ -10,7 +10,6 @@ Warehouse layout (docs/warehouse.md):
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -97,14 +96,17 @@ def load_workspaces(landing: Storage) -> Workspaces:
 
 
 def _decompress(data: bytes) -> tuple[bytes, bool]:
-    """gunzip as much as can be read; the flag says whether the stream was damaged."""
-    out = bytearray()
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            while chunk := stream.read(1 << 20):
-                out += chunk
-    except (EOFError, OSError, zlib.error):
-        return bytes(out), True
+    """gunzip every member; on damage keep what was readable and say so."""
+    out, rest = bytearray(), data
+    while rest.strip(b"\0"):
+        member = zlib.decompressobj(wbits=31)
+        try:
+            out += member.decompress(rest)
+        except zlib.error:
+            return bytes(out), True
+        if not member.eof:
+            return bytes(out), True
+        rest = member.unused_data
     return bytes(out), False
 
 

@@ -1,0 +1,68 @@
+"""Shared fixtures: the pinned tiny example, small landing zones written in the contract's layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = FIXTURES / "tiny"
+
+
+@pytest.fixture
+def tiny_landing(tmp_path: Path) -> Path:
+    """A private copy of ../shared/examples/tiny/landing (vendored under tests/fixtures/tiny)."""
+    target = tmp_path / "landing"
+    shutil.copytree(TINY / "landing", target)
+    return target
+
+
+@pytest.fixture
+def tiny_expected() -> dict[str, Any]:
+    return json.loads((TINY / "expected.json").read_text())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server on a loopback port, for the whole session (reset between tests)."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_server(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Points boto3's standard chain at the loopback server, with throwaway credentials."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).close()
+    for name, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    yield moto_endpoint
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str) -> str:
+    from etl.storage import s3_client
+
+    s3_client().create_bucket(Bucket="contacts-report-test")
+    return "contacts-report-test"

@@ -1,0 +1,213 @@
+"""The ETL of arrival days on real folders: quarantine, de-duplication, late events, idempotency."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from etl.pipeline import EtlError, events_key, landing_dates, quarantine_key, run_etl
+from etl.storage import LocalStorage, read_parquet
+from tests.helpers import event, write_landing
+from tests.naive import naive_counts, naive_events
+
+MADRID = [(1, "Madrid", "Europe/Madrid")]
+
+
+def etl(landing: Path, warehouse: Path, *days: str) -> list[dict[str, Any]]:
+    return [run_etl(LocalStorage(landing), LocalStorage(warehouse), date.fromisoformat(d)) for d in days]
+
+
+def warehouse_state(warehouse: Path) -> dict[str, str]:
+    """Every data file's digest (run summaries hold timings, so they are compared separately)."""
+    return {p.relative_to(warehouse).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(warehouse.rglob("*.parquet"))}
+
+
+def stored(warehouse: Path, day: str) -> pl.DataFrame:
+    return read_parquet(LocalStorage(warehouse), events_key(date.fromisoformat(day)))
+
+
+def test_summary_counts_add_up_and_name_each_reason(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [
+        event("a", "2026-03-10T08:00:00Z"),
+        event("a", "2026-03-10T08:00:00Z"),  # redelivered within the day
+        event("b", "2026-03-10T08:30:00Z", workspace_id=9),
+        "{not json",
+        "",
+        event("c", "2026-03-10T09:00:00Z", event_type="contact.connected", source="broadcast"),
+    ]})
+    [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
+    assert summary["lines_read"] == 5
+    assert summary["blank_lines"] == 1
+    assert summary["events_valid"] == 2
+    assert summary["duplicates_dropped"] == 1
+    assert summary["quarantined_by_reason"] == {"invalid_json": 1, "unknown_workspace": 1}
+    assert summary["lines_read"] == summary["events_valid"] + summary["events_quarantined"] + summary[
+        "duplicates_dropped"]
+    quarantine = read_parquet(LocalStorage(tmp_path / "wh"), quarantine_key(date(2026, 3, 10)))
+    assert quarantine.select("line_no", "reason").rows() == [(3, "unknown_workspace"), (4, "invalid_json")]
+    assert quarantine["raw"][1] == "{not json"
+    stored_summary = json.loads((tmp_path / "wh/_runs/ingest_date=2026-03-10.json").read_text())
+    assert stored_summary["events_valid"] == 2
+
+
+def test_redelivery_in_a_later_partition_is_counted_once(tmp_path: Path) -> None:
+    e = event("a", "2026-03-10T08:00:00Z")
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [e], "2026-03-12/01": [e]})
+    first, second = etl(landing, tmp_path / "wh", "2026-03-10", "2026-03-12")
+    assert (first["events_valid"], second["events_valid"], second["duplicates_dropped"]) == (1, 0, 1)
+    assert stored(tmp_path / "wh", "2026-03-10")["arrival_key"].to_list() == [
+        "ingest_date=2026-03-10/hour=09/part-0000.ndjson:000000001"]
+
+
+def test_reused_event_id_with_other_content_is_quarantined_as_a_conflict(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {
+        "2026-03-10/09": [event("a", "2026-03-10T08:00:00Z", contact_name="Ana")],
+        "2026-03-11/09": [event("a", "2026-03-10T08:00:00Z", contact_name="Someone else")],
+    })
+    _, second = etl(landing, tmp_path / "wh", "2026-03-10", "2026-03-11")
+    assert second["quarantined_by_reason"] == {"conflicting_duplicate": 1}
+    assert stored(tmp_path / "wh", "2026-03-10")["contact_name"].to_list() == ["Ana"]
+
+
+def test_late_event_updates_its_own_past_day(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {
+        "2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")],
+        "2026-03-13/09": [event("late", "2026-03-10T09:00:00Z"), event("b", "2026-03-13T08:00:00Z")],
+    })
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    [summary] = etl(landing, tmp_path / "wh", "2026-03-13")
+    assert summary["late_events"] == 1
+    assert summary["days_touched"] == ["2026-03-10", "2026-03-13"]
+    daily = read_parquet(LocalStorage(tmp_path / "wh"), "daily/local_date=2026-03-10/part-0.parquet")
+    assert daily["events"].sum() == 2
+
+
+def test_rerunning_a_night_changes_nothing(tmp_path: Path, tiny_landing: Path) -> None:
+    days = [d.isoformat() for d in landing_dates(LocalStorage(tiny_landing))]
+    etl(tiny_landing, tmp_path / "wh", *days)
+    before = warehouse_state(tmp_path / "wh")
+    again = etl(tiny_landing, tmp_path / "wh", days[5], days[12], days[-1])
+    assert warehouse_state(tmp_path / "wh") == before
+    assert all(s["duplicates_dropped"] == 0 for s in again if s["ingest_date"] != "2026-03-09")
+
+
+def test_days_out_of_order_give_the_same_warehouse(tmp_path: Path, tiny_landing: Path) -> None:
+    days = [d.isoformat() for d in landing_dates(LocalStorage(tiny_landing))]
+    etl(tiny_landing, tmp_path / "in_order", *days)
+    etl(tiny_landing, tmp_path / "reversed", *reversed(days))
+    assert warehouse_state(tmp_path / "reversed") == warehouse_state(tmp_path / "in_order")
+
+
+def test_workspace_without_events_is_still_in_the_dimension(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [*MADRID, (2, "Quiet", "Asia/Kathmandu")],
+                            {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    dimension = read_parquet(LocalStorage(tmp_path / "wh"), "workspaces.parquet")
+    assert dimension["workspace_id"].to_list() == [1, 2]
+
+
+def test_unknown_time_zone_isolates_that_workspace(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [*MADRID, (2, "Broken", "Mars/Olympus_Mons")], {
+        "2026-03-10/09": [event("a", "2026-03-10T08:00:00Z"), event("b", "2026-03-10T08:00:00Z", workspace_id=2)]})
+    [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
+    assert summary["workspaces_misconfigured"] == {"2": "unknown_timezone:Mars/Olympus_Mons"}
+    assert summary["quarantined_by_reason"] == {"workspace_misconfigured": 1}
+    assert summary["events_valid"] == 1
+
+
+def test_missing_partition_fails_loudly_instead_of_reporting_zero(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
+    with pytest.raises(EtlError, match=r"no landing files for ingest_date=2026-03-11.*Refusing to report zero"):
+        etl(landing, tmp_path / "wh", "2026-03-11")
+    assert not (tmp_path / "wh" / "_runs").exists()
+
+
+def test_missing_workspaces_file_fails_with_what_to_do(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
+    (landing / "workspaces.json").unlink()
+    with pytest.raises(EtlError, match=r"workspaces\.json is missing"):
+        etl(landing, tmp_path / "wh", "2026-03-10")
+
+
+def test_gzip_files_are_read_and_a_truncated_one_keeps_its_readable_lines(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {})
+    folder = landing / "events/ingest_date=2026-03-10/hour=09"
+    folder.mkdir(parents=True)
+    def lines(prefix: str) -> bytes:
+        return "".join(json.dumps(event(f"{prefix}{i}", "2026-03-10T08:00:00Z", contact_id=i + 1)) + "\n"
+                       for i in range(400)).encode()
+
+    (folder / "good.ndjson.gz").write_bytes(gzip.compress(lines("good")[:20_000]) + gzip.compress(
+        lines("good")[20_000:]))  # two gzip members
+    damaged = gzip.compress(lines("damaged"))
+    (folder / "damaged.ndjson.gz").write_bytes(damaged[: len(damaged) // 2])
+    [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
+    assert summary["files_damaged"] == ["events/ingest_date=2026-03-10/hour=09/damaged.ndjson.gz"]
+    assert 400 < summary["events_valid"] < 800
+    assert summary["lines_read"] == summary["events_valid"] + summary["events_quarantined"]
+    quarantine = read_parquet(LocalStorage(tmp_path / "wh"), quarantine_key(date(2026, 3, 10)))
+    assert "truncated_gzip" in quarantine["reason"].to_list()
+
+
+ZONES = ["America/New_York", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kolkata", "Pacific/Chatham"]
+EVENT_TYPES = ["contact.added", "contact.connected", "contact.deleted", "contact.merged"]
+
+
+@st.composite
+def landing_zones(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
+    """Events around DST changes and local midnights, with redeliveries and late arrivals."""
+    events = []
+    for i in range(draw(st.integers(1, 40))):
+        minutes = draw(st.integers(0, 4 * 24 * 60))  # 2026-03-07 .. 2026-03-10, NY springs forward on the 8th
+        seconds = draw(st.sampled_from([0, 59]))
+        moment = datetime(2026, 3, 7, tzinfo=UTC) + timedelta(minutes=minutes, seconds=seconds)
+        delay_days = draw(st.sampled_from([0, 0, 0, 1, 3]))
+        arrival = (moment + timedelta(days=delay_days, minutes=1)).date()
+        body = event(f"e{i}", moment.isoformat().replace("+00:00", "Z"), workspace_id=draw(st.integers(1, 5)),
+                     event_type=draw(st.sampled_from(EVENT_TYPES)), source="user", contact_id=i + 1)
+        events.append((arrival.isoformat(), body))
+        if draw(st.booleans()) and draw(st.booleans()):
+            events.append(((moment + timedelta(days=draw(st.integers(0, 2)), minutes=2)).date().isoformat(), body))
+    return events
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(zone=landing_zones(), order_seed=st.randoms())
+def test_daily_aggregates_equal_a_naive_count_in_any_order(tmp_path: Path, zone: list[tuple[str, dict[str, Any]]],
+                                                           order_seed: Any) -> None:
+    root = tmp_path / f"case-{order_seed.random()}"
+    files: dict[str, list[dict[str, Any]]] = {}
+    for arrival, body in zone:
+        files.setdefault(f"{arrival}/12", []).append(body)
+    landing = write_landing(root / "landing", [(i + 1, f"W{i}", tz) for i, tz in enumerate(ZONES)], files)
+    days = sorted({a for a, _ in zone})
+    order_seed.shuffle(days)
+    etl(landing, root / "wh", *days)
+    files = sorted((root / "wh").glob("daily/*/*.parquet"))
+    daily = pl.concat([pl.read_parquet(p) for p in files]) if files else pl.DataFrame()
+    got = Counter() if daily.is_empty() else Counter({
+        (w, d, t.removeprefix("contact.")): n
+        for w, d, t, n in daily.group_by("workspace_id", "local_date", "event_type").agg(pl.col("events").sum()).rows()
+    })
+    reference = naive_events(landing)
+    expected: Counter[tuple[int, date, str]] = Counter()
+    for workspace in range(1, 6):
+        for offset in range(7):
+            day = date(2026, 3, 6) + timedelta(days=offset)
+            for kind, n in naive_counts(reference, workspace, day, day).items():
+                expected[(workspace, day, kind)] = n
+    assert got == expected
+    assert sum(got.values()) == len(reference)
+    shutil.rmtree(root)

@@ -1,0 +1,111 @@
+"""Given/expect tests of the pure transforms, with the time zone traps the product must get right."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from etl.transform import daily_aggregates, keep_first_arrival, with_local_time
+
+WORKSPACES = pl.DataFrame(
+    {
+        "workspace_id": [1, 2, 3, 4, 5, 6],
+        "name": ["NY", "Kiritimati", "Pago Pago", "Kolkata", "Chatham", "Madrid"],
+        "timezone": ["America/New_York", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kolkata",
+                     "Pacific/Chatham", "Europe/Madrid"],
+    }
+)
+
+
+def local_dates(rows: list[tuple[int, str]]) -> list[date]:
+    events = pl.DataFrame(
+        {"workspace_id": [w for w, _ in rows],
+         "occurred_at": [datetime.fromisoformat(t.replace("Z", "+00:00")) for _, t in rows]},
+        schema={"workspace_id": pl.Int64, "occurred_at": pl.Datetime("us", "UTC")},
+    ).with_row_index("order")
+    out = with_local_time(events.lazy(), WORKSPACES).collect().sort("order")
+    return out["local_date"].to_list()
+
+
+@pytest.mark.parametrize(
+    ("workspace", "utc", "expected"),
+    [
+        # New York, spring forward 2026-03-08 at 02:00 EST (07:00Z): before is EST (-5), after EDT (-4).
+        (1, "2026-03-08T04:59:59Z", date(2026, 3, 7)),
+        (1, "2026-03-08T05:00:00Z", date(2026, 3, 8)),  # exactly local midnight EST
+        (1, "2026-03-09T03:59:59Z", date(2026, 3, 8)),  # 23:59:59 EDT
+        (1, "2026-03-09T04:00:00Z", date(2026, 3, 9)),  # local midnight is now 04:00Z
+        # New York, fall back 2026-11-01: the day has 25 hours.
+        (1, "2026-11-01T04:00:00Z", date(2026, 11, 1)),
+        (1, "2026-11-02T04:59:59Z", date(2026, 11, 1)),
+        (1, "2026-11-02T05:00:00Z", date(2026, 11, 2)),
+        # Kiritimati +14: 10:00Z is already the next day.
+        (2, "2026-03-10T09:59:59Z", date(2026, 3, 10)),
+        (2, "2026-03-10T10:00:00Z", date(2026, 3, 11)),
+        # Pago Pago -11: 10:59Z is still the previous day.
+        (3, "2026-03-10T10:59:59Z", date(2026, 3, 9)),
+        (3, "2026-03-10T11:00:00Z", date(2026, 3, 10)),
+        # Kolkata +05:30.
+        (4, "2026-03-10T18:29:59Z", date(2026, 3, 10)),
+        (4, "2026-03-10T18:30:00Z", date(2026, 3, 11)),
+        # Chatham +13:45 in southern summer, +12:45 after 2026-04-05.
+        (5, "2026-03-10T10:14:59Z", date(2026, 3, 10)),
+        (5, "2026-03-10T10:15:00Z", date(2026, 3, 11)),
+        (5, "2026-06-10T11:15:00Z", date(2026, 6, 11)),
+        (5, "2026-06-10T11:14:59Z", date(2026, 6, 10)),
+        # Madrid on its DST night 2026-03-29.
+        (6, "2026-03-29T21:59:59Z", date(2026, 3, 29)),
+        (6, "2026-03-29T22:00:00Z", date(2026, 3, 30)),
+    ],
+)
+def test_local_date_follows_the_workspace_time_zone(workspace: int, utc: str, expected: date) -> None:
+    assert local_dates([(workspace, utc)]) == [expected]
+
+
+def test_mixed_time_zones_in_one_frame_keep_their_rows() -> None:
+    rows = [(1, "2026-03-08T04:59:59Z"), (2, "2026-03-10T10:00:00Z"), (1, "2026-03-09T04:00:00Z"),
+            (3, "2026-03-10T10:59:59Z")]
+    assert local_dates(rows) == [date(2026, 3, 7), date(2026, 3, 11), date(2026, 3, 9), date(2026, 3, 9)]
+
+
+def test_local_time_is_the_wall_clock_time() -> None:
+    events = pl.DataFrame({"workspace_id": [4], "occurred_at": [datetime(2026, 3, 10, 18, 30, tzinfo=UTC)]},
+                          schema={"workspace_id": pl.Int64, "occurred_at": pl.Datetime("us", "UTC")})
+    out = with_local_time(events.lazy(), WORKSPACES).collect()
+    assert out["local_ts"].to_list() == [datetime(2026, 3, 11, 0, 0)]
+
+
+def test_keep_first_arrival_keeps_the_earliest_copy_whatever_the_input_order() -> None:
+    events = pl.DataFrame({
+        "event_id": ["a", "b", "a", "a"],
+        "arrival_key": ["ingest_date=2026-03-12/hour=01/p:1", "ingest_date=2026-03-10/hour=01/p:2",
+                        "ingest_date=2026-03-10/hour=05/p:1", "ingest_date=2026-03-10/hour=01/p:9"],
+    })
+    kept = keep_first_arrival(events.lazy()).collect().sort("event_id")
+    assert kept["arrival_key"].to_list() == ["ingest_date=2026-03-10/hour=01/p:9",
+                                             "ingest_date=2026-03-10/hour=01/p:2"]
+
+
+def test_daily_aggregates_count_each_combination_once() -> None:
+    d = date(2026, 3, 10)
+    events = pl.DataFrame({
+        "workspace_id": [1, 1, 1, 2],
+        "local_date": [d, d, d, d],
+        "event_type": ["contact.added", "contact.added", "contact.connected", "contact.added"],
+        "source": ["user", "user", "incoming_message", "user"],
+        "channel_id": [None, None, 11, None],
+        "user_id": [7, 7, None, 8],
+    }, schema_overrides={"channel_id": pl.Int64, "user_id": pl.Int64})
+    expected = pl.DataFrame({
+        "workspace_id": [1, 1, 2],
+        "local_date": [d, d, d],
+        "event_type": ["contact.added", "contact.connected", "contact.added"],
+        "source": ["user", "incoming_message", "user"],
+        "channel_id": [None, 11, None],
+        "user_id": [7, None, 8],
+        "events": [2, 1, 1],
+    }, schema_overrides={"channel_id": pl.Int64, "user_id": pl.Int64})
+    assert_frame_equal(daily_aggregates(events.lazy()).collect(), expected)

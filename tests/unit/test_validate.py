@@ -1,0 +1,114 @@
+"""Every quarantine reason, given a line and the reason it must get."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etl.validate import Invalid, ValidationRules, parse_timestamp, validate_line
+from tests.helpers import event
+
+RULES = ValidationRules(workspace_ids=frozenset({1, 2}), ingest_date=date(2026, 3, 10),
+                        broken_workspaces={3: "unknown_timezone:Mars/Olympus"})
+
+
+def reason(line: bytes | dict[str, Any]) -> str:
+    raw = line if isinstance(line, bytes) else json.dumps(line).encode()
+    with pytest.raises(Invalid) as caught:
+        validate_line(raw, RULES)
+    return caught.value.reason
+
+
+def without(body: dict[str, Any], field: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != field}
+
+
+OK = event("e1", "2026-03-10T10:00:00Z")
+
+
+def test_valid_event_keeps_every_field_and_converts_time_to_utc_micros() -> None:
+    row = validate_line(json.dumps(event("e1", "2026-03-10T15:30:00.123456789+05:30", contact_name="<b>x</b>",
+                                         extra_field="ignored")).encode(), RULES)
+    assert row[0] == "e1"
+    assert row[2] == parse_timestamp("2026-03-10T10:00:00.123456Z")
+    assert row[5] == "<b>x</b>"
+
+
+def test_absent_nullable_fields_are_nulls() -> None:
+    body = {k: v for k, v in OK.items() if v is not None}
+    assert validate_line(json.dumps(body).encode(), RULES)[7:] == (None,) * 6
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"event_id": "x", ', "invalid_json"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b"[1, 2]", "not_an_object"),
+        (b"null", "not_an_object"),
+        (without(OK, "event_id"), "missing_field:event_id"),
+        ({**OK, "contact_name": None}, "missing_field:contact_name"),
+        ({**OK, "workspace_id": "1"}, "bad_type:workspace_id"),
+        ({**OK, "workspace_id": True}, "bad_type:workspace_id"),
+        ({**OK, "contact_id": 1.5}, "bad_type:contact_id"),
+        ({**OK, "contact_name": 5}, "bad_type:contact_name"),
+        ({**OK, "contact_id": 0}, "bad_value:contact_id"),
+        ({**OK, "workspace_id": -4}, "bad_value:workspace_id"),
+        ({**OK, "contact_id": 2**64}, "bad_value:contact_id"),
+        ({**OK, "event_id": "  "}, "bad_value:event_id"),
+        ({**OK, "event_type": "contact.exploded"}, "unknown_event_type"),
+        ({**OK, "occurred_at": "2026-03-10 10:00:00"}, "bad_timestamp"),
+        ({**OK, "occurred_at": "2026-03-10T10:00:00"}, "bad_timestamp"),
+        ({**OK, "occurred_at": "2026-02-30T10:00:00Z"}, "bad_timestamp"),
+        ({**OK, "occurred_at": "2026-03-10T10:00:60Z"}, "bad_timestamp"),
+        ({**OK, "occurred_at": "2026-03-10T10:00:00+24:00"}, "bad_timestamp"),
+        ({**OK, "occurred_at": "1999-12-31T23:59:59Z"}, "timestamp_out_of_range"),
+        ({**OK, "occurred_at": "2026-03-11T01:00:01Z"}, "timestamp_out_of_range"),
+        ({**OK, "source": "carrier_pigeon"}, "unknown_source"),
+        ({**OK, "source": "broadcast"}, "source_not_allowed"),
+        ({**event("e", "2026-03-10T10:00:00Z", event_type="contact.deleted"), "source": "zapier"},
+         "source_not_allowed"),
+        (event("e", "2026-03-10T10:00:00Z", event_type="contact.connected", source="zapier", channel_id=None),
+         "missing_field:channel_id"),
+        (event("e", "2026-03-10T10:00:00Z", channel_id=5, channel_name="x"), "missing_field:channel_type"),
+        ({**event("e", "2026-03-10T10:00:00Z", source="user"), "user_name": None}, "missing_field:user_name"),
+        ({**event("e", "2026-03-10T10:00:00Z", event_type="contact.merged"), "merged_contact_id": None},
+         "missing_field:merged_contact_id"),
+        (event("e", "2026-03-10T10:00:00Z", event_type="contact.merged", merged_contact_id=100),
+         "bad_value:merged_contact_id"),
+        ({**OK, "workspace_id": 77}, "unknown_workspace"),
+        ({**OK, "workspace_id": 3}, "workspace_misconfigured"),
+    ],
+)
+def test_each_broken_line_gets_its_reason(line: bytes | dict[str, Any], expected: str) -> None:
+    assert reason(line) == expected
+
+
+def test_a_line_over_the_size_limit_is_quarantined_without_parsing() -> None:
+    huge = json.dumps({**OK, "contact_name": "x" * 2_000_000}).encode()
+    assert reason(huge) == "line_too_long"
+
+
+def test_timestamp_up_to_the_clock_skew_allowance_is_accepted() -> None:
+    validate_line(json.dumps({**OK, "occurred_at": "2026-03-11T00:59:59Z"}).encode(), RULES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.dictionaries(st.sampled_from(list(OK)), st.one_of(st.none(), st.integers(), st.text(max_size=20),
+                                                         st.booleans(), st.floats())).map(
+        lambda d: json.dumps({**OK, **d}).encode()),
+))
+def test_any_input_is_either_valid_or_quarantined_with_a_reason(raw: bytes) -> None:
+    try:
+        row = validate_line(raw, RULES)
+    except Invalid as bad:
+        assert bad.reason
+    else:
+        assert isinstance(row[0], str) and row[3] in RULES.workspace_ids
