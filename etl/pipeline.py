@@ -11,7 +11,6 @@ Warehouse layout (docs/warehouse.md):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re

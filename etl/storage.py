@@ -43,7 +43,8 @@ def check_key(key: str) -> str:
 
 
 class Storage(Protocol):
-    uri: str
+    @property
+    def uri(self) -> str: ...
 
     def read_bytes(self, key: str) -> bytes: ...
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
