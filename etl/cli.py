@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
 
 from etl.settings import Settings
 from etl.storage import StorageError, open_storage
+from etl.windows import WINDOW_NAMES
 
 log = logging.getLogger("contacts_report")
 
@@ -69,6 +71,23 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     which.add_argument("--ingest-date", type=_date, action="append", metavar="YYYY-MM-DD",
                        help="arrival day to process (repeatable)")
     which.add_argument("--all", action="store_true", help="every arrival day in the landing zone, oldest first")
+
+    ren = commands.add_parser("render", help="render the report pages of a report day",
+                              description="Render one page per workspace and preset window, the CSV logs and the "
+                              "index pages. Prints a JSON summary on stdout.")
+    ren.add_argument("--warehouse", default=settings.warehouse, help="folder or s3://… (default %(default)s)")
+    ren.add_argument("--out", default=settings.out, help="output folder or s3://… (default %(default)s)")
+    day = ren.add_mutually_exclusive_group(required=True)
+    day.add_argument("--report-day", type=_date, metavar="YYYY-MM-DD", help="the same report day for every workspace")
+    day.add_argument("--cutoff", type=_instant, metavar="ISO-INSTANT",
+                     help="each workspace reports the last local day fully ended at this instant")
+    ren.add_argument("--workspace", type=_positive, action="append", metavar="ID", help="repeatable (default: all)")
+    ren.add_argument("--window", action="append", choices=WINDOW_NAMES, metavar="NAME",
+                     help=f"repeatable, one of {', '.join(WINDOW_NAMES)} (default: all seven)")
+    ren.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                     help="channel=<id>, user=<id>, source=<source>, contact=<id or part of a name>; AND-ed")
+    ren.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1),
+                     help="render processes (default %(default)s)")
     return parser
 
 
@@ -82,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "etl":
             return _etl(args, settings)
+        if args.command == "render":
+            return _render(args)
     except StorageError as err:
         log.error("%s", err)
         return EXIT_USAGE
@@ -114,6 +135,28 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
             log.error("%s", err)
             return EXIT_FAILED
         print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from etl.render import RenderError, RenderJob, read_view, render
+    from etl.report import FilterError, Filters
+
+    try:
+        Filters.parse(args.filter)
+        view = read_view(open_storage(args.warehouse))
+    except (FilterError, RenderError) as err:
+        log.error("%s", err)
+        return EXIT_USAGE
+    ids = tuple(sorted(set(args.workspace))) if args.workspace else tuple(sorted(view.workspaces))
+    job = RenderJob(warehouse_uri=args.warehouse, out_uri=args.out, workspace_ids=ids, report_day=args.report_day,
+                    cutoff=args.cutoff, windows=tuple(args.window or WINDOW_NAMES), filters=tuple(args.filter))
+    try:
+        totals = render(job, workers=args.workers)
+    except RenderError as err:
+        log.error("%s", err)
+        return EXIT_FAILED
+    print(json.dumps({"out": args.out, "workspaces": len(ids), **totals}))
     return 0
 
 

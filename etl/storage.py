@@ -72,6 +72,7 @@ class LocalStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide published pages from a web server
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()

@@ -1,0 +1,329 @@
+"""Stage two of rendering: report models -> HTML pages, CSV downloads and index pages.
+
+Output layout (mirrored to S3 by the publish step):
+  {out}/index.html                                   all workspaces
+  {out}/{workspace_id}/index.html                    report days, newest first, with their seven windows
+  {out}/{workspace_id}/{report_day}/{window}.html    one page per preset window
+  {out}/{workspace_id}/{report_day}/{window}.contacts_{kind}.csv   complete logs
+  {out}/filtered/{filter-slug}/…                     filtered renders, same layout, never over the pages above
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from etl import charts
+from etl.contract import SOURCE_LABELS, SOURCE_MEANINGS
+from etl.progress import Progress
+from etl.report import (
+    KINDS,
+    NOT_APPLICABLE,
+    Filters,
+    Freshness,
+    ReportPage,
+    Workspace,
+    WorkspaceInputs,
+    build_page,
+    filtered_inputs,
+    log_frame,
+    needed_days,
+    previous_and_next_day,
+)
+from etl.storage import Storage, check_key, open_storage, read_parquet
+from etl.windows import WINDOW_NAMES, WINDOW_TITLES, report_day_for, window
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+_DATE_KEY = re.compile(r"local_date=(\d{4}-\d{2}-\d{2})/")
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+class RenderError(Exception):
+    """The render cannot proceed; the message says why."""
+
+
+# ---------------------------------------------------------------- Jinja
+
+def script_json(value: Any) -> Markup:
+    """JSON safe inside <script>: '<', '>' and '&' escaped, so no name can close the element."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=False, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return Markup(text)
+
+
+@cache
+def environment(templates: Path = TEMPLATES) -> Environment:
+    """One environment, autoescape on for every template whatever its suffix (.html.j2 included)."""
+    env = Environment(loader=FileSystemLoader(templates), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["script_json"] = script_json
+    env.filters["thousands"] = lambda n: "—" if n is None else f"{n:,}"
+    env.globals.update(WINDOW_TITLES=WINDOW_TITLES, WINDOW_NAMES=WINDOW_NAMES, SOURCE_LABELS=SOURCE_LABELS,
+                       source_meanings=SOURCE_MEANINGS, not_applicable=NOT_APPLICABLE)
+    return env
+
+
+# ---------------------------------------------------------------- safe names
+
+def check_workspace_id(value: object) -> int:
+    if type(value) is not int or value <= 0:
+        raise RenderError(f"workspace id must be a positive integer, not {value!r}")
+    return value
+
+
+def page_key(workspace_id: int, report_day: date, window_name: str, filters: Filters) -> str:
+    if window_name not in WINDOW_NAMES:
+        raise RenderError(f"unknown window {window_name!r}")
+    base = f"{check_workspace_id(workspace_id)}/{report_day.isoformat()}/{window_name}.html"
+    return check_key(f"filtered/{filters.slug()}/{base}" if filters.active else base)
+
+
+# ---------------------------------------------------------------- CSV
+
+def neutralise(cell: str) -> str:
+    """OWASP CSV injection guidance: a cell a spreadsheet would run as a formula starts with a quote."""
+    return "'" + cell if cell.startswith(CSV_FORMULA_START) else cell
+
+
+CSV_COLUMNS: tuple[str, ...] = ("timestamp_local", "timestamp_utc", "contact_id", "contact_name", "source",
+                                "user_id", "user_name", "channel_id", "channel_name", "channel_type",
+                                "merged_contact_id", "event_id")
+
+
+def log_csv(frame: pl.DataFrame) -> bytes:
+    """RFC 4180 (CRLF, every field quoted), UTF-8 with a BOM so spreadsheets pick the encoding."""
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in frame.select(CSV_COLUMNS).iter_rows():
+        writer.writerow(["" if v is None else neutralise(str(v)) for v in row])
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+# ---------------------------------------------------------------- warehouse reads
+
+@dataclass(frozen=True)
+class WarehouseView:
+    workspaces: dict[int, Workspace]
+    freshness: Freshness
+    first_day: date | None
+    runs: tuple[dict[str, Any], ...]
+
+
+def read_view(warehouse: Storage) -> WarehouseView:
+    if not warehouse.exists("workspaces.parquet"):
+        raise RenderError(f"{warehouse.uri} has no workspaces.parquet: run `contacts-report etl` first")
+    dim = read_parquet(warehouse, "workspaces.parquet")
+    workspaces = {w: Workspace(w, n, tz) for w, n, tz in dim.select("workspace_id", "name", "timezone").rows()}
+    runs = tuple(json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_runs") if k.endswith(".json"))
+    runs = tuple(sorted(runs, key=lambda r: r["ingest_date"]))
+    latest = runs[-1] if runs else None
+    last_events = [r["last_event_at"] for r in runs if r.get("last_event_at")]
+    days = [date.fromisoformat(m.group(1)) for k in warehouse.list("events") if (m := _DATE_KEY.search(k))]
+    freshness = Freshness(
+        run_id=latest["run_id"] if latest else None,
+        last_event_at=max(last_events) if last_events else None,
+        latest_ingest_date=latest["ingest_date"] if latest else None,
+        latest_report_day=None,
+    )
+    return WarehouseView(workspaces, freshness, min(days) if days else None, runs)
+
+
+def _read_days(warehouse: Storage, folder: str, start: date, end: date, ids: Sequence[int]) -> pl.DataFrame | None:
+    keys = [k for k in warehouse.list(folder) if (m := _DATE_KEY.search(k))
+            and start <= date.fromisoformat(m.group(1)) <= end]
+    frames = [read_parquet(warehouse, k).filter(pl.col("workspace_id").is_in(list(ids))) for k in keys]
+    return pl.concat(frames, how="vertical") if frames else None
+
+
+def load_inputs(warehouse: Storage, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
+                need_all_events: bool) -> dict[int, WorkspaceInputs]:
+    """Every selected workspace's aggregates and events for its report day, read once for the batch."""
+    spans = [needed_days(days[w.workspace_id], windows) for w in workspaces]
+    fact_start, event_start, end = min(s[0] for s in spans), min(s[1] for s in spans), max(s[2] for s in spans)
+    ids = [w.workspace_id for w in workspaces]
+    facts = _read_days(warehouse, "daily", fact_start, end, ids)
+    events = _read_days(warehouse, "events", fact_start if need_all_events else event_start, end, ids)
+    empty_facts = pl.DataFrame(schema={"workspace_id": pl.Int64, "local_date": pl.Date, "event_type": pl.String,
+                                       "source": pl.String, "channel_id": pl.Int64, "user_id": pl.Int64,
+                                       "events": pl.Int64})
+    facts_by = facts.partition_by("workspace_id", as_dict=True) if facts is not None else {}
+    events_by = events.partition_by("workspace_id", as_dict=True) if events is not None else {}
+    empty_events = _empty_events(events)
+    return {
+        w.workspace_id: WorkspaceInputs(w, facts_by.get((w.workspace_id,), empty_facts),
+                                        events_by.get((w.workspace_id,), empty_events))
+        for w in workspaces
+    }
+
+
+def _empty_events(sample: pl.DataFrame | None) -> pl.DataFrame:
+    if sample is not None:
+        return sample.clear()
+    from etl.contract import EVENT_SCHEMA
+
+    return pl.DataFrame(schema={**EVENT_SCHEMA, "timezone": pl.String, "local_ts": pl.Datetime("us"),
+                                "local_date": pl.Date})
+
+
+# ---------------------------------------------------------------- pages
+
+def _charts(page: ReportPage) -> dict[str, str]:
+    """Inline SVG per chart; charts without data are not drawn (the page shows a notice instead)."""
+    out: dict[str, str] = {}
+    days = page.window.dates()
+    applicable = [k for k in ("added", "deleted", "merged") if page.filters.applies(k)]
+    if page.notices.get("overview") is None:
+        out["overview"] = charts.grouped_daily_bars(
+            days, {k: [getattr(r, k) or 0 for r in page.daily] for k in applicable}, "chart-overview")
+    if page.added_by_source:
+        labels = [s.label for s in page.added_by_source]
+        if len(days) > 1:
+            out["added_bar"] = charts.stacked_daily_bars(
+                days, {s.label: page.added_by_source_daily[s.key] for s in page.added_by_source}, "chart-added-bar")
+        else:
+            out["added_bar"] = charts.category_bars(labels, [s.count for s in page.added_by_source], "chart-added-bar")
+        out["added_pie"] = charts.pie(labels, [s.count for s in page.added_by_source], "chart-added-pie")
+    if page.connected_by_channel:
+        labels = [f"{s.label} ({s.detail})" for s in page.connected_by_channel]
+        counts = [s.count for s in page.connected_by_channel]
+        out["connected_bar"] = charts.category_bars(labels, counts, "chart-connected-bar")
+        out["connected_pie"] = charts.pie(labels, counts, "chart-connected-pie")
+    return out
+
+
+def render_page(page: ReportPage, prev_day: date | None, next_day: date | None) -> str:
+    template = environment().get_template("report.html.j2")
+    svgs = {k: Markup(v) for k, v in _charts(page).items()}  # Matplotlib escaped every text node
+    root = "../../" + ("../../" if page.filters.active else "")
+    return template.render(page=page, summary=page.summary(), charts=svgs, prev_day=prev_day, next_day=next_day,
+                           root=root, kinds=KINDS)
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    warehouse_uri: str
+    out_uri: str
+    workspace_ids: tuple[int, ...]
+    report_day: date | None
+    cutoff: datetime | None
+    windows: tuple[str, ...]
+    filters: tuple[str, ...]
+    page_log_rows: int = 500
+
+
+def report_days(view: WarehouseView, ids: Iterable[int], report_day: date | None, cutoff: datetime | None
+                ) -> dict[int, date]:
+    if report_day is not None:
+        return dict.fromkeys(ids, report_day)
+    if cutoff is None:
+        raise RenderError("give --report-day or --cutoff")
+    return {w: report_day_for(cutoff, view.workspaces[w].timezone) for w in ids}
+
+
+def render_batch(job: RenderJob) -> dict[str, int]:
+    """Render every page of the job's workspaces; the DAG maps this over workspace batches."""
+    warehouse, out = open_storage(job.warehouse_uri), open_storage(job.out_uri)
+    filters = Filters.parse(list(job.filters))
+    view = read_view(warehouse)
+    unknown = [w for w in job.workspace_ids if w not in view.workspaces]
+    if unknown:
+        raise RenderError(f"workspaces {unknown} are not in the warehouse's workspaces dimension")
+    selected = [view.workspaces[w] for w in job.workspace_ids]
+    if not selected:
+        return {"pages": 0, "csv": 0}
+    days = report_days(view, job.workspace_ids, job.report_day, job.cutoff)
+    inputs = load_inputs(warehouse, selected, days, job.windows, need_all_events=filters.contact is not None)
+    pages = csvs = 0
+    with Progress(len(selected) * len(job.windows), "rendering", " pages") as bar:
+        for workspace in selected:
+            day = days[workspace.workspace_id]
+            scoped = filtered_inputs(inputs[workspace.workspace_id], filters)
+            latest = (report_day_for(_end_of(view.freshness.latest_ingest_date), workspace.timezone)
+                      if view.freshness.latest_ingest_date else None)
+            freshness = Freshness(view.freshness.run_id, view.freshness.last_event_at,
+                                  view.freshness.latest_ingest_date, latest)
+            prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
+            for name in job.windows:
+                page = build_page(scoped, name, day, filters, freshness, job.page_log_rows)
+                key = page_key(workspace.workspace_id, day, name, filters)
+                out.write_bytes(key, render_page(page, prev_day, next_day).encode(), "text/html; charset=utf-8")
+                pages += 1
+                span = window(name, day)
+                window_events = scoped.events.filter(pl.col("local_date").is_between(span.start, span.end))
+                for kind, table in page.logs.items():
+                    if table.csv_name is not None:
+                        out.write_bytes(key.rsplit("/", 1)[0] + "/" + table.csv_name,
+                                        log_csv(log_frame(window_events, kind)), "text/csv; charset=utf-8")
+                        csvs += 1
+                bar.advance()
+    return {"pages": pages, "csv": csvs}
+
+
+def _end_of(ingest_date: str) -> datetime:
+    from datetime import UTC, timedelta
+
+    return datetime.combine(date.fromisoformat(ingest_date) + timedelta(days=1), datetime.min.time(), UTC)
+
+
+def batches(ids: Sequence[int], count: int) -> list[tuple[int, ...]]:
+    """Round-robin batches: workspace sizes are skewed and ids roughly follow size, so interleave them."""
+    count = max(1, min(count, len(ids)))
+    return [tuple(ids[i::count]) for i in range(count)]
+
+
+def render(job: RenderJob, workers: int = 1) -> dict[str, int]:
+    """Render in `workers` processes (spawned: Polars and forking do not mix), then the index pages."""
+    parts = batches(job.workspace_ids, workers)
+    jobs = [RenderJob(**{**job.__dict__, "workspace_ids": part}) for part in parts]
+    if len(jobs) <= 1:
+        results = [render_batch(j) for j in jobs]
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(render_batch, jobs))
+    totals = {"pages": sum(r["pages"] for r in results), "csv": sum(r["csv"] for r in results)}
+    view = read_view(open_storage(job.warehouse_uri))
+    write_indexes(open_storage(job.out_uri), view)
+    return totals
+
+
+# ---------------------------------------------------------------- index pages
+
+_PAGE = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/([a-z0-9_]+)\.html$")
+
+
+def write_indexes(out: Storage, view: WarehouseView) -> None:
+    """Index pages from what is actually published under `out` (unfiltered pages only)."""
+    found: dict[int, dict[str, set[str]]] = {}
+    for key in out.list():
+        m = _PAGE.match(key)
+        if m and int(m.group(1)) in view.workspaces:
+            found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), set()).add(m.group(3))
+    env = environment()
+    for wid, days in sorted(found.items()):
+        rows = [(d, [w for w in WINDOW_NAMES if w in days[d]]) for d in sorted(days, reverse=True)]
+        html = env.get_template("workspace_index.html.j2").render(workspace=view.workspaces[wid], days=rows,
+                                                                  freshness=view.freshness)
+        out.write_bytes(f"{wid}/index.html", html.encode(), "text/html; charset=utf-8")
+    listing = [(view.workspaces[w], max(found[w]) if w in found else None) for w in sorted(view.workspaces)]
+    html = env.get_template("index.html.j2").render(workspaces=listing, freshness=view.freshness)
+    out.write_bytes("index.html", html.encode(), "text/html; charset=utf-8")

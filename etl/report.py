@@ -1,0 +1,380 @@
+"""Stage one of rendering: warehouse rows -> a typed report model (no HTML here).
+
+Counts come from the daily aggregates (their grain carries channel, user and source, so those filters apply
+directly); the contact filter and the logs need the events themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+
+from etl.contract import ADDED, CONNECTED, DELETED, MERGED, SOURCE_LABELS, SOURCE_MEANINGS, SOURCES
+from etl.transform import daily_aggregates
+from etl.windows import WINDOW_NAMES, WINDOW_TITLES, Window, window
+
+KINDS: tuple[str, ...] = ("added", "deleted", "merged", "connected")
+OVERVIEW_KINDS: tuple[str, ...] = ("added", "deleted", "merged")
+EVENT_TYPE_OF: dict[str, str] = {"added": ADDED, "deleted": DELETED, "merged": MERGED, "connected": CONNECTED}
+KIND_TITLES: dict[str, str] = {"added": "Contacts added", "deleted": "Contacts deleted",
+                               "merged": "Contacts merged", "connected": "Contacts connected"}
+NOT_APPLICABLE = "The selected filters are not applicable here"
+NO_DATA_FILTERED = "The selected filters have no applicable data"
+NO_DATA = "No contacts in this period"
+FILTER_KEYS: tuple[str, ...] = ("channel", "user", "source", "contact")
+
+
+class FilterError(ValueError):
+    """A --filter argument that cannot be used; the message says which forms are accepted."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Active filters, combined with AND. `channel` applies to added and connected only."""
+
+    channel: int | None = None
+    user: int | None = None
+    source: str | None = None
+    contact: str | None = None
+
+    @classmethod
+    def parse(cls, items: list[str] | None) -> Filters:
+        values: dict[str, Any] = {}
+        for item in items or []:
+            key, sep, value = item.partition("=")
+            if not sep or key not in FILTER_KEYS or not value:
+                raise FilterError(f"bad filter {item!r}; use KEY=VALUE with KEY one of {', '.join(FILTER_KEYS)}")
+            if key in values:
+                raise FilterError(f"filter {key!r} given twice; each key may be used once")
+            if key in ("channel", "user"):
+                if not value.isdigit() or int(value) <= 0:
+                    raise FilterError(f"{key} filter takes a numeric {key} id, not {value!r}")
+                values[key] = int(value)
+            elif key == "source":
+                if value not in SOURCES:
+                    raise FilterError(f"unknown source {value!r}; expected one of {', '.join(SOURCES)}")
+                values[key] = value
+            else:
+                values[key] = value
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: str(v) for k in FILTER_KEYS if (v := getattr(self, k)) is not None}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.as_dict())
+
+    def applies(self, kind: str) -> bool:
+        return not (self.channel is not None and kind in ("deleted", "merged"))
+
+    def slug(self) -> str:
+        """A folder name for filtered renders: readable, path-safe and unique per filter set."""
+        text = "__".join(f"{k}-{v}" for k, v in self.as_dict().items())
+        safe = re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:60].strip("_") or "filter"
+        return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+    def rows_predicate(self, with_contact: bool) -> pl.Expr:
+        """Rows kept by channel/user/source (and contact, on events). Channel only narrows added/connected."""
+        keep = pl.lit(True)
+        if self.channel is not None:
+            keep &= ~pl.col("event_type").is_in([ADDED, CONNECTED]) | (pl.col("channel_id") == self.channel)
+        if self.user is not None:
+            keep &= pl.col("user_id") == self.user
+        if self.source is not None:
+            keep &= pl.col("source") == self.source
+        if with_contact and self.contact is not None:
+            keep &= _contact_matches(self.contact)
+        return keep
+
+
+def _contact_matches(needle: str) -> pl.Expr:
+    by_name = pl.col("contact_name").str.to_lowercase().str.contains(needle.lower(), literal=True)
+    if needle.isdigit():
+        number = int(needle)
+        return by_name | (pl.col("contact_id") == number) | (pl.col("merged_contact_id") == number)
+    return by_name
+
+
+@dataclass(frozen=True)
+class Workspace:
+    workspace_id: int
+    name: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    kind: str
+    title: str
+    value: int | None
+    previous: int | None
+
+    @property
+    def change_pct(self) -> float | None:
+        """respond.io's "% difference": (current − previous) / previous; undefined when previous is 0."""
+        if self.value is None or self.previous is None or self.previous == 0:
+            return None
+        return round((self.value - self.previous) / self.previous * 100, 1)
+
+    @property
+    def change_text(self) -> str:
+        if self.value is None:
+            return "not applicable"
+        if self.previous == 0:
+            return "no change" if self.value == 0 else "new (none in the previous period)"
+        pct = self.change_pct
+        return f"{pct:+.1f}% vs previous period" if pct else "no change"
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One source or channel of a breakdown."""
+
+    key: str
+    label: str
+    detail: str
+    count: int
+    share_pct: float
+
+
+@dataclass(frozen=True)
+class LogTable:
+    kind: str
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    total: int | None
+    csv_name: str | None
+    notice: str | None
+
+
+@dataclass(frozen=True)
+class DailyRow:
+    day: date
+    added: int | None
+    deleted: int | None
+    merged: int | None
+
+
+@dataclass(frozen=True)
+class Freshness:
+    run_id: str | None
+    last_event_at: str | None
+    latest_ingest_date: str | None
+    latest_report_day: date | None
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    workspace: Workspace
+    window: Window
+    report_day: date
+    filters: Filters
+    metrics: dict[str, Metric]
+    daily: tuple[DailyRow, ...]
+    added_by_source: tuple[Slice, ...]
+    added_by_source_daily: dict[str, tuple[int, ...]]
+    connected_by_channel: tuple[Slice, ...]
+    logs: dict[str, LogTable]
+    freshness: Freshness
+    notices: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return WINDOW_TITLES[self.window.name]
+
+    def summary(self) -> dict[str, Any]:
+        """The machine-readable block embedded in the page (the issue's contract)."""
+        return {
+            "workspace_id": self.workspace.workspace_id,
+            "workspace_name": self.workspace.name,
+            "timezone": self.workspace.timezone,
+            "window": self.window.name,
+            "report_day": self.report_day.isoformat(),
+            "start": self.window.start.isoformat(),
+            "end": self.window.end.isoformat(),
+            "filters": self.filters.as_dict(),
+            "totals": {k: self.metrics[k].value for k in KINDS},
+            "previous_period": {k: self.metrics[k].previous for k in KINDS},
+            "added_by_source": {s.key: s.count for s in self.added_by_source},
+            "connected_by_channel": {s.key: s.count for s in self.connected_by_channel},
+            "daily": [{"date": r.day.isoformat(), "added": r.added, "deleted": r.deleted, "merged": r.merged}
+                      for r in self.daily],
+            "logs": {k: self.logs[k].total for k in KINDS},
+            "generated_from": {"run_id": self.freshness.run_id, "last_event_at": self.freshness.last_event_at,
+                               "latest_ingest_date": self.freshness.latest_ingest_date},
+        }
+
+
+def _share(count: int, total: int) -> float:
+    return round(count / total * 100, 1) if total else 0.0
+
+
+def _count(facts: pl.DataFrame, kind: str, start: date, end: date) -> int:
+    rows = facts.filter((pl.col("event_type") == EVENT_TYPE_OF[kind]) & pl.col("local_date").is_between(start, end))
+    return int(rows["events"].sum())
+
+
+def channel_names(events: pl.DataFrame) -> dict[int, tuple[str, str]]:
+    """channel_id -> (name, type) as last seen; a deleted channel keeps the name its events carry."""
+    latest = (events.filter(pl.col("channel_id").is_not_null())
+              .sort("occurred_at", "event_id")
+              .group_by("channel_id").agg(pl.col("channel_name").last(), pl.col("channel_type").last()))
+    return {cid: (name or "", ctype or "") for cid, name, ctype in latest.rows()}
+
+
+LOG_COLUMNS: dict[str, tuple[str, ...]] = {
+    "added": ("Timestamp", "Contact ID", "Contact name", "Source", "User"),
+    "connected": ("Timestamp", "Contact ID", "Contact name", "Source", "User", "Channel"),
+    "deleted": ("Timestamp", "Contact ID", "Contact name", "Source", "User"),
+    "merged": ("Timestamp", "Primary contact ID", "Contact name after merge", "Source", "User", "Merged contact ID"),
+}
+
+
+def log_frame(events: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """A log's rows, newest first, with every column the page, the CSV and the archive need."""
+    rows = events.filter(pl.col("event_type") == EVENT_TYPE_OF[kind]).sort(
+        ["occurred_at", "event_id"], descending=[True, False])
+    return rows.select(
+        timestamp_local=pl.col("local_ts").dt.strftime("%Y-%m-%d %H:%M:%S"),
+        timestamp_utc=pl.col("occurred_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+        contact_id="contact_id",
+        contact_name="contact_name",
+        source="source",
+        user_id="user_id",
+        user_name="user_name",
+        channel_id="channel_id",
+        channel_name="channel_name",
+        channel_type="channel_type",
+        merged_contact_id="merged_contact_id",
+        event_id="event_id",
+    )
+
+
+def _display_rows(frame: pl.DataFrame, kind: str, limit: int) -> tuple[tuple[str, ...], ...]:
+    out = []
+    for r in frame.head(limit).iter_rows(named=True):
+        # The added log names the user only for contacts a user added.
+        show_user = kind != "added" or r["source"] == "user"
+        user = (r["user_name"] or "") if show_user else ""
+        row = [r["timestamp_local"], str(r["contact_id"]), r["contact_name"], SOURCE_LABELS[r["source"]], user]
+        if kind == "connected":
+            row.append(f"{r['channel_name']} ({r['channel_type']})")
+        if kind == "merged":
+            row.append(str(r["merged_contact_id"]))
+        out.append(tuple(row))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class WorkspaceInputs:
+    """One workspace's rows for a report day: aggregates over every window and previous period, events over
+    every window (and over everything when the contact filter needs them)."""
+
+    workspace: Workspace
+    facts: pl.DataFrame
+    events: pl.DataFrame
+
+
+def needed_days(report_day: date, windows: tuple[str, ...] = WINDOW_NAMES) -> tuple[date, date, date]:
+    """(earliest day any previous period needs, earliest day any window shows, report day)."""
+    spans = [window(name, report_day) for name in windows]
+    return min(w.previous().start for w in spans), min(w.start for w in spans), report_day
+
+
+def filtered_inputs(inputs: WorkspaceInputs, filters: Filters) -> WorkspaceInputs:
+    events = inputs.events.filter(filters.rows_predicate(with_contact=True))
+    if filters.contact is not None:
+        facts = daily_aggregates(events.lazy()).collect()
+    else:
+        facts = inputs.facts.filter(filters.rows_predicate(with_contact=False))
+    return WorkspaceInputs(inputs.workspace, facts, events)
+
+
+def build_page(inputs: WorkspaceInputs, window_name: str, report_day: date, filters: Filters,
+               freshness: Freshness, page_log_rows: int = 500) -> ReportPage:
+    """The model of one page. `inputs` must already be filtered (see `filtered_inputs`)."""
+    span = window(window_name, report_day)
+    previous = span.previous()
+    facts, events = inputs.facts, inputs.events
+    metrics = {
+        kind: Metric(kind, KIND_TITLES[kind],
+                     _count(facts, kind, span.start, span.end) if filters.applies(kind) else None,
+                     _count(facts, kind, previous.start, previous.end) if filters.applies(kind) else None)
+        for kind in KINDS
+    }
+    in_window = facts.filter(pl.col("local_date").is_between(span.start, span.end))
+    daily = tuple(
+        DailyRow(d, *(_count(in_window, k, d, d) if filters.applies(k) else None for k in OVERVIEW_KINDS))
+        for d in span.dates()
+    )
+    window_events = events.filter(pl.col("local_date").is_between(span.start, span.end))
+    logs = {}
+    for kind in KINDS:
+        frame = log_frame(window_events, kind) if filters.applies(kind) else None
+        notice = _notice(filters, kind, frame)
+        logs[kind] = LogTable(
+            kind=kind, title=f"{KIND_TITLES[kind]} log", columns=LOG_COLUMNS[kind],
+            rows=() if frame is None else _display_rows(frame, kind, page_log_rows),
+            total=None if frame is None else frame.height,
+            csv_name=None if frame is None else f"{window_name}.contacts_{kind}.csv",
+            notice=notice,
+        )
+    added_total = metrics["added"].value or 0
+    by_source = dict(in_window.filter(pl.col("event_type") == ADDED).group_by("source").agg(
+        pl.col("events").sum()).rows())
+    added_by_source = tuple(
+        Slice(s, SOURCE_LABELS[s], SOURCE_MEANINGS[s], int(by_source[s]), _share(int(by_source[s]), added_total))
+        for s in SOURCES if by_source.get(s)
+    )
+    per_day_source = in_window.filter(pl.col("event_type") == ADDED)
+    added_by_source_daily = {
+        s.key: tuple(_sum_day(per_day_source, s.key, d) for d in span.dates()) for s in added_by_source
+    }
+    names = channel_names(events)
+    connected_total = metrics["connected"].value or 0
+    by_channel = in_window.filter(pl.col("event_type") == CONNECTED).group_by("channel_id").agg(
+        pl.col("events").sum()).sort(["events", "channel_id"], descending=[True, False])
+    connected_by_channel = tuple(
+        Slice(str(cid), names.get(cid, (f"Channel {cid}", ""))[0], names.get(cid, ("", "unknown"))[1], int(n),
+              _share(int(n), connected_total))
+        for cid, n in by_channel.rows()
+    )
+    notices = {
+        "added_by_source": _component_notice(filters, "added", bool(added_by_source)),
+        "connected_by_channel": _component_notice(filters, "connected", bool(connected_by_channel)),
+        "overview": None if any((m.value or 0) for m in metrics.values() if m.kind != "connected") else (
+            NO_DATA_FILTERED if filters.active else NO_DATA),
+    }
+    return ReportPage(inputs.workspace, span, report_day, filters, metrics, daily, added_by_source,
+                      added_by_source_daily, connected_by_channel, logs, freshness, notices)
+
+
+def _sum_day(facts: pl.DataFrame, source: str, day: date) -> int:
+    return int(facts.filter((pl.col("source") == source) & (pl.col("local_date") == day))["events"].sum())
+
+
+def _component_notice(filters: Filters, kind: str, has_rows: bool) -> str | None:
+    if not filters.applies(kind):
+        return NOT_APPLICABLE
+    if has_rows:
+        return None
+    return NO_DATA_FILTERED if filters.active else NO_DATA
+
+
+def _notice(filters: Filters, kind: str, frame: pl.DataFrame | None) -> str | None:
+    return _component_notice(filters, kind, frame is not None and frame.height > 0)
+
+
+def previous_and_next_day(report_day: date, freshness: Freshness, earliest: date | None
+                          ) -> tuple[date | None, date | None]:
+    prev_day = report_day - timedelta(days=1)
+    next_day = report_day + timedelta(days=1)
+    return (prev_day if earliest is not None and prev_day >= earliest else None,
+            next_day if freshness.latest_report_day and next_day <= freshness.latest_report_day else None)
