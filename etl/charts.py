@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from datetime import date
 
 import matplotlib as mpl
-
-mpl.use("svg")
-from matplotlib.figure import Figure
+from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure  # pyplot is never imported: no global figure state, no GUI backend
+from matplotlib.patches import Patch
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -59,6 +60,16 @@ def to_svg(fig: Figure, namespace: str) -> str:
     return svg
 
 
+def _bars(ax: Axes, xs: Sequence[float], heights: Sequence[float], bottoms: Sequence[float], width: float,
+          colour: str, label: str) -> Patch:
+    """Bars as one collection: one artist to build and draw instead of one Rectangle per bar (~3× faster)."""
+    half = width / 2
+    verts = [((x - half, b), (x - half, b + h), (x + half, b + h), (x + half, b))
+             for x, h, b in zip(xs, heights, bottoms, strict=True) if h]
+    ax.add_collection(PolyCollection(verts, facecolors=colour, edgecolors="none"), autolim=True)
+    return Patch(facecolor=colour, label=label)
+
+
 def _ticks(days: Sequence[date]) -> tuple[list[int], list[str]]:
     """At most ~8 labelled days: readable on a phone, and cheaper to draw."""
     step = max(1, -(-len(days) // 8))
@@ -72,14 +83,13 @@ def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
         fig = _figure()
         ax = fig.add_axes((0.07, 0.16, 0.91, 0.72))
         width = 0.8 / max(len(series), 1)
+        handles = []
         for i, (kind, values) in enumerate(series.items()):
             xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(days))]
-            ax.bar(xs, values, width=width, color=KIND_COLOURS.get(kind, PALETTE[i]), label=kind.capitalize())
-        positions, labels = _ticks(days)
-        ax.set_xticks(positions, labels)
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.legend(loc="upper left", ncols=len(series), frameon=False, bbox_to_anchor=(0, 1.16))
-        ax.set_xlim(-0.6, len(days) - 0.4)
+            handles.append(_bars(ax, xs, values, [0] * len(days), width, KIND_COLOURS.get(kind, PALETTE[i]),
+                                 kind.capitalize()))
+        _finish_daily(ax, days, max((max(v, default=0) for v in series.values()), default=0))
+        ax.legend(handles=handles, loc="upper left", ncols=len(series), frameon=False, bbox_to_anchor=(0, 1.16))
         return to_svg(fig, namespace)
 
 
@@ -88,16 +98,23 @@ def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
     with mpl.rc_context(STYLE):
         fig = _figure()
         ax = fig.add_axes((0.07, 0.16, 0.91, 0.70))
-        bottom = [0] * len(days)
+        bottom: list[float] = [0] * len(days)
+        handles = []
         for i, (label, values) in enumerate(series.items()):
-            ax.bar(range(len(days)), values, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=label, width=0.75)
+            handles.append(_bars(ax, range(len(days)), values, bottom, 0.75, PALETTE[i % len(PALETTE)], label))
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        positions, labels = _ticks(days)
-        ax.set_xticks(positions, labels)
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.legend(loc="upper left", ncols=min(len(series), 4), frameon=False, bbox_to_anchor=(0, 1.22))
-        ax.set_xlim(-0.6, len(days) - 0.4)
+        _finish_daily(ax, days, max(bottom, default=0))
+        ax.legend(handles=handles, loc="upper left", ncols=min(len(series), 4), frameon=False,
+                  bbox_to_anchor=(0, 1.22))
         return to_svg(fig, namespace)
+
+
+def _finish_daily(ax: Axes, days: Sequence[date], top: float) -> None:
+    positions, labels = _ticks(days)
+    ax.set_xticks(positions, labels)
+    ax.set_xlim(-0.6, len(days) - 0.4)
+    ax.set_ylim(0, max(top, 1) * 1.05)
+    ax.yaxis.get_major_locator().set_params(integer=True)
 
 
 def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> str:
