@@ -12,18 +12,20 @@ import io
 import re
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 import matplotlib as mpl
 from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure  # pyplot is never imported: no global figure state, no GUI backend
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 KIND_COLOURS: dict[str, str] = {"added": "#0072B2", "deleted": "#D55E00", "merged": "#009E73"}
 
-STYLE: dict[str, object] = {
+STYLE: dict[Any, Any] = {  # Any: Matplotlib types rc keys as a Literal union
     "svg.hashsalt": "contacts-report",
     "svg.fonttype": "none",
     "text.parse_math": False,
@@ -114,7 +116,7 @@ def _finish_daily(ax: Axes, days: Sequence[date], top: float) -> None:
     ax.set_xticks(positions, labels)
     ax.set_xlim(-0.6, len(days) - 0.4)
     ax.set_ylim(0, max(top, 1) * 1.05)
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> str:
@@ -128,7 +130,7 @@ def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) 
         ax.set_yticks(positions, [_short(label) for label in labels])
         for y, v in zip(positions, values, strict=True):
             ax.text(v, y, f" {v:,}", va="center", fontsize=8)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0, max(values, default=1) * 1.15 or 1)
         return to_svg(fig, namespace)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def main(demo: Path) -> None:
+def main(demo: Path, out: Path) -> None:
     runs = [json.loads(line) for line in (demo / "etl-runs.ndjson").read_text().splitlines()]
     total = {k: sum(r[k] for r in runs) for k in ("lines_read", "events_valid", "events_quarantined",
                                                  "duplicates_dropped", "late_events")}
@@ -21,7 +21,11 @@ def main(demo: Path) -> None:
     print(f"  daily/        {len(list(warehouse.glob('daily/*/*.parquet')))} daily aggregate partitions")
     print("  quarantine/   rejected lines with their reason, per arrival day")
     print(f"  _runs/        one JSON run summary per arrival day (also in {demo / 'etl-runs.ndjson'})")
+    rendered = json.loads((demo / "render.json").read_text())
+    print(f"\nRendered {rendered['pages']:,} pages and {rendered['csv']:,} CSV logs "
+          f"for {rendered['workspaces']} workspaces.")
+    print(f"Open the report index:  {(out / 'index.html').resolve().as_uri()}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

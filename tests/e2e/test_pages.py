@@ -50,7 +50,7 @@ class Page(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags[tag] += 1
         found = dict(attrs)
-        if "id" in found and found["id"]:
+        if found.get("id"):
             self.ids.append(found["id"])
         if tag == "a" and found.get("href"):
             self.links.append(str(found["href"]))

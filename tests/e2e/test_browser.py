@@ -1,0 +1,95 @@
+"""A real browser (Debian's Chromium, driven by Playwright) opens the pages from disk, as a stakeholder would."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TINY
+from tests.e2e.test_pages import build, render_all
+
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("browser-site")
+    render_all(build(TINY / "landing", root), root / "out", date(2026, 3, 30))
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs Debian's chromium package"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser: Any, url: str, width: int) -> tuple[Any, list[str], list[str]]:
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return page, errors, requests
+
+
+@pytest.mark.parametrize("width", [1280, 360])
+def test_page_opens_cleanly_from_disk_on_desktop_and_phone(browser: Any, site: Path, width: int) -> None:
+    url = (site / "1/2026-03-30/last_30_days.html").as_uri()
+    page, errors, requests = open_page(browser, url, width)
+    assert errors == []
+    assert [r for r in requests if r != url] == []  # nothing fetched from anywhere, not even from disk
+    charts = page.locator("svg.chart-svg")
+    assert charts.count() == 5
+    for i in range(charts.count()):
+        box = charts.nth(i).bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 50
+        assert box["width"] <= width
+    # Nothing wider than a phone screen outside the horizontally scrolling tables.
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= width + 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"last_30_days-{width}.png"), full_page=True)
+    page.close()
+
+
+def test_log_search_box_narrows_the_rows(browser: Any, site: Path) -> None:
+    page, errors, _ = open_page(browser, (site / "1/2026-03-30/last_30_days.html").as_uri(), 1280)
+    rows = page.locator("#table-added tbody tr")
+    total = rows.count()
+    assert total > 3
+    box = page.locator('input[data-table="table-added"]')
+    assert box.is_visible()
+    box.fill("ana")
+    visible = [rows.nth(i).inner_text() for i in range(total) if rows.nth(i).is_visible()]
+    assert 0 < len(visible) < total
+    assert all("ana" in text.lower() for text in visible)
+    box.fill("")
+    assert sum(rows.nth(i).is_visible() for i in range(total)) == total
+    assert errors == []
+
+
+def test_page_works_with_scripts_off(browser: Any, site: Path) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto((site / "1/2026-03-30/last_7_days.html").as_uri())
+    assert page.locator("#table-added tbody tr").count() > 0
+    assert not page.locator(".log-search").first.is_visible()  # no dead search box without scripts
+    assert page.locator("svg.chart-svg").count() >= 3
+    context.close()
