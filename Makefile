@@ -9,7 +9,7 @@ DEMO := data/demo
 OUT ?= reports_out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint bench clean help
+.PHONY: install system-deps demo airflow test lint bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,13 +26,16 @@ system-deps:  ## Debian packages the tests need (headless Chromium), installed o
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 
-demo: install  ## ~60 days of synthetic events for three dozen workspaces -> warehouse -> pages of the latest night
-	rm -rf $(DEMO) $(OUT)/[0-9]* $(OUT)/index.html $(OUT)/filtered
-	$(BIN)/contacts-report generate --landing $(DEMO)/landing --days 60 --workspaces 36 --events-per-day 3000
-	$(BIN)/contacts-report etl --landing $(DEMO)/landing --warehouse $(DEMO)/warehouse --all > $(DEMO)/etl-runs.ndjson
-	$(BIN)/contacts-report render --warehouse $(DEMO)/warehouse --out $(OUT) --cutoff "$$(date -u +%Y-%m-%dT00:00Z)" \
-	  > $(DEMO)/render.json
-	@$(BIN)/python scripts/demo_summary.py $(DEMO) $(OUT)
+demo: install  ## the nightly job end to end: synthetic events, loopback S3 + SMTP, the real DAG (airflow dags test)
+	rm -rf $(DEMO) $(OUT)/[0-9]* $(OUT)/index.html $(OUT)/filtered $(OUT)/_runs $(OUT)/_outbox
+	$(BIN)/python scripts/demo.py --data $(DEMO) --out $(OUT)
+
+airflow: install  ## Airflow UI on the demo's data: airflow standalone on http://127.0.0.1:8080 (Ctrl-C stops it)
+	AIRFLOW_HOME=$(CURDIR)/airflow_home AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8080/execution/ \
+	CONTACTS_REPORT_LANDING=$(CURDIR)/$(DEMO)/landing CONTACTS_REPORT_WAREHOUSE=$(CURDIR)/$(DEMO)/warehouse \
+	CONTACTS_REPORT_OUT=$(CURDIR)/$(OUT) $(BIN)/airflow standalone
 
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
@@ -42,4 +45,4 @@ test: install system-deps lint  ## every test (pytest exit 5, "no tests", fails 
 	$(BIN)/pytest
 
 clean:  ## remove generated data and outputs (keeps .venv)
-	rm -rf data reports_out/* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data airflow_home test-artifacts reports_out/* .pytest_cache .mypy_cache .ruff_cache

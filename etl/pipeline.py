@@ -271,6 +271,8 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         "duplicates_dropped": lost_all.height - conflicts.height,
         "late_events": late.height,
         "days_touched": [d.isoformat() for d in sorted(touched)],
+        "events_by_workspace": {str(w): n for w, n in
+                                kept_new.group_by("workspace_id").len().sort("workspace_id").rows()},
         "blank_lines": batch.blank_lines,
         "files_read": len(batch.files),
         "files_damaged": batch.damaged_files,

@@ -68,10 +68,15 @@ def script_json(value: Any) -> Markup:
     return Markup(text)
 
 
+def _autoescape(name: str | None) -> bool:
+    return not (name or "").endswith(".txt.j2")
+
+
 @cache
 def environment(templates: Path = TEMPLATES) -> Environment:
-    """One environment, autoescape on for every template whatever its suffix (.html.j2 included)."""
-    env = Environment(loader=FileSystemLoader(templates), autoescape=True, undefined=StrictUndefined,
+    """One environment: autoescape on for every template whatever its suffix (.html.j2 included), except the
+    plain-text e-mail body, where HTML entities would be wrong (it is never parsed as markup)."""
+    env = Environment(loader=FileSystemLoader(templates), autoescape=_autoescape, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["script_json"] = script_json
     env.filters["thousands"] = lambda n: "—" if n is None else f"{n:,}"

@@ -22,9 +22,19 @@ class Settings:
     recipients_file: str | None = None
     mail_from: str = "contacts-report@localhost"
     ops_email: str | None = None
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
     # Validation
     future_tolerance: timedelta = timedelta(hours=1)
     max_line_bytes: int = 1_000_000
+    # Data-quality gate (the nightly run fails loudly past these)
+    max_quarantine_ratio: float = 0.05
+    min_volume_ratio: float = 0.2
+    volume_floor: int = 50
+    max_schema_drift_ratio: float = 0.01
+    # Rendering and links
+    render_batch_size: int = 50
+    presign_seconds: int = 7 * 24 * 3600  # SigV4's maximum
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -39,6 +49,11 @@ class Settings:
             "recipients_file": env.get("CONTACTS_REPORT_RECIPIENTS") or None,
             "mail_from": env.get("CONTACTS_REPORT_MAIL_FROM", base.mail_from),
             "ops_email": env.get("CONTACTS_REPORT_OPS_EMAIL") or None,
+            "smtp_host": env.get("CONTACTS_REPORT_SMTP_HOST", base.smtp_host),
+            "smtp_port": int(env.get("CONTACTS_REPORT_SMTP_PORT", base.smtp_port)),
+            "max_quarantine_ratio": float(env.get("CONTACTS_REPORT_MAX_QUARANTINE_RATIO", base.max_quarantine_ratio)),
+            "min_volume_ratio": float(env.get("CONTACTS_REPORT_MIN_VOLUME_RATIO", base.min_volume_ratio)),
+            "render_batch_size": int(env.get("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size)),
         }
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -151,14 +151,20 @@ class S3Storage:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
-def s3_client() -> Any:
-    """A boto3 S3 client from the standard credential chain (AWS_ENDPOINT_URL included), retrying in
-    botocore's standard mode."""
-    import boto3
+def client_config() -> Any:
+    """botocore settings for every S3 client: standard-mode retries with a deliberate budget (6 attempts in all),
+    bounded timeouts, and SigV4 (presigned links then carry X-Amz-Expires, at most 7 days)."""
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "total_max_attempts": 6}, connect_timeout=10, read_timeout=60)
-    return boto3.client("s3", config=config)
+    return Config(retries={"mode": "standard", "total_max_attempts": 6}, connect_timeout=10, read_timeout=60,
+                  signature_version="s3v4")
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client from the standard credential chain (AWS_ENDPOINT_URL included)."""
+    import boto3
+
+    return boto3.client("s3", config=client_config())
 
 
 def open_storage(uri: str, client: Any = None) -> Storage:

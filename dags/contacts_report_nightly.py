@@ -1,0 +1,156 @@
+"""
+### Contacts report, nightly
+
+Turns one UTC arrival day of raw contact events into the **Reports → Contacts** pages of every workspace,
+publishes them to S3 and e-mails the links.
+
+**The night.** Each run covers one UTC day (its data interval). Night N ingests the landing partition
+`events/ingest_date=N/` and renders with cutoff N+1 00:00 UTC, so every workspace gets the last local day that had
+fully ended at that instant. The night is always the UTC date of the run's logical date — scheduled runs, manual
+triggers, `airflow dags test contacts_report_nightly N` and backfills all agree.
+
+**Tasks.** `check_landing` (retries for about an hour while the partition is missing, then fails: no "0 contacts"
+report is ever published) → `ingest` (validate, quarantine, de-duplicate, aggregate) → `quality_gate` (fails on a
+high quarantine ratio, schema drift or a workspace whose volume collapsed; thresholds are settings) →
+`plan_render_batches` → `render` (mapped over workspace batches, in parallel) → `build_indexes` → `publish`
+(dated pages first, indexes last) → `send_emails` → `run_summary` (the ops page `_runs/index.html`).
+
+**Re-running** a night, clearing any task or `airflow backfill create` over a range converges to the state of one
+clean run: every write is scoped to the night and replaces what the night wrote before; e-mails keep a ledger.
+
+**When it fails**, ops get an e-mail naming the task, the night and the log URL (`CONTACTS_REPORT_OPS_EMAIL`).
+Settings: see the README (`CONTACTS_REPORT_*`); S3 and SMTP come from the `aws_default` and `smtp_default`
+connections.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+
+
+def _night() -> Any:
+    from etl.nightly import night_of
+
+    context = get_current_context()
+    return night_of(context.get("logical_date"), context["dag_run"].run_after)
+
+
+def _settings() -> Any:
+    from etl.settings import Settings
+
+    return Settings.from_env()
+
+
+def _s3_client() -> Any:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from etl.storage import client_config
+
+    return S3Hook(aws_conn_id="aws_default", config=client_config()).get_conn()
+
+
+def _smtp() -> Any:
+    from airflow.sdk import BaseHook
+
+    from etl.mail import SmtpConfig
+
+    conn = BaseHook.get_connection("smtp_default")
+    extra = conn.extra_dejson
+    return SmtpConfig(host=conn.host or "127.0.0.1", port=int(conn.port or 25), user=conn.login or None,
+                      password=conn.password or None, starttls=bool(extra.get("starttls", False)))
+
+
+def notify_ops(context: dict[str, Any]) -> None:
+    """on_failure_callback: which task failed, for which night, and where its log is."""
+    from etl.nightly import alert_ops, night_of
+
+    ti = context["ti"]
+    night = night_of(context.get("logical_date"), context["dag_run"].run_after)
+    alert_ops(_settings(), _smtp, ti.dag_id, ti.task_id, night, getattr(ti, "log_url", None),
+              str(context.get("exception") or ""))
+
+
+NETWORK_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=15),
+}
+
+
+@dag(
+    dag_id="contacts_report_nightly",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,  # history is filled on purpose, with `airflow backfill create`
+    max_active_runs=1,
+    tags=["contacts-report", "reports", "nightly"],
+    doc_md=__doc__,
+    default_args={"owner": "contacts-report", "on_failure_callback": notify_ops, **NETWORK_RETRIES},
+)
+def contacts_report_nightly() -> None:
+    @task(retries=6, retry_delay=timedelta(minutes=10), retry_exponential_backoff=0)
+    def check_landing() -> int:
+        from etl.nightly import check_landing
+
+        return int(check_landing(_settings(), _night()))
+
+    @task
+    def ingest(files: int) -> dict[str, Any]:
+        from etl.nightly import ingest
+
+        return dict(ingest(_settings(), _night()))
+
+    @task(retries=0)
+    def quality_gate(summary: dict[str, Any]) -> dict[str, Any]:
+        from etl.nightly import quality_gate
+
+        return dict(quality_gate(_settings(), _night()))
+
+    @task
+    def plan_render_batches(checked: dict[str, Any]) -> list[list[int]]:
+        from etl.nightly import plan_batches
+
+        return list(plan_batches(_settings()))
+
+    @task(max_active_tis_per_dagrun=2)
+    def render(workspace_ids: list[int]) -> dict[str, int]:
+        from etl.nightly import render_workspaces
+
+        return dict(render_workspaces(_settings(), _night(), workspace_ids))
+
+    @task
+    def build_indexes(rendered: list[dict[str, int]]) -> dict[str, int]:
+        from etl.nightly import finalize_indexes
+
+        return {"workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered)}
+
+    @task
+    def publish(indexes: dict[str, int]) -> dict[str, int]:
+        from etl.nightly import publish
+
+        return dict(publish(_settings(), _night(), _s3_client()))
+
+    @task
+    def send_emails(published: dict[str, int]) -> dict[str, int]:
+        from etl.nightly import email
+
+        return dict(email(_settings(), _night(), _s3_client(), _smtp()))
+
+    @task
+    def run_summary(indexes: dict[str, int], published: dict[str, int], mailed: dict[str, int]) -> dict[str, Any]:
+        from etl.nightly import record_run
+
+        stats = {**indexes, **published, **mailed, "started_at": str(get_current_context()["dag_run"].start_date)}
+        return dict(record_run(_settings(), _night(), stats, _s3_client()))
+
+    checked = quality_gate(ingest(check_landing()))
+    indexes = build_indexes(render.expand(workspace_ids=plan_render_batches(checked)))
+    published = publish(indexes)
+    run_summary(indexes, published, send_emails(published))
+
+
+contacts_report_nightly()

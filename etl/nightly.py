@@ -1,0 +1,211 @@
+"""The nightly job, one function per DAG task. Plain Python: tested without Airflow, called by dags/.
+
+A night N is an arrival day (UTC): the run ingests `ingest_date=N` and renders with cutoff N+1 00:00 UTC, so each
+workspace reports its own last fully ended local day. Every step writes only what belongs to its night, so
+re-running a night, clearing a task or backfilling a range converges to the state of one clean run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from etl.pipeline import EtlError, landing_dates, run_etl, run_key
+from etl.publish import S3Target, link, upload
+from etl.quality import Thresholds, gate
+from etl.render import RenderJob, read_view, render_batch, report_days, write_indexes
+from etl.report import Filters, Freshness, build_page, filtered_inputs
+from etl.settings import Settings
+from etl.storage import open_storage
+from etl.windows import WINDOW_NAMES, WINDOW_TITLES
+
+log = logging.getLogger(__name__)
+
+
+def night_of(logical_date: datetime | None, run_after: datetime | None = None) -> date:
+    """One rule for every kind of run: the UTC date of the logical date. Scheduled runs of the daily
+    CronDataIntervalTimetable have logical_date = the interval's start; `airflow dags test X D` and triggers with
+    a logical date get D. A manual run without a logical date processes the last fully ended UTC day."""
+    if logical_date is not None:
+        return logical_date.astimezone(UTC).date()
+    if run_after is None:
+        raise ValueError("a run needs a logical date or a run_after time to know its night")
+    return run_after.astimezone(UTC).date() - timedelta(days=1)
+
+
+def cutoff_of(night: date) -> datetime:
+    return datetime.combine(night + timedelta(days=1), datetime.min.time(), UTC)
+
+
+def check_landing(settings: Settings, night: date) -> int:
+    """Fail (Airflow retries, then fails the run) while the night's arrival partition is missing."""
+    landing = open_storage(settings.landing)
+    keys = [k for k in landing.list(f"events/ingest_date={night.isoformat()}") if ".ndjson" in k]
+    if not keys:
+        raise EtlError(f"no landing files yet for ingest_date={night} under {landing.uri}/events/; "
+                       "the run waits (retries) and then fails rather than report zero contacts")
+    return len(keys)
+
+
+def ingest(settings: Settings, night: date) -> dict[str, Any]:
+    summary = run_etl(open_storage(settings.landing), open_storage(settings.warehouse), night,
+                      settings.future_tolerance, settings.max_line_bytes)
+    keep = ("ingest_date", "run_id", "lines_read", "events_valid", "events_quarantined", "duplicates_dropped",
+            "late_events")
+    return {k: summary[k] for k in keep} | {"days_touched": len(summary["days_touched"])}
+
+
+def quality_gate(settings: Settings, night: date) -> dict[str, Any]:
+    limits = Thresholds(settings.max_quarantine_ratio, min_volume_ratio=settings.min_volume_ratio,
+                        volume_floor=settings.volume_floor)
+    return gate(open_storage(settings.warehouse), night, limits)
+
+
+def plan_batches(settings: Settings) -> list[list[int]]:
+    """Workspace batches for the mapped render tasks (ids only: XCom carries no data)."""
+    ids = sorted(read_view(open_storage(settings.warehouse)).workspaces)
+    size = max(1, settings.render_batch_size)
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def render_workspaces(settings: Settings, night: date, workspace_ids: list[int]) -> dict[str, int]:
+    job = RenderJob(settings.warehouse, settings.out, tuple(workspace_ids), None, cutoff_of(night), WINDOW_NAMES, ())
+    return render_batch(job)
+
+
+def finalize_indexes(settings: Settings) -> int:
+    view = read_view(open_storage(settings.warehouse))
+    write_indexes(open_storage(settings.out), view)
+    return len(view.workspaces)
+
+
+def night_keys(settings: Settings, night: date) -> list[str]:
+    """What the night publishes: each workspace's report day folder, then the index pages."""
+    out = open_storage(settings.out)
+    view = read_view(open_storage(settings.warehouse))
+    days = report_days(view, view.workspaces, None, cutoff_of(night))
+    keys = [k for w, d in sorted(days.items()) for k in out.list(f"{w}/{d.isoformat()}")]
+    indexes = ["index.html", *(f"{w}/index.html" for w in sorted(view.workspaces))]
+    return keys + [k for k in indexes if out.exists(k)]
+
+
+def publish(settings: Settings, night: date, client: Any) -> dict[str, int]:
+    if not settings.s3_uri:
+        log.info("CONTACTS_REPORT_S3_URI is not set: nothing to publish")
+        return {"uploaded": 0, "unchanged": 0}
+    return upload(client, S3Target.parse(settings.s3_uri), open_storage(settings.out), night_keys(settings, night))
+
+
+def _recipients(settings: Settings) -> dict[int, list[str]]:
+    """CONTACTS_REPORT_RECIPIENTS: a JSON file {"<workspace_id>": ["address", …]}."""
+    if not settings.recipients_file:
+        return {}
+    raw = json.loads(Path(settings.recipients_file).read_text(encoding="utf-8"))
+    return {int(k): [str(a) for a in v] for k, v in raw.items()}
+
+
+def email(settings: Settings, night: date, client: Any, smtp: Any) -> dict[str, int]:
+    """One e-mail per recipient per night: a ledger in the warehouse makes re-runs send only what is missing."""
+    from etl.mail import Link, build_message, send
+
+    recipients = _recipients(settings)
+    if not recipients:
+        return {"sent": 0, "failed": 0, "skipped": 0}
+    warehouse = open_storage(settings.warehouse)
+    ledger_key = f"_mail/night={night.isoformat()}.json"
+    ledger: dict[str, str] = json.loads(warehouse.read_bytes(ledger_key)) if warehouse.exists(ledger_key) else {}
+    view = read_view(warehouse)
+    days = report_days(view, recipients, None, cutoff_of(night))
+    target = S3Target.parse(settings.s3_uri) if settings.s3_uri else None
+    from etl.render import load_inputs
+
+    inputs = load_inputs(warehouse, [view.workspaces[w] for w in sorted(recipients) if w in view.workspaces], days,
+                         ("today",), need_all_events=False)
+    presigned = target is not None and not settings.base_url
+    messages, skipped = [], 0
+    for workspace_id, addresses in sorted(recipients.items()):
+        if workspace_id not in inputs:
+            log.error("recipients name workspace %s, which is not in the warehouse", workspace_id)
+            continue
+        day = days[workspace_id]
+        page = build_page(filtered_inputs(inputs[workspace_id], Filters()), "today", day, Filters(),
+                          Freshness(None, None, None, None), page_log_rows=0)
+
+        def href(relative: str) -> str:
+            if target is None:
+                return f"{settings.out.rstrip('/')}/{relative}"
+            return link(client, target, relative, settings.base_url, settings.presign_seconds)
+
+        links = [Link(WINDOW_TITLES[w], href(f"{workspace_id}/{day.isoformat()}/{w}.html")) for w in WINDOW_NAMES]
+        index = Link("All report days", href(f"{workspace_id}/index.html"))
+        for address in addresses:
+            if ledger.get(f"{workspace_id}:{address}") == "sent":
+                skipped += 1
+                continue
+            message = build_message(page, links, index, settings.mail_from, address, presigned=presigned)
+            messages.append((f"{workspace_id}:{address}", message))
+    results = send(smtp, [m for _, m in messages]) if messages else {}
+    for ledger_entry, message in messages:
+        ledger[ledger_entry] = results.get(str(message["To"]), "not sent")
+    warehouse.write_bytes(ledger_key, json.dumps(ledger, indent=1, sort_keys=True).encode(), "application/json")
+    sent = sum(1 for _, m in messages if results.get(str(m["To"])) == "sent")
+    return {"sent": sent, "failed": len(messages) - sent, "skipped": skipped}
+
+
+def record_run(settings: Settings, night: date, stats: dict[str, Any], client: Any | None) -> dict[str, Any]:
+    """The ops record of the night, and the small ops page `_runs/index.html` (+ JSON) of recent runs."""
+    from etl.render import environment
+
+    warehouse = open_storage(settings.warehouse)
+    etl_summary = json.loads(warehouse.read_bytes(run_key(night)))
+    record = {"night": night.isoformat(), "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+              **{k: etl_summary[k] for k in ("lines_read", "events_valid", "events_quarantined",
+                                             "duplicates_dropped", "late_events")},
+              **stats}
+    warehouse.write_bytes(f"_nightly/night={night.isoformat()}.json", json.dumps(record, indent=1).encode())
+    records = [json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_nightly")][-60:]
+    records.sort(key=lambda r: r["night"], reverse=True)
+    out = open_storage(settings.out)
+    out.write_bytes("_runs/runs.json", json.dumps(records, indent=1).encode(), "application/json")
+    html = environment().get_template("runs.html.j2").render(runs=records)
+    out.write_bytes("_runs/index.html", html.encode(), "text/html; charset=utf-8")
+    if settings.s3_uri and client is not None:
+        upload(client, S3Target.parse(settings.s3_uri), out, ["_runs/runs.json", "_runs/index.html"])
+    return record
+
+
+def backfill(settings: Settings, until: date) -> int:
+    """ETL every arrival day before `until` (the demo's history); returns how many nights ran."""
+    landing, warehouse = open_storage(settings.landing), open_storage(settings.warehouse)
+    nights = [d for d in landing_dates(landing) if d < until]
+    for night in nights:
+        run_etl(landing, warehouse, night, settings.future_tolerance, settings.max_line_bytes)
+    return len(nights)
+
+
+def alert_ops(settings: Settings, smtp_factory: Any, dag_id: str, task_id: str, night: date, log_url: str | None,
+              error: str) -> bool:
+    """Tell ops which task failed, for which night, and where the log is. Never raises: an alert that fails
+    must not hide the original failure."""
+    from email.message import EmailMessage
+
+    from etl.mail import one_line, send
+
+    text = (f"The nightly contacts report failed.\n\nDAG: {dag_id}\nTask: {task_id}\nNight: {night}\n"
+            f"Log: {log_url or 'see the Airflow UI'}\nError: {one_line(error, 500)}\n")
+    log.error("%s", text)
+    if not settings.ops_email:
+        return False
+    message = EmailMessage()
+    message["Subject"] = one_line(f"[contacts-report] {task_id} failed for night {night}")
+    message["From"] = settings.mail_from
+    message["To"] = settings.ops_email
+    message.set_content(text)
+    try:
+        return send(smtp_factory(), [message]).get(settings.ops_email) == "sent"
+    except Exception:  # the alert is best effort; the task failure itself is already recorded by Airflow
+        log.exception("could not e-mail ops at %s", settings.ops_email)
+        return False
