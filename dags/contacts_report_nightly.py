@@ -9,8 +9,8 @@ publishes them to S3 and e-mails the links.
 fully ended at that instant. The night is always the UTC date of the run's logical date — scheduled runs, manual
 triggers, `airflow dags test contacts_report_nightly N` and backfills all agree.
 
-**Tasks.** `check_landing` (retries for about an hour while the partition is missing, then fails: no "0 contacts"
-report is ever published) → `ingest` (validate, quarantine, de-duplicate, aggregate) → `quality_gate` (fails on a
+**Tasks.** `check_landing` (waits up to an hour for a late partition, then fails: no "0 contacts" report is ever
+published) → `ingest` (validate, quarantine, de-duplicate, aggregate) → `quality_gate` (fails on a
 high quarantine ratio, schema drift or a workspace whose volume collapsed; thresholds are settings) →
 `plan_render_batches` → `render` (mapped over workspace batches, in parallel) → `build_indexes` → `publish`
 (dated pages first, indexes last) → `send_emails` → `run_summary` (the ops page `_runs/index.html`).
@@ -92,7 +92,7 @@ NETWORK_RETRIES: dict[str, Any] = {
     default_args={"owner": "contacts-report", "on_failure_callback": notify_ops, **NETWORK_RETRIES},
 )
 def contacts_report_nightly() -> None:
-    @task(retries=6, retry_delay=timedelta(minutes=10), retry_exponential_backoff=0)
+    @task(retries=0)  # it waits for the feed itself (CONTACTS_REPORT_LANDING_WAIT_SECONDS), then fails loudly
     def check_landing() -> int:
         from etl.nightly import check_landing
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -29,6 +30,15 @@ class SmtpConfig:
 class Link:
     title: str
     url: str
+
+
+_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def valid_address(address: str) -> bool:
+    """A plain addr-spec only: no display names, angle brackets, spaces or line breaks (nothing that could smuggle
+    a second recipient or an SMTP command)."""
+    return len(address) <= 254 and _ADDRESS.fullmatch(address) is not None
 
 
 def one_line(text: str, limit: int = 120) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,21 @@ def cutoff_of(night: date) -> datetime:
     return datetime.combine(night + timedelta(days=1), datetime.min.time(), UTC)
 
 
-def check_landing(settings: Settings, night: date) -> int:
-    """Fail (Airflow retries, then fails the run) while the night's arrival partition is missing."""
+def check_landing(settings: Settings, night: date, sleep: Any = time.sleep) -> int:
+    """Wait up to `landing_wait_seconds` for the night's arrival partition, then fail loudly: a missing feed must
+    never become a report of zero contacts."""
     landing = open_storage(settings.landing)
-    keys = [k for k in landing.list(f"events/ingest_date={night.isoformat()}") if ".ndjson" in k]
-    if not keys:
-        raise EtlError(f"no landing files yet for ingest_date={night} under {landing.uri}/events/; "
-                       "the run waits (retries) and then fails rather than report zero contacts")
-    return len(keys)
+    deadline = time.monotonic() + settings.landing_wait_seconds
+    while True:
+        keys = [k for k in landing.list(f"events/ingest_date={night.isoformat()}") if ".ndjson" in k]
+        if keys:
+            return len(keys)
+        if time.monotonic() >= deadline:
+            raise EtlError(f"no landing files yet for ingest_date={night} under {landing.uri}/events/ after waiting "
+                           f"{settings.landing_wait_seconds}s; refusing to report zero contacts. Re-run the night "
+                           "once the feed has delivered.")
+        log.info("ingest_date=%s not delivered yet; checking again in %ss", night, settings.landing_poll_seconds)
+        sleep(settings.landing_poll_seconds)
 
 
 def ingest(settings: Settings, night: date) -> dict[str, Any]:
@@ -109,7 +117,7 @@ def _recipients(settings: Settings) -> dict[int, list[str]]:
 
 def email(settings: Settings, night: date, client: Any, smtp: Any) -> dict[str, int]:
     """One e-mail per recipient per night: a ledger in the warehouse makes re-runs send only what is missing."""
-    from etl.mail import Link, build_message, send
+    from etl.mail import Link, build_message, send, valid_address
 
     recipients = _recipients(settings)
     if not recipients:
@@ -125,7 +133,7 @@ def email(settings: Settings, night: date, client: Any, smtp: Any) -> dict[str, 
     inputs = load_inputs(warehouse, [view.workspaces[w] for w in sorted(recipients) if w in view.workspaces], days,
                          ("today",), need_all_events=False)
     presigned = target is not None and not settings.base_url
-    messages, skipped = [], 0
+    messages, skipped, invalid = [], 0, 0
     for workspace_id, addresses in sorted(recipients.items()):
         if workspace_id not in inputs:
             log.error("recipients name workspace %s, which is not in the warehouse", workspace_id)
@@ -145,6 +153,11 @@ def email(settings: Settings, night: date, client: Any, smtp: Any) -> dict[str, 
             if ledger.get(f"{workspace_id}:{address}") == "sent":
                 skipped += 1
                 continue
+            if not valid_address(address):
+                log.error("workspace %s: %r is not a valid e-mail address; not sent", workspace_id, address)
+                ledger[f"{workspace_id}:{address}"] = "invalid address"
+                invalid += 1
+                continue
             message = build_message(page, links, index, settings.mail_from, address, presigned=presigned)
             messages.append((f"{workspace_id}:{address}", message))
     results = send(smtp, [m for _, m in messages]) if messages else {}
@@ -152,7 +165,7 @@ def email(settings: Settings, night: date, client: Any, smtp: Any) -> dict[str, 
         ledger[ledger_entry] = results.get(str(message["To"]), "not sent")
     warehouse.write_bytes(ledger_key, json.dumps(ledger, indent=1, sort_keys=True).encode(), "application/json")
     sent = sum(1 for _, m in messages if results.get(str(m["To"])) == "sent")
-    return {"sent": sent, "failed": len(messages) - sent, "skipped": skipped}
+    return {"sent": sent, "failed": len(messages) - sent + invalid, "skipped": skipped}
 
 
 def record_run(settings: Settings, night: date, stats: dict[str, Any], client: Any | None) -> dict[str, Any]:

@@ -32,6 +32,9 @@ class Settings:
     min_volume_ratio: float = 0.2
     volume_floor: int = 50
     max_schema_drift_ratio: float = 0.01
+    # How long the nightly run waits for a late feed before failing
+    landing_wait_seconds: int = 3600
+    landing_poll_seconds: int = 300
     # Rendering and links
     render_batch_size: int = 50
     presign_seconds: int = 7 * 24 * 3600  # SigV4's maximum
@@ -53,6 +56,7 @@ class Settings:
             "smtp_port": int(env.get("CONTACTS_REPORT_SMTP_PORT", base.smtp_port)),
             "max_quarantine_ratio": float(env.get("CONTACTS_REPORT_MAX_QUARANTINE_RATIO", base.max_quarantine_ratio)),
             "min_volume_ratio": float(env.get("CONTACTS_REPORT_MIN_VOLUME_RATIO", base.min_volume_ratio)),
+            "landing_wait_seconds": int(env.get("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds)),
             "render_batch_size": int(env.get("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size)),
         }
         settings = cls(**values)

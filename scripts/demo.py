@@ -38,7 +38,7 @@ class Outbox:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         for rcpt in envelope.rcpt_tos:
             safe = re.sub(r"[^A-Za-z0-9@._-]", "_", rcpt)
             number = len(list(self.folder.glob("*.eml"))) + 1

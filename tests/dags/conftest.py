@@ -1,0 +1,74 @@
+"""Airflow for the DAG tests: a project-local AIRFLOW_HOME (SQLite), migrated once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags")}
+    result = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return home
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message, per recipient."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for rcpt in envelope.rcpt_tos:
+            self.messages.append((rcpt, envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[int, Inbox]]:
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import _free_port
+
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, inbox
+    controller.stop()
+
+
+def dag_env(airflow_home: Path, s3_endpoint: str, smtp_port: int, data: Path, **settings: str) -> dict[str, str]:
+    aws = {"conn_type": "aws", "login": "testing", "password": "testing",
+           "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port}),
+        "CONTACTS_REPORT_LANDING": str(data / "landing"),
+        "CONTACTS_REPORT_WAREHOUSE": str(data / "warehouse"),
+        "CONTACTS_REPORT_OUT": str(data / "out"),
+        "NO_PROGRESS": "1",
+        **settings,
+    }
+
+
+def run_dag(env: dict[str, str], logical_date: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(Path(__file__).parent / "run_dag.py"), logical_date], env=env,
+                          capture_output=True, text=True, check=False, cwd=REPO)

@@ -1,0 +1,171 @@
+"""The nightly DAG with real parts: dag.test(), a moto S3 server and an aiosmtpd server on loopback."""
+
+from __future__ import annotations
+
+import email
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from etl.generate import GenerateOptions, generate
+from etl.nightly import backfill, cutoff_of, night_of
+from etl.settings import Settings
+from etl.storage import LocalStorage, s3_client
+from tests.dags.conftest import REPO, dag_env, run_dag
+
+NIGHT = "2026-03-11"
+BUCKET = "reports-bucket"
+
+
+def test_dag_file_parses_fast_with_no_connection_lookups() -> None:
+    probe = f"""
+import time, importlib.util
+import airflow.sdk
+from airflow.sdk import BaseHook
+calls = []
+BaseHook.get_connection = classmethod(lambda cls, conn_id: calls.append(conn_id))
+started = time.monotonic()
+spec = importlib.util.spec_from_file_location("d", {str(REPO / "dags/contacts_report_nightly.py")!r})
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+elapsed = time.monotonic() - started
+import sys
+heavy = [m for m in ("polars", "matplotlib", "boto3", "etl.pipeline") if m in sys.modules]
+dag = module.contacts_report_nightly()
+tasks = {{t.task_id: t for t in dag.tasks}}
+print(repr(dict(elapsed=elapsed, calls=calls, heavy=heavy, tags=sorted(dag.tags), doc=bool(dag.doc_md),
+                owners={{t.owner for t in tasks.values()}}, retries={{k: t.retries for k, t in tasks.items()}},
+                tasks=sorted(tasks))))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    found = eval(result.stdout.strip().splitlines()[-1])  # our own repr, printed just above
+    assert found["elapsed"] < 1.0
+    assert found["calls"] == [] and found["heavy"] == []
+    assert found["tags"] == ["contacts-report", "nightly", "reports"] and found["doc"]
+    assert found["owners"] == {"contacts-report"}
+    assert found["tasks"] == ["build_indexes", "check_landing", "ingest", "plan_render_batches", "publish",
+                              "quality_gate", "render", "run_summary", "send_emails"]
+    for network_task in ("ingest", "render", "publish", "send_emails", "run_summary"):
+        assert found["retries"][network_task] >= 3
+
+
+@pytest.mark.parametrize(
+    ("logical_date", "run_after", "expected"),
+    [
+        (datetime(2026, 3, 11, tzinfo=UTC), datetime(2026, 3, 12, 0, 5, tzinfo=UTC), date(2026, 3, 11)),  # scheduled
+        (datetime(2026, 3, 11, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC), date(2026, 3, 11)),  # dags test
+        (datetime(2026, 3, 11, 9, 30, tzinfo=UTC), datetime(2026, 3, 20, tzinfo=UTC), date(2026, 3, 11)),  # trigger
+        (None, datetime(2026, 3, 12, 7, 0, tzinfo=UTC), date(2026, 3, 11)),  # manual run without logical date
+    ],
+)
+def test_every_kind_of_run_agrees_on_its_night(logical_date: datetime | None, run_after: datetime,
+                                              expected: date) -> None:
+    night = night_of(logical_date, run_after)
+    assert night == expected
+    assert cutoff_of(night) == datetime(2026, 3, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def nightly_data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    generate(LocalStorage(data / "landing"), GenerateOptions(start=date(2026, 2, 25), days=15, workspaces=4,
+                                                             events_per_day=200, seed=21))
+    backfill(Settings(landing=str(data / "landing"), warehouse=str(data / "warehouse")), until=date(2026, 3, 11))
+    (data / "recipients.json").write_text(json.dumps({"1": ["ana@example.com", "luis@example.com"],
+                                                      "3": ["<b>x</b>@example.com"]}))
+    return data
+
+
+def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Path, moto_server: str,
+                                                               smtp_server: tuple[int, object], nightly_data: Path
+                                                               ) -> None:
+    port, inbox = smtp_server
+    client = s3_client()
+    client.create_bucket(Bucket=BUCKET)
+    env = dag_env(airflow_home, moto_server, port, nightly_data, CONTACTS_REPORT_S3_URI=f"s3://{BUCKET}/site",
+                  CONTACTS_REPORT_RECIPIENTS=str(nightly_data / "recipients.json"),
+                  CONTACTS_REPORT_RENDER_BATCH_SIZE="2")
+    result = run_dag(env, NIGHT)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    warehouse_run = json.loads((nightly_data / "warehouse/_runs/ingest_date=2026-03-11.json").read_text())
+    assert warehouse_run["ingest_date"] == NIGHT  # the night processed arrival day 2026-03-11
+    out = nightly_data / "out"
+    local = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    objects = {o["Key"].removeprefix("site/"): o for p in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET) for o in p.get("Contents", [])}
+    pages = [k for k in local if re.fullmatch(r"\d+/\d{4}-\d{2}-\d{2}/\w+\.html", k)]
+    assert len(pages) == 4 * 7
+    for key in [*pages, "index.html", "1/index.html", "_runs/index.html"]:
+        assert key in objects, key
+        head = client.head_object(Bucket=BUCKET, Key=f"site/{key}")
+        assert head["ContentType"] == "text/html; charset=utf-8"
+        assert head["ServerSideEncryption"] == "AES256"
+        assert ("max-age=300" in head["CacheControl"]) == key.endswith("index.html")
+        body = client.get_object(Bucket=BUCKET, Key=f"site/{key}")["Body"].read()
+        if key != "_runs/index.html":
+            assert body == local[key], key
+    csv_head = client.head_object(Bucket=BUCKET, Key=f"site/{next(k for k in objects if k.endswith('.csv'))}")
+    assert csv_head["ContentType"] == "text/csv; charset=utf-8"
+    acl = client.get_object_acl(Bucket=BUCKET, Key="site/index.html")
+    assert all(g["Grantee"].get("URI") is None for g in acl["Grants"])  # no AllUsers / AuthenticatedUsers grant
+
+    # Indexes link only to objects that exist.
+    for index in ("index.html", "1/index.html"):
+        html = local[index].decode()
+        folder = index.rsplit("/", 1)[0] + "/" if "/" in index else ""
+        for href in re.findall(r'href="([^"#]+)"', html):
+            target = str(Path(folder + href)).replace("\\", "/")
+            target = re.sub(r"[^/]+/\.\./", "", target)
+            assert target in objects, (index, href)
+
+    # One e-mail per recipient, whose presigned links really download the pages; a refused address (workspace 3's
+    # is not a valid mailbox) is counted as failed and does not stop the others.
+    recipients = sorted(r for r, _ in inbox.messages)  # type: ignore[attr-defined]
+    assert recipients == ["ana@example.com", "luis@example.com"]
+    [ops_record] = json.loads(local["_runs/runs.json"])
+    assert (ops_record["sent"], ops_record["failed"], ops_record["pages"]) == (2, 1, 28)
+    message = email.message_from_bytes(dict(inbox.messages)["ana@example.com"])  # type: ignore[attr-defined]
+    text = next(p for p in message.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+    html_part = next(p for p in message.walk() if p.get_content_type() == "text/html").get_payload(decode=True)
+    assert b"<script" not in html_part
+    links = re.findall(r"(http://\S+)", text)
+    assert len(links) == 8 and all("X-Amz-Expires=604800" in u for u in links)
+    assert "7 days" in text
+    with urllib.request.urlopen(links[0]) as response:
+        assert response.read() == local[f"1/{warehouse_run and _report_day(local, 1)}/today.html"]
+
+    # A second run of the same night converges: same objects, same bytes, no second e-mail.
+    before = {k: o["ETag"] for k, o in objects.items() if not k.startswith("_runs/")}
+    again = run_dag(env, NIGHT)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = {o["Key"].removeprefix("site/"): o["ETag"] for p in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET) for o in p.get("Contents", []) if not o["Key"].startswith("site/_runs/")}
+    assert after == before
+    assert len(inbox.messages) == 2  # type: ignore[attr-defined]
+
+
+def _report_day(local: dict[str, bytes], workspace: int) -> str:
+    [day] = {k.split("/")[1] for k in local if k.startswith(f"{workspace}/20")}
+    return day
+
+
+def test_missing_partition_fails_the_run_before_anything_is_published(airflow_home: Path, moto_server: str,
+                                                                      smtp_server: tuple[int, object],
+                                                                      nightly_data: Path) -> None:
+    port, inbox = smtp_server
+    client = s3_client()
+    client.create_bucket(Bucket=BUCKET)
+    env = dag_env(airflow_home, moto_server, port, nightly_data, CONTACTS_REPORT_S3_URI=f"s3://{BUCKET}/site",
+                  CONTACTS_REPORT_RECIPIENTS=str(nightly_data / "recipients.json"),
+                  CONTACTS_REPORT_LANDING_WAIT_SECONDS="0")
+    result = run_dag(env, "2026-04-20")  # no arrival partition for that night
+    assert result.returncode == 1
+    assert "no landing files yet for ingest_date=2026-04-20" in result.stdout + result.stderr
+    assert client.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    assert inbox.messages == []  # type: ignore[attr-defined]
