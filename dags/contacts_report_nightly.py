@@ -138,7 +138,7 @@ def contacts_report_nightly() -> None:
     def send_emails(published: dict[str, int]) -> dict[str, int]:
         from etl.nightly import email
 
-        return dict(email(_settings(), _night(), _s3_client(), _smtp()))
+        return dict(email(_settings(), _night(), _s3_client(), _smtp))
 
     @task
     def run_summary(indexes: dict[str, int], published: dict[str, int], mailed: dict[str, int]) -> dict[str, Any]:

@@ -67,8 +67,9 @@ def ingest(settings: Settings, night: date) -> dict[str, Any]:
 
 
 def quality_gate(settings: Settings, night: date) -> dict[str, Any]:
-    limits = Thresholds(settings.max_quarantine_ratio, min_volume_ratio=settings.min_volume_ratio,
-                        volume_floor=settings.volume_floor)
+    limits = Thresholds(max_quarantine_ratio=settings.max_quarantine_ratio,
+                        max_schema_drift_ratio=settings.max_schema_drift_ratio,
+                        min_volume_ratio=settings.min_volume_ratio, volume_floor=settings.volume_floor)
     return gate(open_storage(settings.warehouse), night, limits)
 
 
@@ -115,8 +116,9 @@ def _recipients(settings: Settings) -> dict[int, list[str]]:
     return {int(k): [str(a) for a in v] for k, v in raw.items()}
 
 
-def email(settings: Settings, night: date, client: Any, smtp: Any) -> dict[str, int]:
-    """One e-mail per recipient per night: a ledger in the warehouse makes re-runs send only what is missing."""
+def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> dict[str, int]:
+    """One e-mail per recipient per night: a ledger in the warehouse makes re-runs send only what is missing.
+    `smtp_factory` is called only when there is something to send."""
     from etl.mail import Link, build_message, send, valid_address
 
     recipients = _recipients(settings)
@@ -160,7 +162,7 @@ def email(settings: Settings, night: date, client: Any, smtp: Any) -> dict[str, 
                 continue
             message = build_message(page, links, index, settings.mail_from, address, presigned=presigned)
             messages.append((f"{workspace_id}:{address}", message))
-    results = send(smtp, [m for _, m in messages]) if messages else {}
+    results = send(smtp_factory(), [m for _, m in messages]) if messages else {}
     for ledger_entry, message in messages:
         ledger[ledger_entry] = results.get(str(message["To"]), "not sent")
     warehouse.write_bytes(ledger_key, json.dumps(ledger, indent=1, sort_keys=True).encode(), "application/json")

@@ -55,6 +55,8 @@ class Settings:
             "smtp_host": env.get("CONTACTS_REPORT_SMTP_HOST", base.smtp_host),
             "smtp_port": int(env.get("CONTACTS_REPORT_SMTP_PORT", base.smtp_port)),
             "max_quarantine_ratio": float(env.get("CONTACTS_REPORT_MAX_QUARANTINE_RATIO", base.max_quarantine_ratio)),
+            "max_schema_drift_ratio": float(env.get("CONTACTS_REPORT_MAX_SCHEMA_DRIFT_RATIO",
+                                                    base.max_schema_drift_ratio)),
             "min_volume_ratio": float(env.get("CONTACTS_REPORT_MIN_VOLUME_RATIO", base.min_volume_ratio)),
             "landing_wait_seconds": int(env.get("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds)),
             "render_batch_size": int(env.get("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size)),

@@ -57,6 +57,9 @@ class Storage(Protocol):
 class LocalStorage:
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # accept a str as well
+
     @property
     def uri(self) -> str:
         return str(self.root)

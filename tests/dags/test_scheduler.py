@@ -1,0 +1,112 @@
+"""One run under a real scheduler: `airflow standalone` (API server, scheduler, DAG processor, triggerer;
+LocalExecutor, SQLite) on loopback. The scheduler creates the latest night's run by itself; a manual trigger follows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from etl.generate import GenerateOptions, generate
+from etl.nightly import backfill
+from etl.settings import Settings
+from etl.storage import LocalStorage
+from tests.conftest import _free_port
+from tests.dags.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(query: str, db: Path, done: set[str], deadline: float, log: Path) -> tuple[str, ...]:
+    """Poll the metadata DB until the row's first column is in `done` (a condition, not a fixed sleep)."""
+    while time.monotonic() < deadline:
+        if db.exists():
+            with sqlite3.connect(db, timeout=30) as conn:
+                row = conn.execute(query).fetchone()
+            if row and row[0] in done:
+                return tuple(row)
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {query!r}; scheduler log tail:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def standalone(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
+    today = datetime.now(UTC).date()
+    data = tmp_path / "data"
+    generate(LocalStorage(data / "landing"), GenerateOptions(start=today - timedelta(days=4), days=4, workspaces=3,
+                                                             events_per_day=150, seed=3))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(tmp_path / "home"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__TRIGGERER__CAPACITY": "10",
+        "CONTACTS_REPORT_LANDING": str(data / "landing"),
+        "CONTACTS_REPORT_WAREHOUSE": str(data / "warehouse"),
+        "CONTACTS_REPORT_OUT": str(data / "out"),
+        "CONTACTS_REPORT_LANDING_WAIT_SECONDS": "0",
+        "CONTACTS_REPORT_RENDER_BATCH_SIZE": "1",
+        "CONTACTS_REPORT_MAX_QUARANTINE_RATIO": "0.5",
+        "CONTACTS_REPORT_MAX_SCHEMA_DRIFT_RATIO": "0.5",
+        "NO_PROGRESS": "1",
+    }
+    env.pop("AIRFLOW_CONN_AWS_DEFAULT", None)
+    backfill(Settings(landing=env["CONTACTS_REPORT_LANDING"], warehouse=env["CONTACTS_REPORT_WAREHOUSE"]),
+             until=today - timedelta(days=1))
+    log = tmp_path / "standalone.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield tmp_path / "home/airflow.db", log, env
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tuple[Path, Path, dict[str, str]]
+                                                                  ) -> None:
+    db, log, env = standalone
+    today = datetime.now(UTC).date()
+    deadline = time.monotonic() + 300
+    state, _, logical, interval_start, run_id = wait_for(
+        "select state, run_type, logical_date, data_interval_start, run_id from dag_run "
+        "where dag_id = 'contacts_report_nightly' and run_type = 'scheduled'", db, {"success", "failed"}, deadline, log)
+    assert state == "success", log.read_text()[-4000:]
+    # A scheduled run's logical date is its interval's start: the night that just ended.
+    assert logical.startswith(str(today - timedelta(days=1))) and logical == interval_start
+    warehouse = Path(env["CONTACTS_REPORT_WAREHOUSE"])
+    assert (warehouse / f"_runs/ingest_date={today - timedelta(days=1)}.json").is_file()
+    with sqlite3.connect(db) as conn:
+        mapped = conn.execute("select count(*) from task_instance where run_id = ? and task_id = 'render' "
+                              "and map_index >= 0 and state = 'success'", (run_id,)).fetchone()[0]
+    assert mapped == 3  # three workspaces, one per batch: the renders really were mapped
+
+    night = today - timedelta(days=2)
+    trigger = subprocess.run([str(BIN / "airflow"), "dags", "trigger", "contacts_report_nightly", "--logical-date",
+                              f"{night}T00:00:00+00:00"], env=env, capture_output=True, text=True, check=False)
+    assert trigger.returncode == 0, trigger.stderr[-2000:]
+    state, *_ = wait_for("select state from dag_run where dag_id = 'contacts_report_nightly' "
+                         "and run_type = 'manual'", db, {"success", "failed"}, deadline, log)
+    assert state == "success", log.read_text()[-4000:]
+    assert any(Path(env["CONTACTS_REPORT_OUT"]).glob(f"*/{night - timedelta(days=1)}/today.html")) or any(
+        Path(env["CONTACTS_REPORT_OUT"]).glob(f"*/{night}/today.html"))
