@@ -22,8 +22,6 @@ class Settings:
     recipients_file: str | None = None
     mail_from: str = "contacts-report@localhost"
     ops_email: str | None = None
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
     # Validation
     future_tolerance: timedelta = timedelta(hours=1)
     max_line_bytes: int = 1_000_000
@@ -52,8 +50,6 @@ class Settings:
             "recipients_file": env.get("CONTACTS_REPORT_RECIPIENTS") or None,
             "mail_from": env.get("CONTACTS_REPORT_MAIL_FROM", base.mail_from),
             "ops_email": env.get("CONTACTS_REPORT_OPS_EMAIL") or None,
-            "smtp_host": env.get("CONTACTS_REPORT_SMTP_HOST", base.smtp_host),
-            "smtp_port": int(env.get("CONTACTS_REPORT_SMTP_PORT", base.smtp_port)),
             "max_quarantine_ratio": float(env.get("CONTACTS_REPORT_MAX_QUARANTINE_RATIO", base.max_quarantine_ratio)),
             "max_schema_drift_ratio": float(env.get("CONTACTS_REPORT_MAX_SCHEMA_DRIFT_RATIO",
                                                     base.max_schema_drift_ratio)),

@@ -1,0 +1,78 @@
+"""The nightly steps without Airflow: the quality gate, the landing wait, the publish order."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl.nightly import check_landing
+from etl.pipeline import EtlError
+from etl.publish import S3Target, upload
+from etl.quality import Thresholds, problems
+from etl.settings import Settings
+from etl.storage import LocalStorage, s3_client
+from tests.helpers import event, write_landing
+
+LIMITS = Thresholds(max_quarantine_ratio=0.05, max_schema_drift_ratio=0.01, min_volume_ratio=0.2, volume_floor=50)
+
+
+def night(lines: int, quarantined: dict[str, int] | None = None, by_workspace: dict[str, int] | None = None
+          ) -> dict[str, Any]:
+    reasons = quarantined or {}
+    return {"lines_read": lines, "events_quarantined": sum(reasons.values()), "quarantined_by_reason": reasons,
+            "events_by_workspace": by_workspace or {}}
+
+
+def test_a_clean_night_passes_the_gate() -> None:
+    history = [night(1000, by_workspace={"1": 600, "2": 400}) for _ in range(7)]
+    assert problems(night(1000, {"invalid_json": 3}, {"1": 590, "2": 410}), history, LIMITS) == []
+
+
+def test_gate_names_each_problem() -> None:
+    history = [night(1000, by_workspace={"1": 600, "2": 400}) for _ in range(7)]
+    found = problems(night(1000, {"bad_type:workspace_id": 80}, {"1": 600, "2": 20}), history, LIMITS)
+    assert len(found) == 3
+    assert "8.0% of lines were quarantined" in found[0]
+    assert found[1].startswith("schema drift")
+    assert found[2].startswith("workspace 2: volume collapsed to 20 events")
+
+
+def test_an_empty_night_never_passes() -> None:
+    assert "refusing to publish a report of zero contacts" in problems(night(0), [], LIMITS)[0]
+
+
+def test_small_workspaces_do_not_trip_the_volume_check() -> None:
+    history = [night(100, by_workspace={"1": 10}) for _ in range(7)]
+    assert problems(night(100, by_workspace={}), history, LIMITS) == []
+
+
+def test_landing_wait_polls_until_the_deadline_then_fails(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [(1, "W", "UTC")],
+                            {"2026-03-10/01": [event("a", "2026-03-10T00:10:00Z")]})
+    settings = Settings(landing=str(landing), landing_wait_seconds=0, landing_poll_seconds=1)
+    assert check_landing(settings, date(2026, 3, 10)) == 1
+    naps: list[float] = []
+    with pytest.raises(EtlError, match="refusing to report zero contacts"):
+        check_landing(settings, date(2026, 3, 11), sleep=naps.append)
+    assert naps == []  # deadline 0: no waiting at all
+
+
+def test_publish_uploads_dated_pages_before_any_index(tmp_path: Path, s3_bucket: str) -> None:
+    out = LocalStorage(tmp_path)
+    keys = ["index.html", "1/index.html", "1/2026-03-10/today.html", "1/2026-03-10/today.contacts_added.csv",
+            "_runs/index.html"]
+    for key in keys:
+        out.write_bytes(key, key.encode())
+    client = s3_client()
+    order: list[str] = []
+    client.meta.events.register("before-parameter-build.s3.PutObject", lambda params, **_: order.append(params["Key"]))
+    result = upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys)
+    assert result == {"uploaded": 5, "unchanged": 0}
+    first_index = min(i for i, k in enumerate(order) if k.endswith("index.html"))
+    assert all(not k.endswith("index.html") for k in order[:first_index])
+    assert order[:2] == ["site/1/2026-03-10/today.contacts_added.csv", "site/1/2026-03-10/today.html"]
+    again = upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys)
+    assert again == {"uploaded": 0, "unchanged": 5}
