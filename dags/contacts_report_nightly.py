@@ -13,7 +13,8 @@ triggers, `airflow dags test contacts_report_nightly N` and backfills all agree.
 published) → `ingest` (validate, quarantine, de-duplicate, aggregate) → `quality_gate` (fails on a
 high quarantine ratio, schema drift or a workspace whose volume collapsed; thresholds are settings) →
 `plan_render_batches` → `render` (mapped over workspace batches, in parallel) → `build_indexes` → `publish`
-(dated pages first, indexes last) → `send_emails` → `run_summary` (the ops page `_runs/index.html`).
+(dated pages first, indexes last) → `archive` (immutable snapshots of the day's four logs, mirrored to S3
+create-only; a failed archive fails the run) → `send_emails` → `run_summary` (the ops page `_runs/index.html`).
 
 **Re-running** a night, clearing any task or `airflow backfill create` over a range converges to the state of one
 clean run: every write is scoped to the night and replaces what the night wrote before; e-mails keep a ledger.
@@ -135,7 +136,13 @@ def contacts_report_nightly() -> None:
         return dict(publish(_settings(), _night(), _s3_client()))
 
     @task
-    def send_emails(published: dict[str, int]) -> dict[str, int]:
+    def archive(published: dict[str, int]) -> dict[str, int]:
+        from etl.nightly import archive_night
+
+        return dict(archive_night(_settings(), _night(), _s3_client()))
+
+    @task
+    def send_emails(archived: dict[str, int]) -> dict[str, int]:
         from etl.nightly import email
 
         return dict(email(_settings(), _night(), _s3_client(), _smtp))
@@ -150,7 +157,7 @@ def contacts_report_nightly() -> None:
     checked = quality_gate(ingest(check_landing()))
     indexes = build_indexes(render.expand(workspace_ids=plan_render_batches(checked)))
     published = publish(indexes)
-    run_summary(indexes, published, send_emails(published))
+    run_summary(indexes, published, send_emails(archive(published)))
 
 
 contacts_report_nightly()

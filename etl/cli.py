@@ -88,6 +88,32 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                      help="channel=<id>, user=<id>, source=<source>, contact=<id or part of a name>; AND-ed")
     ren.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1),
                      help="render processes (default %(default)s)")
+
+    arc = commands.add_parser("archive", help="auditors' archive of the contact logs: write, verify, show",
+                              description="Immutable, verifiable snapshots of the four contact logs of each "
+                              "report day.")
+    verbs = arc.add_subparsers(dest="verb", required=True, metavar="VERB")
+    write = verbs.add_parser("write", help="snapshot each workspace's report day (a new revision only if it changed)",
+                             description="Snapshot each workspace's report day under ARCHIVE/{workspace}/{day}/rev-N/.")
+    write.add_argument("--warehouse", default=settings.warehouse, help="folder or s3://… (default %(default)s)")
+    write.add_argument("--archive", default=settings.archive, help="folder or s3://… (default %(default)s)")
+    when = write.add_mutually_exclusive_group(required=True)
+    when.add_argument("--report-day", type=_date, metavar="YYYY-MM-DD")
+    when.add_argument("--cutoff", type=_instant, metavar="ISO-INSTANT")
+    write.add_argument("--workspace", type=_positive, action="append", metavar="ID", help="repeatable (default: all)")
+    check = verbs.add_parser("verify", help="recompute every hash, count and chain link; exit 0 only if all hold",
+                             description="Verify the archive: one line per problem, a summary last.")
+    check.add_argument("--archive", default=settings.archive, help="folder or s3://… (default %(default)s)")
+    check.add_argument("--workspace", type=_positive, action="append", metavar="ID")
+    check.add_argument("--from", dest="start", type=_date, metavar="YYYY-MM-DD", help="first report day to check")
+    check.add_argument("--to", dest="end", type=_date, metavar="YYYY-MM-DD", help="last report day to check")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    look = verbs.add_parser("show", help="print a snapshot's manifest and where its files are",
+                            description="Print a snapshot's manifest and the location of its files.")
+    look.add_argument("--archive", default=settings.archive, help="folder or s3://… (default %(default)s)")
+    look.add_argument("--workspace", type=_positive, required=True, metavar="ID")
+    look.add_argument("--day", type=_date, required=True, metavar="YYYY-MM-DD")
+    look.add_argument("--rev", type=_positive, metavar="N", help="revision (default: the latest)")
     return parser
 
 
@@ -103,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _etl(args, settings)
         if args.command == "render":
             return _render(args)
+        if args.command == "archive":
+            return _archive(args, settings)
     except StorageError as err:
         log.error("%s", err)
         return EXIT_USAGE
@@ -157,6 +185,36 @@ def _render(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return EXIT_FAILED
     print(json.dumps({"out": args.out, "workspaces": len(ids), **totals}))
+    return 0
+
+
+def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    from etl.archive import Lock, show, verify, write_archive
+
+    archive = open_storage(args.archive)
+    if args.verb == "write":
+        lock = Lock(settings.archive_lock_mode, settings.archive_lock_days)
+        outcome = write_archive(open_storage(args.warehouse), archive, args.workspace, args.report_day, args.cutoff,
+                                lock)
+        print(json.dumps({"archive": args.archive, **outcome}))
+        return 0
+    if args.verb == "verify":
+        problems, counts = verify(archive, args.workspace, args.start, args.end)
+        if args.json:
+            print(json.dumps({"ok": not problems, **counts,
+                              "problems": [{"where": p.where, "what": p.what} for p in problems]}, indent=1))
+        else:
+            for problem in problems:
+                print(f"PROBLEM {problem.where}: {problem.what}")
+            verdict = "OK" if not problems else f"FAILED with {len(problems)} problem(s)"
+            print(f"{verdict}: {counts['snapshots']} snapshots, {counts['files']} files checked in "
+                  f"{counts['workspaces']} workspaces of {archive.uri}")
+        return 0 if not problems else EXIT_FAILED
+    try:
+        print(json.dumps(show(archive, args.workspace, args.day, args.rev), indent=1, ensure_ascii=False))
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return EXIT_FAILED
     return 0
 
 

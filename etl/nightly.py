@@ -91,6 +91,23 @@ def finalize_indexes(settings: Settings) -> int:
     return len(view.workspaces)
 
 
+def archive_night(settings: Settings, night: date, client: Any) -> dict[str, int]:
+    """Snapshot every workspace's report day, then mirror the snapshots to S3 create-only (If-None-Match)."""
+    from etl.archive import Lock, mirror, write_archive
+    from etl.storage import S3Storage
+
+    lock = Lock(settings.archive_lock_mode, settings.archive_lock_days)
+    warehouse, archive = open_storage(settings.warehouse), open_storage(settings.archive)
+    outcome = write_archive(warehouse, archive, None, None, cutoff_of(night), lock)
+    if settings.s3_uri:
+        target = S3Target.parse(settings.s3_uri)
+        view = read_view(warehouse)
+        days = report_days(view, view.workspaces, None, cutoff_of(night))
+        remote = S3Storage(target.bucket, target.key("archive"), client)
+        outcome["mirrored"] = mirror(archive, remote, days, lock)
+    return outcome
+
+
 def night_keys(settings: Settings, night: date) -> list[str]:
     """What the night publishes: each workspace's report day folder, then the index pages."""
     out = open_storage(settings.out)

@@ -17,6 +17,9 @@ class Settings:
     landing: str = str(DEFAULT_DATA / "landing")
     warehouse: str = str(DEFAULT_DATA / "warehouse")
     out: str = "reports_out"
+    archive: str = "reports_out/archive"
+    archive_lock_mode: str | None = None  # COMPLIANCE or GOVERNANCE, for an S3 bucket with Object Lock
+    archive_lock_days: int = 0
     s3_uri: str | None = None
     base_url: str | None = None
     recipients_file: str | None = None
@@ -45,6 +48,10 @@ class Settings:
             "landing": env.get("CONTACTS_REPORT_LANDING", base.landing),
             "warehouse": env.get("CONTACTS_REPORT_WAREHOUSE", base.warehouse),
             "out": env.get("CONTACTS_REPORT_OUT", base.out),
+            "archive": env.get("CONTACTS_REPORT_ARCHIVE",
+                               f"{env.get('CONTACTS_REPORT_OUT', base.out).rstrip('/')}/archive"),
+            "archive_lock_mode": env.get("CONTACTS_REPORT_ARCHIVE_LOCK_MODE") or None,
+            "archive_lock_days": int(env.get("CONTACTS_REPORT_ARCHIVE_LOCK_DAYS", "0")),
             "s3_uri": env.get("CONTACTS_REPORT_S3_URI") or None,
             "base_url": env.get("CONTACTS_REPORT_BASE_URL") or None,
             "recipients_file": env.get("CONTACTS_REPORT_RECIPIENTS") or None,

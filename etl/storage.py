@@ -7,12 +7,15 @@ one, never half of one (local: write a temporary file and rename; S3: a PUT is a
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,9 +51,20 @@ class Storage(Protocol):
 
     def read_bytes(self, key: str) -> bytes: ...
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  retain_until: datetime | None = None, lock_mode: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
+
+
+class AlreadyExists(StorageError):
+    """A create-only write met an object with different bytes: an immutable snapshot would have been replaced."""
+
+
+def _same_bytes_or_raise(where: str, existing: bytes, data: bytes) -> None:
+    if hashlib.sha256(existing).digest() != hashlib.sha256(data).digest():
+        raise AlreadyExists(f"{where} already exists with other content; immutable objects are never replaced")
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,26 @@ class LocalStorage:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  retain_until: datetime | None = None, lock_mode: str | None = None) -> None:
+        """Create-only: a hard link publishes the complete file atomically and fails if the name exists.
+        Re-writing identical bytes (a re-run) succeeds; other bytes raise AlreadyExists."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+        try:
+            os.fchmod(fd, 0o444)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                _same_bytes_or_raise(str(path), path.read_bytes(), data)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -129,6 +163,28 @@ class S3Storage:
             ContentType=content_type,
             ServerSideEncryption="AES256",
         )
+
+    def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  retain_until: datetime | None = None, lock_mode: str | None = None) -> None:
+        """Create-only PUT (If-None-Match: *). Some stores (Ceph RGW 16.2 with Object Lock) accept such a put as a
+        new version instead of answering 412, so look first; a 412 or an existing object with the same bytes is
+        our own earlier write (a re-run, or a reply lost in transit) and counts as success."""
+        full = self._key(key)
+        if self.exists(key):
+            _same_bytes_or_raise(f"{self.uri}/{key}", self.read_bytes(key), data)
+            return
+        # Content-MD5: the store rejects a body damaged in transit, and Object Lock puts require it.
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        extra: dict[str, Any] = {"ContentType": content_type, "ServerSideEncryption": "AES256", "IfNoneMatch": "*",
+                                 "ContentMD5": md5}
+        if retain_until is not None and lock_mode:
+            extra.update(ObjectLockMode=lock_mode, ObjectLockRetainUntilDate=retain_until)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
+        except self.client.exceptions.ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
+            _same_bytes_or_raise(f"{self.uri}/{key}", self.read_bytes(key), data)
 
     def exists(self, key: str) -> bool:
         try:

@@ -141,6 +141,10 @@ def main() -> None:
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="demo",
                               aws_secret_access_key="demo-secret")
         objects = sum(p.get("KeyCount", 0) for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET))
+    from etl.archive import verify
+
+    problems, counts = verify(LocalStorage(out / "archive"))
+    verdict = "verified" if not problems else f"FAILED verification ({len(problems)} problems)"
     runs = json.loads((out / "_runs/runs.json").read_text())
     latest = runs[0]
     print(f"""
@@ -152,6 +156,8 @@ Rendered {latest.get('pages', 0):,} pages; published {objects:,} objects; e-mail
   Ops page:          {(out / '_runs/index.html').resolve().as_uri()}
   S3 (stopped now):  s3://{BUCKET}/reports/index.html  (and s3://{BUCKET}/reports/<workspace>/<day>/<window>.html)
   Outbox:            {(out / '_outbox').resolve()}  (one .eml per recipient)
+  Archive:           {(out / 'archive').resolve()}  ({counts['snapshots']} snapshots, {verdict};
+                     re-check: .venv/bin/contacts-report archive verify --archive {out / 'archive'})
   Warehouse:         {data / 'warehouse'}
 
 Open the Airflow UI on the same data: `make airflow` (airflow standalone on http://127.0.0.1:8080).""")

@@ -48,9 +48,9 @@ print(repr(dict(elapsed=elapsed, calls=calls, heavy=heavy, tags=sorted(dag.tags)
     assert found["calls"] == [] and found["heavy"] == []
     assert found["tags"] == ["contacts-report", "nightly", "reports"] and found["doc"]
     assert found["owners"] == {"contacts-report"}
-    assert found["tasks"] == ["build_indexes", "check_landing", "ingest", "plan_render_batches", "publish",
-                              "quality_gate", "render", "run_summary", "send_emails"]
-    for network_task in ("ingest", "render", "publish", "send_emails", "run_summary"):
+    assert found["tasks"] == ["archive", "build_indexes", "check_landing", "ingest", "plan_render_batches",
+                              "publish", "quality_gate", "render", "run_summary", "send_emails"]
+    for network_task in ("ingest", "render", "publish", "archive", "send_emails", "run_summary"):
         assert found["retries"][network_task] >= 3
 
 
@@ -99,7 +99,7 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
     local = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     objects = {o["Key"].removeprefix("site/"): o for p in client.get_paginator("list_objects_v2").paginate(
         Bucket=BUCKET) for o in p.get("Contents", [])}
-    pages = [k for k in local if re.fullmatch(r"\d+/\d{4}-\d{2}-\d{2}/\w+\.html", k)]
+    pages = [k for k in local if re.fullmatch(r"\d+/\d{4}-\d{2}-\d{2}/\w+\.html", k)]  # archive/… excluded
     assert len(pages) == 4 * 7
     for key in [*pages, "index.html", "1/index.html", "_runs/index.html"]:
         assert key in objects, key
@@ -114,6 +114,14 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
     assert csv_head["ContentType"] == "text/csv; charset=utf-8"
     acl = client.get_object_acl(Bucket=BUCKET, Key="site/index.html")
     assert all(g["Grantee"].get("URI") is None for g in acl["Grants"])  # no AllUsers / AuthenticatedUsers grant
+
+    # The night's log snapshots are archived locally and mirrored to S3, and both verify.
+    from etl.archive import verify
+    from etl.storage import S3Storage
+
+    assert any(k.startswith("archive/1/") and k.endswith("rev-1/manifest.json") for k in objects)
+    assert verify(LocalStorage(nightly_data / "out/archive"))[0] == []
+    assert verify(S3Storage(BUCKET, "site/archive", client))[0] == []
 
     # Indexes link only to objects that exist.
     for index in ("index.html", "1/index.html"):

@@ -1,0 +1,335 @@
+"""The auditors' archive: immutable, verifiable snapshots of the four contact logs of each report day.
+
+Layout under the archive root (a folder or s3://):
+  {workspace_id}/{report_day}/rev-{n}/contacts_{kind}.{csv,parquet,html}
+  {workspace_id}/{report_day}/rev-{n}/manifest.json     sizes, row counts, SHA-256 of every file; the hash chain
+  {workspace_id}/{report_day}/rev-{n}/manifest.sha256   the manifest's own hash
+  {workspace_id}/HEAD.json                              where the chain ends (a convenience; verify never trusts it)
+  {workspace_id}/index.html                             days, revisions and hashes, for people
+Snapshots are written create-only and never replaced: late events for a past day make rev-{n+1}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from importlib import metadata
+from typing import Any
+
+import polars as pl
+
+from etl.render import environment, load_inputs, log_csv, read_view, report_days
+from etl.report import KINDS, Workspace, log_frame
+from etl.storage import Storage
+
+log = logging.getLogger(__name__)
+
+_REV = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/rev-(\d+)/([^/]+)$")
+MANIFEST = "manifest.json"
+MANIFEST_HASH = "manifest.sha256"
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("contacts-report")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Lock:
+    """Object Lock retention for S3 archives (off unless both are set)."""
+
+    mode: str | None = None  # "COMPLIANCE" or "GOVERNANCE"
+    days: int = 0
+
+    def retain_until(self, day: date) -> datetime | None:
+        """Counted from the report day, not the clock, so a re-run asks for the same date."""
+        if not self.mode or self.days <= 0:
+            return None
+        return datetime.combine(day + timedelta(days=self.days), time.min, UTC)
+
+
+def snapshot_files(workspace: Workspace, day: date, revision: int, events: pl.DataFrame
+                   ) -> dict[str, tuple[bytes, int]]:
+    """name -> (bytes, rows) for the four logs of `day`, as CSV (formula-neutralised), Parquet and HTML."""
+    files: dict[str, tuple[bytes, int]] = {}
+    of_day = events.filter(pl.col("local_date") == day)
+    template = environment().get_template("archive_log.html.j2")
+    for kind in KINDS:
+        frame = log_frame(of_day, kind)
+        name = f"contacts_{kind}"
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        html = template.render(workspace=workspace, day=day, revision=revision, kind=kind, rows=frame.rows(),
+                               columns=frame.columns)
+        files[f"{name}.csv"] = (log_csv(frame), frame.height)
+        files[f"{name}.parquet"] = (buffer.getvalue(), frame.height)
+        files[f"{name}.html"] = (html.encode(), frame.height)
+    return files
+
+
+def revisions(archive: Storage, workspace_id: int, day: date) -> dict[int, set[str]]:
+    """rev number -> file names present, for one workspace and day."""
+    found: dict[int, set[str]] = {}
+    for key in archive.list(f"{workspace_id}/{day.isoformat()}"):
+        m = _REV.match(key)
+        if m:
+            found.setdefault(int(m.group(3)), set()).add(m.group(4))
+    return found
+
+
+def _head(archive: Storage, workspace_id: int) -> dict[str, Any]:
+    key = f"{workspace_id}/HEAD.json"
+    return json.loads(archive.read_bytes(key)) if archive.exists(key) else {"sequence": 0, "sha256": None}
+
+
+def write_workspace(archive: Storage, workspace: Workspace, day: date, events: pl.DataFrame, run_id: str | None,
+                    lock: Lock) -> str:
+    """Write the day's snapshot if it is new or changed; returns "written", "unchanged" or "revised"."""
+    wid = workspace.workspace_id
+    existing = revisions(archive, wid, day)
+    complete = sorted(n for n, names in existing.items() if MANIFEST in names)
+    latest = complete[-1] if complete else 0
+    previous: dict[str, Any] | None = None
+    if latest:
+        previous = json.loads(archive.read_bytes(f"{wid}/{day.isoformat()}/rev-{latest}/{MANIFEST}"))
+        probe = snapshot_files(workspace, day, latest, events)
+        if {n: sha256(b) for n, (b, _) in probe.items()} == {n: f["sha256"] for n, f in previous["files"].items()}:
+            return "unchanged"
+    revision = latest + 1  # an incomplete later folder (a crash before its manifest) is completed, not skipped
+    files = snapshot_files(workspace, day, revision, events)
+    folder = f"{wid}/{day.isoformat()}/rev-{revision}"
+    retain = lock.retain_until(day)
+    for name, (data, _) in sorted(files.items()):
+        archive.write_new(f"{folder}/{name}", data, _content_type(name), retain, lock.mode)
+    head = _head(archive, wid)
+    of_day = events.filter(pl.col("local_date") == day)
+    manifest = {
+        "workspace_id": wid,
+        "workspace_name": workspace.name,
+        "report_day": day.isoformat(),
+        "timezone": workspace.timezone,
+        "revision": revision,
+        "sequence": head["sequence"] + 1,
+        "previous_manifest_sha256": head["sha256"],
+        "supersedes": f"rev-{latest}" if latest else None,
+        "change": _change(previous, files) if previous else None,
+        "run_id": run_id,
+        "code_version": code_version(),
+        "landing_partitions": sorted({k.rsplit("/", 1)[0] for k in of_day["arrival_key"].to_list()}),
+        "files": {name: {"bytes": len(data), "rows": rows, "sha256": sha256(data)}
+                  for name, (data, rows) in sorted(files.items())},
+    }
+    body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
+    digest = sha256(body)
+    archive.write_new(f"{folder}/{MANIFEST}", body, "application/json", retain, lock.mode)
+    archive.write_new(f"{folder}/{MANIFEST_HASH}", f"{digest}  {MANIFEST}\n".encode(), "text/plain", retain, lock.mode)
+    archive.write_bytes(f"{wid}/HEAD.json", json.dumps({"sequence": manifest["sequence"], "sha256": digest,
+                                                        "manifest": f"{folder}/{MANIFEST}"}).encode())
+    return "revised" if latest else "written"
+
+
+def _change(previous: dict[str, Any], files: dict[str, tuple[bytes, int]]) -> dict[str, Any]:
+    added = {k: files[f"contacts_{k}.csv"][1] - previous["files"][f"contacts_{k}.csv"]["rows"] for k in KINDS}
+    return {"reason": "late events changed the day after its last snapshot", "rows_added": added}
+
+
+def _content_type(name: str) -> str:
+    if name.endswith(".json"):
+        return "application/json"
+    if name.endswith(".sha256"):
+        return "text/plain; charset=utf-8"
+    if name.endswith(".csv"):
+        return "text/csv; charset=utf-8"
+    if name.endswith(".html"):
+        return "text/html; charset=utf-8"
+    return "application/vnd.apache.parquet"
+
+
+def write_archive(warehouse: Storage, archive: Storage, workspace_ids: list[int] | None, report_day: date | None,
+                  cutoff: datetime | None, lock: Lock = Lock()) -> dict[str, int]:
+    """Snapshot each selected workspace's report day (same report-day rule as `render`)."""
+    view = read_view(warehouse)
+    ids = workspace_ids or sorted(view.workspaces)
+    days = report_days(view, ids, report_day, cutoff)
+    selected = [view.workspaces[w] for w in ids]
+    inputs = load_inputs(warehouse, selected, days, ("today",), need_all_events=False)
+    outcome: dict[str, int] = {"written": 0, "revised": 0, "unchanged": 0}
+    for workspace in selected:
+        result = write_workspace(archive, workspace, days[workspace.workspace_id],
+                                 inputs[workspace.workspace_id].events, view.freshness.run_id, lock)
+        outcome[result] += 1
+        write_index(archive, workspace)
+    log.info("archive %s: %s", archive.uri, outcome)
+    return outcome
+
+
+def write_index(archive: Storage, workspace: Workspace) -> None:
+    rows = []
+    for key in archive.list(str(workspace.workspace_id)):
+        m = _REV.match(key)
+        if m and m.group(4) == MANIFEST_HASH:
+            digest = archive.read_bytes(key).decode().split()[0]
+            rows.append((m.group(2), int(m.group(3)), digest, key.rsplit("/", 1)[0]))
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    html = environment().get_template("archive_index.html.j2").render(workspace=workspace, rows=rows,
+                                                                       kinds=KINDS)
+    archive.write_bytes(f"{workspace.workspace_id}/index.html", html.encode(), "text/html; charset=utf-8")
+
+
+# ---------------------------------------------------------------- verify
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    what: str
+
+
+def verify(archive: Storage, workspace_ids: list[int] | None = None, start: date | None = None,
+           end: date | None = None) -> tuple[list[Problem], dict[str, int]]:
+    """Recompute every hash and count; check revisions, days and the chain. Returns (problems, counts)."""
+    tree: dict[int, dict[date, dict[int, set[str]]]] = {}
+    for key in archive.list():
+        m = _REV.match(key)
+        if not m:
+            continue
+        wid, day = int(m.group(1)), date.fromisoformat(m.group(2))
+        if workspace_ids and wid not in workspace_ids:
+            continue
+        tree.setdefault(wid, {}).setdefault(day, {}).setdefault(int(m.group(3)), set()).add(m.group(4))
+    problems: list[Problem] = []
+    counts = {"workspaces": len(tree), "snapshots": 0, "files": 0}
+    for wid, days in sorted(tree.items()):
+        chain: list[tuple[int, str, str | None, str]] = []
+        for day, revs in sorted(days.items()):
+            in_range = (start is None or day >= start) and (end is None or day <= end)
+            for rev in range(1, max(revs) + 1):
+                where = f"{wid}/{day}/rev-{rev}"
+                if rev not in revs:
+                    problems.append(Problem(where, f"missing: rev-{rev + 1} exists without its predecessor"))
+                    continue
+                entry = _check_revision(archive, wid, day, rev, revs[rev], problems, counts, check_files=in_range)
+                if entry:
+                    chain.append(entry)
+        problems += _check_days(wid, sorted(days))
+        problems += _check_chain(wid, chain)
+    return problems, counts
+
+
+def _check_revision(archive: Storage, wid: int, day: date, rev: int, names: set[str], problems: list[Problem],
+                    counts: dict[str, int], check_files: bool) -> tuple[int, str, str | None, str] | None:
+    folder = f"{wid}/{day.isoformat()}/rev-{rev}"
+    if MANIFEST not in names:
+        problems.append(Problem(folder, "missing manifest.json (incomplete or damaged snapshot)"))
+        return None
+    body = archive.read_bytes(f"{folder}/{MANIFEST}")
+    digest = sha256(body)
+    if MANIFEST_HASH not in names:
+        problems.append(Problem(folder, "missing manifest.sha256"))
+    elif archive.read_bytes(f"{folder}/{MANIFEST_HASH}").decode().split()[:1] != [digest]:
+        problems.append(Problem(f"{folder}/{MANIFEST}", "manifest does not match manifest.sha256 (edited)"))
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        problems.append(Problem(f"{folder}/{MANIFEST}", "manifest is not valid JSON"))
+        return None
+    if (manifest.get("workspace_id"), manifest.get("report_day"), manifest.get("revision")) != (
+            wid, day.isoformat(), rev):
+        described = f"{manifest.get('workspace_id')}/{manifest.get('report_day')}/rev-{manifest.get('revision')}"
+        problems.append(Problem(folder, f"manifest describes {described}: moved or swapped"))
+    counts["snapshots"] += 1
+    listed = set(manifest.get("files", {}))
+    for extra in sorted(names - listed - {MANIFEST, MANIFEST_HASH}):
+        problems.append(Problem(f"{folder}/{extra}", "extra file not named in the manifest"))
+    if check_files:
+        for name, expected in sorted(manifest.get("files", {}).items()):
+            problems += _check_file(archive, f"{folder}/{name}", name in names, expected)
+            counts["files"] += 1
+    return int(manifest.get("sequence", 0)), digest, manifest.get("previous_manifest_sha256"), folder
+
+
+def _check_file(archive: Storage, key: str, present: bool, expected: dict[str, Any]) -> list[Problem]:
+    if not present:
+        return [Problem(key, "missing file named in the manifest")]
+    data = archive.read_bytes(key)
+    found = []
+    if len(data) != expected["bytes"]:
+        found.append(Problem(key, f"size {len(data)} bytes, manifest says {expected['bytes']}"))
+    if sha256(data) != expected["sha256"]:
+        found.append(Problem(key, "content changed: SHA-256 differs from the manifest"))
+    elif _rows(key, data) != expected["rows"]:
+        found.append(Problem(key, f"{_rows(key, data)} rows, manifest says {expected['rows']}"))
+    return found
+
+
+def _rows(key: str, data: bytes) -> int:
+    if key.endswith(".parquet"):
+        return pl.read_parquet(io.BytesIO(data)).height
+    if key.endswith(".csv"):
+        import csv
+
+        return max(0, len(list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))) - 1)
+    return len(re.findall(rb"<tr class=\"row\">", data))
+
+
+def _check_days(wid: int, days: list[date]) -> list[Problem]:
+    found = []
+    for first, second in itertools.pairwise(days):
+        gap = (second - first).days
+        for missing in range(1, gap):
+            found.append(Problem(f"{wid}/{first + timedelta(days=missing)}", "missing day: no snapshot between "
+                                                                             f"{first} and {second}"))
+    return found
+
+
+def _check_chain(wid: int, chain: list[tuple[int, str, str | None, str]]) -> list[Problem]:
+    found = []
+    ordered = sorted(chain)
+    for position, (sequence, _, previous, folder) in enumerate(ordered):
+        if sequence != position + 1:
+            found.append(Problem(folder, f"chain: sequence {sequence} where {position + 1} was expected "
+                                         "(a snapshot is missing or was added)"))
+        expected = ordered[position - 1][1] if position else None
+        if previous != expected:
+            found.append(Problem(folder, "chain broken: previous_manifest_sha256 does not match the manifest "
+                                         "written before it"))
+    return found
+
+
+def show(archive: Storage, workspace_id: int, day: date, revision: int | None) -> dict[str, Any]:
+    revs = revisions(archive, workspace_id, day)
+    complete = sorted(n for n, names in revs.items() if MANIFEST in names)
+    if not complete:
+        raise FileNotFoundError(f"no snapshot of workspace {workspace_id} for {day} under {archive.uri}")
+    rev = revision or complete[-1]
+    folder = f"{workspace_id}/{day.isoformat()}/rev-{rev}"
+    manifest = json.loads(archive.read_bytes(f"{folder}/{MANIFEST}"))
+    return {"location": f"{archive.uri.rstrip('/')}/{folder}/", "revisions": complete, "manifest": manifest}
+
+
+def mirror(source: Storage, target: Storage, workspace_days: dict[int, date], lock: Lock = Lock()) -> int:
+    """Copy the nights' snapshots to another store (S3) create-only, then the mutable HEAD and index pages.
+    Returns how many snapshot objects were copied (already present identical ones count as copied)."""
+    copied = 0
+    for wid, day in sorted(workspace_days.items()):
+        keys = source.list(f"{wid}/{day.isoformat()}")
+        # Files before manifests, manifests before their hashes: a manifest never names a missing object.
+        ordered = sorted(keys, key=lambda k: (k.endswith(MANIFEST_HASH), k.endswith(MANIFEST), k))
+        for key in ordered:
+            target.write_new(key, source.read_bytes(key), _content_type(key), lock.retain_until(day), lock.mode)
+            copied += 1
+        for mutable in (f"{wid}/HEAD.json", f"{wid}/index.html"):
+            if source.exists(mutable):
+                target.write_bytes(mutable, source.read_bytes(mutable), _content_type(mutable))
+    return copied

@@ -1,0 +1,178 @@
+"""The auditors' archive: tamper detection, revisions for late events, idempotent re-runs, S3 create-only writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from etl.archive import Lock, mirror, verify, write_archive
+from etl.pipeline import landing_dates, run_etl
+from etl.render import RenderJob, render
+from etl.storage import AlreadyExists, LocalStorage, S3Storage, s3_client
+from etl.windows import WINDOW_NAMES
+from tests.conftest import TINY
+from tests.helpers import event, write_landing
+
+DAYS = [date(2026, 3, 27), date(2026, 3, 28), date(2026, 3, 29), date(2026, 3, 30)]
+
+
+@pytest.fixture
+def tiny_archive(tmp_path: Path) -> tuple[LocalStorage, LocalStorage]:
+    warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
+    for d in landing_dates(LocalStorage(TINY / "landing")):
+        run_etl(LocalStorage(TINY / "landing"), warehouse, d)
+    for day in DAYS:
+        write_archive(warehouse, archive, None, day, None)
+    return warehouse, archive
+
+
+def problems_of(archive: LocalStorage) -> list[str]:
+    return [f"{p.where}: {p.what}" for p in verify(archive)[0]]
+
+
+def test_a_fresh_archive_verifies(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    problems, counts = verify(archive)
+    assert problems == []
+    assert counts == {"workspaces": 2, "snapshots": 8, "files": 8 * 12}
+
+
+def test_one_changed_byte_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    path = archive.root / "1/2026-03-28/rev-1/contacts_added.csv"
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert problems_of(archive) == ["1/2026-03-28/rev-1/contacts_added.csv: content changed: SHA-256 differs "
+                                    "from the manifest"]
+
+
+def test_missing_and_extra_files_are_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    (archive.root / "2/2026-03-29/rev-1/contacts_merged.parquet").unlink()
+    (archive.root / "2/2026-03-29/rev-1/notes.txt").write_text("added later")
+    assert sorted(problems_of(archive)) == [
+        "2/2026-03-29/rev-1/contacts_merged.parquet: missing file named in the manifest",
+        "2/2026-03-29/rev-1/notes.txt: extra file not named in the manifest",
+    ]
+
+
+def test_a_deleted_day_breaks_the_days_and_the_chain(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    shutil.rmtree(archive.root / "1/2026-03-28")
+    found = problems_of(archive)
+    assert "1/2026-03-28: missing day: no snapshot between 2026-03-27 and 2026-03-29" in found
+    assert any(p.startswith("1/2026-03-29/rev-1: chain") for p in found)
+
+
+def test_an_edited_manifest_is_caught_even_with_its_hash_updated(tiny_archive: tuple[LocalStorage, LocalStorage]
+                                                                 ) -> None:
+    _, archive = tiny_archive
+    folder = archive.root / "2/2026-03-28/rev-1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["contacts_added.csv"]["rows"] += 1
+    (folder / "manifest.json").chmod(0o644)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    assert "2/2026-03-28/rev-1/manifest.json: manifest does not match manifest.sha256 (edited)" in problems_of(archive)
+    import hashlib
+
+    (folder / "manifest.sha256").chmod(0o644)
+    (folder / "manifest.sha256").write_text(
+        hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest() + "  manifest.json\n")
+    found = problems_of(archive)
+    assert any("2/2026-03-28/rev-1/contacts_added.csv" in p and "rows" in p for p in found)
+    assert any(p.startswith("2/2026-03-29/rev-1: chain broken") for p in found)
+
+
+def test_two_swapped_days_are_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    one, two = archive.root / "1/2026-03-28", archive.root / "1/2026-03-29"
+    one.rename(archive.root / "1/swap")
+    two.rename(one)
+    (archive.root / "1/swap").rename(two)
+    found = problems_of(archive)
+    assert "1/2026-03-28/rev-1: manifest describes 1/2026-03-29/rev-1: moved or swapped" in found
+    assert "1/2026-03-29/rev-1: manifest describes 1/2026-03-28/rev-1: moved or swapped" in found
+
+
+def test_late_events_make_a_new_revision_and_leave_the_old_one_untouched(tmp_path: Path) -> None:
+    first = event("a", "2026-03-10T08:00:00Z")
+    late = event("late", "2026-03-10T09:00:00Z", contact_id=7)
+    landing = write_landing(tmp_path / "landing", [(1, "W", "UTC")],
+                            {"2026-03-10/09": [first], "2026-03-12/09": [late]})
+    warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
+    run_etl(LocalStorage(landing), warehouse, date(2026, 3, 10))
+    assert write_archive(warehouse, archive, None, date(2026, 3, 10), None) == {"written": 1, "revised": 0,
+                                                                                 "unchanged": 0}
+    before = {p.name: p.read_bytes() for p in (archive.root / "1/2026-03-10/rev-1").iterdir()}
+    assert write_archive(warehouse, archive, None, date(2026, 3, 10), None)["unchanged"] == 1  # a re-run
+    run_etl(LocalStorage(landing), warehouse, date(2026, 3, 12))
+    assert write_archive(warehouse, archive, None, date(2026, 3, 10), None)["revised"] == 1
+    assert {p.name: p.read_bytes() for p in (archive.root / "1/2026-03-10/rev-1").iterdir()} == before
+    manifest = json.loads((archive.root / "1/2026-03-10/rev-2/manifest.json").read_text())
+    assert manifest["supersedes"] == "rev-1"
+    assert manifest["change"]["rows_added"] == {"added": 1, "deleted": 0, "merged": 0, "connected": 0}
+    assert manifest["landing_partitions"] == ["ingest_date=2026-03-10/hour=09", "ingest_date=2026-03-12/hour=09"]
+    assert verify(archive)[0] == []
+
+
+def test_archived_rows_equal_the_report_logs_of_the_day(tiny_archive: tuple[LocalStorage, LocalStorage],
+                                                        tmp_path: Path) -> None:
+    warehouse, archive = tiny_archive
+    render(RenderJob(str(warehouse.root), str(tmp_path / "out"), (1, 2), date(2026, 3, 30), None, WINDOW_NAMES, ()))
+    for workspace in (1, 2):
+        for kind in ("added", "connected", "deleted", "merged"):
+            page_csv = (tmp_path / f"out/{workspace}/2026-03-30/today.contacts_{kind}.csv").read_bytes()
+            assert (archive.root / f"{workspace}/2026-03-30/rev-1/contacts_{kind}.csv").read_bytes() == page_csv
+    pages = [p.read_text() for p in archive.root.rglob("*.html")]
+    assert not any("<b>bold</b>" in page for page in pages)
+    assert any("&lt;b&gt;bold&lt;/b&gt;" in page for page in pages)
+    assert any("\"'=1+1\"" in p.read_text(encoding="utf-8-sig") for p in archive.root.rglob("*.csv"))
+
+
+def test_cli_verify_and_show(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    cli = [sys.executable, "-m", "etl.cli", "archive"]
+    ok = subprocess.run([*cli, "verify", "--archive", str(archive.root)], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1].startswith("OK: 8 snapshots")
+    shown = subprocess.run([*cli, "show", "--archive", str(archive.root), "--workspace", "2", "--day", "2026-03-29"],
+                           capture_output=True, text=True, check=True)
+    assert json.loads(shown.stdout)["manifest"]["files"]["contacts_added.csv"]["sha256"]
+    (archive.root / "2/2026-03-29/rev-1/contacts_added.csv").unlink()
+    bad = subprocess.run([*cli, "verify", "--archive", str(archive.root), "--json"], capture_output=True, text=True,
+                         check=False)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["problems"][0]["where"].endswith("contacts_added.csv")
+
+
+def test_s3_writes_are_create_only_with_retention(tiny_archive: tuple[LocalStorage, LocalStorage],
+                                                  moto_server: str) -> None:
+    _, archive = tiny_archive
+    client = s3_client()
+    client.create_bucket(Bucket="audit", ObjectLockEnabledForBucket=True)
+    sent: list[dict[str, str]] = []
+    client.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    remote = S3Storage("audit", "archive", client)
+    lock = Lock("COMPLIANCE", 365)
+    copied = sum(mirror(archive, remote, {1: day, 2: day}, lock) for day in DAYS)  # night by night, as the DAG does
+    assert copied == 4 * 2 * 14
+    snapshot_puts = [h for h in sent if "If-None-Match" in h]
+    assert len(snapshot_puts) == copied
+    assert all(h["If-None-Match"] == b"*" and h["x-amz-object-lock-mode"] == b"COMPLIANCE" and "Content-MD5" in h
+               for h in snapshot_puts)
+    stored = client.head_object(Bucket="audit", Key="archive/1/2026-03-30/rev-1/manifest.json")
+    assert stored["ObjectLockMode"] == "COMPLIANCE"
+    assert stored["ObjectLockRetainUntilDate"].date() == date(2027, 3, 30)  # counted from the report day
+    assert stored["ServerSideEncryption"] == "AES256"
+    assert mirror(archive, remote, {1: date(2026, 3, 30)}, lock) == 14  # a re-run: identical objects are fine
+    with pytest.raises(AlreadyExists):
+        remote.write_new("1/2026-03-30/rev-1/contacts_added.csv", b"forged")
+    assert verify(remote)[0] == []
+    assert remote.read_bytes("1/2026-03-30/rev-1/contacts_added.csv") == archive.read_bytes(
+        "1/2026-03-30/rev-1/contacts_added.csv")
