@@ -93,11 +93,19 @@ NETWORK_RETRIES: dict[str, Any] = {
     default_args={"owner": "contacts-report", "on_failure_callback": notify_ops, **NETWORK_RETRIES},
 )
 def contacts_report_nightly() -> None:
-    @task(retries=0)  # it waits for the feed itself (CONTACTS_REPORT_LANDING_WAIT_SECONDS), then fails loudly
+    @task
     def check_landing() -> int:
-        from etl.nightly import check_landing
+        """Waits for a late feed itself (CONTACTS_REPORT_LANDING_WAIT_SECONDS); a feed still missing then fails the
+        run at once (no retry), while storage errors are retried like any network hiccup."""
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return int(check_landing(_settings(), _night()))
+        from etl.nightly import check_landing
+        from etl.pipeline import EtlError
+
+        try:
+            return int(check_landing(_settings(), _night()))
+        except EtlError as missing:
+            raise AirflowFailException(str(missing)) from missing
 
     @task
     def ingest(files: int) -> dict[str, Any]:
@@ -105,11 +113,18 @@ def contacts_report_nightly() -> None:
 
         return dict(ingest(_settings(), _night()))
 
-    @task(retries=0)
+    @task
     def quality_gate(summary: dict[str, Any]) -> dict[str, Any]:
-        from etl.nightly import quality_gate
+        """Bad data does not improve on retry: a failed gate fails the run at once."""
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return dict(quality_gate(_settings(), _night()))
+        from etl.nightly import quality_gate
+        from etl.quality import QualityError
+
+        try:
+            return dict(quality_gate(_settings(), _night()))
+        except QualityError as bad:
+            raise AirflowFailException(str(bad)) from bad
 
     @task
     def plan_render_batches(checked: dict[str, Any]) -> list[list[int]]:

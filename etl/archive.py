@@ -210,6 +210,7 @@ def verify(archive: Storage, workspace_ids: list[int] | None = None, start: date
         tree.setdefault(wid, {}).setdefault(day, {}).setdefault(int(m.group(3)), set()).add(m.group(4))
     problems: list[Problem] = []
     counts = {"workspaces": len(tree), "snapshots": 0, "files": 0}
+    archive = _OriginalVersions.wrap(archive, problems)
     for wid, days in sorted(tree.items()):
         chain: list[tuple[int, str, str | None, str]] = []
         for day, revs in sorted(days.items()):
@@ -227,7 +228,34 @@ def verify(archive: Storage, workspace_ids: list[int] | None = None, start: date
     return problems, counts
 
 
-def _check_revision(archive: Storage, wid: int, day: date, rev: int, names: set[str], problems: list[Problem],
+class _OriginalVersions:
+    """On a versioned S3 bucket, a snapshot object may have been given a new version (Ceph RGW 16.2 accepts a
+    conditional put that way on Object Lock buckets). Verification reads the original — the version the manifest
+    was written against — and names every object that has more than one version."""
+
+    def __init__(self, archive: Any, versions: dict[str, list[str]]) -> None:
+        self.archive, self.versions = archive, versions
+
+    @classmethod
+    def wrap(cls, archive: Storage, problems: list[Problem]) -> Any:
+        from etl.storage import S3Storage
+
+        if not isinstance(archive, S3Storage):
+            return archive
+        versions = {k: v for k, v in archive.versions().items() if _REV.match(k)}
+        for key, ids in sorted(versions.items()):
+            problems.append(Problem(key, f"{len(ids)} versions: the object was written again after its snapshot; "
+                                         "checked the original version"))
+        return cls(archive, versions)
+
+    def read_bytes(self, key: str) -> bytes:
+        if key in self.versions:
+            data: bytes = self.archive.read_version(key, self.versions[key][0])
+            return data
+        return bytes(self.archive.read_bytes(key))
+
+
+def _check_revision(archive: Any, wid: int, day: date, rev: int, names: set[str], problems: list[Problem],
                     counts: dict[str, int], check_files: bool) -> tuple[int, str, str | None, str] | None:
     folder = f"{wid}/{day.isoformat()}/rev-{rev}"
     if MANIFEST not in names:
@@ -259,7 +287,7 @@ def _check_revision(archive: Storage, wid: int, day: date, rev: int, names: set[
     return int(manifest.get("sequence", 0)), digest, manifest.get("previous_manifest_sha256"), folder
 
 
-def _check_file(archive: Storage, key: str, present: bool, expected: dict[str, Any]) -> list[Problem]:
+def _check_file(archive: Any, key: str, present: bool, expected: dict[str, Any]) -> list[Problem]:
     if not present:
         return [Problem(key, "missing file named in the manifest")]
     data = archive.read_bytes(key)

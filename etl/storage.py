@@ -195,6 +195,21 @@ class S3Storage:
             raise
         return True
 
+    def versions(self, prefix: str = "") -> dict[str, list[str]]:
+        """key -> version ids, oldest first, for keys with more than one version (empty when unversioned)."""
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        found: dict[str, list[tuple[Any, str]]] = {}
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Versions", []):
+                found.setdefault(item["Key"][skip:], []).append((item["LastModified"], item["VersionId"]))
+        return {k: [v for _, v in sorted(vs)] for k, vs in found.items() if len(vs) > 1}
+
+    def read_version(self, key: str, version_id: str) -> bytes:
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), VersionId=version_id)["Body"]
+        data: bytes = body.read()
+        return data
+
     def _iter_keys(self, prefix: str) -> Iterator[str]:
         full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
         skip = len(self.prefix) + 1 if self.prefix else 0

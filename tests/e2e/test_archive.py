@@ -176,3 +176,20 @@ def test_s3_writes_are_create_only_with_retention(tiny_archive: tuple[LocalStora
     assert verify(remote)[0] == []
     assert remote.read_bytes("1/2026-03-30/rev-1/contacts_added.csv") == archive.read_bytes(
         "1/2026-03-30/rev-1/contacts_added.csv")
+
+
+def test_verify_reads_the_original_version_and_names_a_second_one(tiny_archive: tuple[LocalStorage, LocalStorage],
+                                                                  moto_server: str) -> None:
+    _, archive = tiny_archive
+    client = s3_client()
+    client.create_bucket(Bucket="versioned")
+    client.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    remote = S3Storage("versioned", "archive", client)
+    for day in DAYS:
+        mirror(archive, remote, {1: day, 2: day})
+    assert verify(remote)[0] == []
+    # What Ceph RGW 16.2 does on an Object Lock bucket: the second write becomes a new version.
+    client.put_object(Bucket="versioned", Key="archive/1/2026-03-28/rev-1/contacts_added.csv", Body=b"forged")
+    found = [f"{p.where}: {p.what}" for p in verify(remote)[0]]
+    assert found == ["1/2026-03-28/rev-1/contacts_added.csv: 2 versions: the object was written again after its "
+                     "snapshot; checked the original version"]
