@@ -24,6 +24,9 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 
+READ_ATTEMPTS = 4
+
+
 class StorageError(Exception):
     """Storage could not be read or written; the message says what and where."""
 
@@ -148,12 +151,30 @@ class S3Storage:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def read_bytes(self, key: str) -> bytes:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            data: bytes = body.read()
-        except self.client.exceptions.NoSuchKey:
-            raise FileNotFoundError(f"{self.uri}/{key}") from None
-        return data
+        """GET the whole object. botocore retries failed requests but not a body cut short mid-stream, so a
+        short or broken body is fetched again (a few times) rather than parsed half-read."""
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                data: bytes = response["Body"].read()
+            except self.client.exceptions.NoSuchKey:
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
+            except (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionClosedError) as err:
+                log.warning("reading %s/%s broke off (%s); attempt %d of %d", self.uri, key, err, attempt,
+                            READ_ATTEMPTS)
+                continue
+            if len(data) == response.get("ContentLength", len(data)):
+                return data
+            log.warning("reading %s/%s gave %d of %s bytes; attempt %d of %d", self.uri, key, len(data),
+                        response.get("ContentLength"), attempt, READ_ATTEMPTS)
+        raise StorageError(f"could not read {self.uri}/{key} completely after {READ_ATTEMPTS} attempts")
 
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(

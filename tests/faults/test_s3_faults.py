@@ -1,0 +1,135 @@
+"""Storage faults on the wire (a fault-injecting proxy in front of moto's S3 server): the final state must equal
+one clean run — same keys, same bytes, no duplicates — or the step must fail loudly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from etl.archive import mirror, verify, write_archive
+from etl.pipeline import landing_dates, run_etl
+from etl.publish import S3Target, upload
+from etl.storage import LocalStorage, S3Storage, StorageError, client_config
+from tests.conftest import TINY
+from tests.faults.proxy import FaultProxy
+
+BUCKET = "faults"
+
+
+@pytest.fixture
+def proxy(moto_server: str) -> Iterator[FaultProxy]:
+    faults = FaultProxy(moto_server).start()
+    yield faults
+    faults.stop()
+
+
+def client_via(proxy: FaultProxy, **overrides: Any) -> Any:
+    config = client_config().merge(Config(**overrides)) if overrides else client_config()
+    return boto3.client("s3", endpoint_url=proxy.url, config=config)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[LocalStorage, list[str]]:
+    out = LocalStorage(tmp_path / "out")
+    keys = [f"{w}/2026-03-10/{name}.html" for w in (1, 2) for name in ("today", "yesterday", "last_7_days")]
+    keys += ["1/index.html", "2/index.html", "index.html"]
+    for key in keys:
+        out.write_bytes(key, f"<p>{key}</p>".encode() * 50)
+    return out, keys
+
+
+def published(client: Any) -> dict[str, bytes]:
+    keys = [o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in p.get("Contents", [])]
+    return {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+
+
+def test_throttling_errors_and_resets_are_retried_to_the_clean_state(proxy: FaultProxy, site: Any,
+                                                                    moto_server: str) -> None:
+    out, keys = site
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    proxy.add("PUT", "today.html", "503", times=2)
+    proxy.add("PUT", "index.html", "reset", times=1)
+    proxy.add("PUT", "yesterday.html", "500", times=1)
+    proxy.add("GET", "list-type=2", "503", times=1)
+    result = upload(client_via(proxy), S3Target(BUCKET, "site"), out, keys)
+    assert result == {"uploaded": len(keys), "unchanged": 0}
+    assert {a for _, _, a in proxy.seen} >= {"503", "500", "reset", "pass"}
+    assert published(direct) == {f"site/{k}": out.read_bytes(k) for k in keys}
+
+
+def test_more_failures_than_the_retry_budget_fail_clearly_and_a_rerun_converges(proxy: FaultProxy, site: Any,
+                                                                               moto_server: str) -> None:
+    out, keys = site
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    proxy.add("PUT", "2/2026-03-10/today.html", "503", times=6)  # the whole budget: total_max_attempts = 6
+    with pytest.raises(ClientError, match="SlowDown"):
+        upload(client_via(proxy), S3Target(BUCKET, "site"), out, keys)
+    assert not any(k.endswith("index.html") for k in published(direct))  # indexes go last: none published yet
+    again = upload(client_via(proxy), S3Target(BUCKET, "site"), out, keys)  # the Airflow retry
+    assert again["uploaded"] + again["unchanged"] == len(keys)
+    assert published(direct) == {f"site/{k}": out.read_bytes(k) for k in keys}
+
+
+def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy, tmp_path: Path, moto_server: str
+                                                         ) -> None:
+    warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
+    for d in landing_dates(LocalStorage(TINY / "landing")):
+        run_etl(LocalStorage(TINY / "landing"), warehouse, d)
+    write_archive(warehouse, archive, None, date(2026, 3, 30), None)
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    direct.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    proxy.add("PUT", "manifest.json", "apply_then_drop", times=2)  # the retry then meets our own object: 412
+    remote = S3Storage(BUCKET, "archive", client_via(proxy))
+    assert mirror(archive, remote, {1: date(2026, 3, 30), 2: date(2026, 3, 30)}) == 28
+    assert [a for _, p, a in proxy.seen if "manifest.json" in p].count("apply_then_drop") == 2
+    versions = direct.list_object_versions(Bucket=BUCKET).get("Versions", [])
+    assert len(versions) == len({v["Key"] for v in versions}) == 28 + 2 * 2  # one version each (+ HEAD, index)
+    assert verify(S3Storage(BUCKET, "archive", direct))[0] == []
+
+
+def test_a_truncated_body_while_reading_landing_files_is_read_again(proxy: FaultProxy, tmp_path: Path,
+                                                                    tiny_expected: dict[str, Any],
+                                                                    moto_server: str) -> None:
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    for path in sorted((TINY / "landing").rglob("*")):
+        if path.is_file():
+            direct.put_object(Bucket=BUCKET, Key=f"landing/{path.relative_to(TINY / 'landing').as_posix()}",
+                              Body=path.read_bytes())
+    proxy.add("GET", "2026-03-09/hour%3D17/part", "truncate", times=2)  # keys arrive URL-encoded
+    proxy.add("GET", "workspaces.json", "reset", times=1)
+    landing = S3Storage(BUCKET, "landing", client_via(proxy))
+    summaries = [run_etl(landing, LocalStorage(tmp_path / "wh"), d) for d in landing_dates(landing)]
+    assert [a for _, _, a in proxy.seen].count("truncate") == 2
+    totals = {k: sum(s[k] for s in summaries) for k in tiny_expected["etl_totals_over_all_arrival_days"]}
+    assert totals == tiny_expected["etl_totals_over_all_arrival_days"]
+
+
+def test_a_body_that_never_arrives_whole_fails_loudly(proxy: FaultProxy, moto_server: str) -> None:
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    direct.put_object(Bucket=BUCKET, Key="landing/workspaces.json", Body=b"[]" * 1000)
+    proxy.add("GET", "workspaces.json", "truncate", times=10)
+    with pytest.raises(StorageError, match="could not read .* completely"):
+        S3Storage(BUCKET, "landing", client_via(proxy)).read_bytes("workspaces.json")
+
+
+def test_a_reply_slower_than_the_read_timeout_is_retried(proxy: FaultProxy, moto_server: str) -> None:
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    direct.put_object(Bucket=BUCKET, Key="x/slow.json", Body=b"{}")
+    proxy.add("GET", "slow.json", "delay", times=1, delay=2.5)
+    storage = S3Storage(BUCKET, "x", client_via(proxy, read_timeout=1, connect_timeout=1))
+    assert storage.read_bytes("slow.json") == b"{}"
+    assert [a for _, p, a in proxy.seen if "slow.json" in p] == ["delay", "pass"]
