@@ -55,6 +55,7 @@ def upload(client: Any, target: S3Target, source: Storage, keys: Iterable[str]) 
     never follows an index link to a missing page and a failed run leaves yesterday's indexes valid.
     Objects already present with the same bytes are skipped, so a re-run uploads nothing new."""
     ordered = sorted(set(keys), key=lambda k: (is_index(k), k.count("/") == 0, k))
+    abort_orphan_uploads(client, target)
     existing = _existing_etags(client, target)
     uploaded = skipped = 0
     with Progress(len(ordered), "publishing", " files") as bar:
@@ -69,6 +70,20 @@ def upload(client: Any, target: S3Target, source: Storage, keys: Iterable[str]) 
             bar.advance()
     log.info("published %d objects to s3://%s/%s (%d unchanged)", uploaded, target.bucket, target.prefix, skipped)
     return {"uploaded": uploaded, "unchanged": skipped}
+
+
+def abort_orphan_uploads(client: Any, target: S3Target) -> int:
+    """A worker killed mid-multipart leaves parts that cost money and are never visible; this run (the only
+    publisher of the prefix: the DAG allows one active run) aborts them before uploading again."""
+    prefix = f"{target.prefix}/" if target.prefix else ""
+    aborted = 0
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=target.bucket, Prefix=prefix):
+        for upload_ in page.get("Uploads", []):
+            client.abort_multipart_upload(Bucket=target.bucket, Key=upload_["Key"], UploadId=upload_["UploadId"])
+            aborted += 1
+    if aborted:
+        log.warning("aborted %d unfinished multipart uploads under s3://%s/%s", aborted, target.bucket, prefix)
+    return aborted
 
 
 def _existing_etags(client: Any, target: S3Target) -> dict[str, str]:

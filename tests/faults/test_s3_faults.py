@@ -121,7 +121,7 @@ def test_a_body_that_never_arrives_whole_fails_loudly(proxy: FaultProxy, moto_se
     direct.create_bucket(Bucket=BUCKET)
     direct.put_object(Bucket=BUCKET, Key="landing/workspaces.json", Body=b"[]" * 1000)
     proxy.add("GET", "workspaces.json", "truncate", times=10)
-    with pytest.raises(StorageError, match="could not read .* completely"):
+    with pytest.raises(StorageError, match=r"could not read .* completely"):
         S3Storage(BUCKET, "landing", client_via(proxy)).read_bytes("workspaces.json")
 
 

@@ -1,0 +1,113 @@
+"""A worker killed with SIGKILL in the middle of each step: re-running converges to one clean run's state."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import boto3
+import pytest
+
+from etl.archive import verify
+from etl.generate import GenerateOptions, generate
+from etl.publish import S3Target, upload
+from etl.storage import LocalStorage, client_config
+
+CLI = [sys.executable, "-m", "etl.cli"]
+
+
+def kill_when(cmd: list[str], ready: Callable[[], bool], env: dict[str, str] | None = None) -> None:
+    """Start `cmd`, SIGKILL it as soon as `ready()` holds (polled), and check it really died mid-way."""
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert process.poll() is None, "the step finished before it could be interrupted; give it more work"
+        assert time.monotonic() < deadline, "the step never reached the point to interrupt"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
+def state(root: Path) -> dict[str, str]:
+    """What a reader sees: every visible file and its digest (temporary files are never listed)."""
+    storage = LocalStorage(root)
+    return {k: hashlib.sha256(storage.read_bytes(k)).hexdigest() for k in storage.list()
+            if not k.startswith("_runs/") and not k.endswith("HEAD.json")}
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kill") / "landing"
+    generate(LocalStorage(root), GenerateOptions(start=date(2026, 2, 8), days=31, workspaces=8, events_per_day=600,
+                                                 seed=9))
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clean")
+    subprocess.run([*CLI, "etl", "--landing", str(landing), "--warehouse", str(root / "wh"), "--all"], check=True,
+                   capture_output=True)
+    subprocess.run([*CLI, "render", "--warehouse", str(root / "wh"), "--out", str(root / "out"), "--report-day",
+                    "2026-03-10", "--workers", "1"], check=True, capture_output=True)
+    subprocess.run([*CLI, "archive", "write", "--warehouse", str(root / "wh"), "--archive", str(root / "archive"),
+                    "--report-day", "2026-03-10"], check=True, capture_output=True)
+    return root
+
+
+def test_killed_etl_converges_on_rerun(landing: Path, clean: Path, tmp_path: Path) -> None:
+    warehouse = tmp_path / "wh"
+    etl = [*CLI, "etl", "--landing", str(landing), "--warehouse", str(warehouse), "--all"]
+    kill_when(etl, lambda: len(list((warehouse / "_runs").glob("*.json"))) >= 12)
+    subprocess.run(etl, check=True, capture_output=True)
+    assert state(warehouse) == state(clean / "wh")
+
+
+def test_killed_render_converges_on_rerun(clean: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render = [*CLI, "render", "--warehouse", str(clean / "wh"), "--out", str(out), "--report-day", "2026-03-10",
+              "--workers", "1"]
+    kill_when(render, lambda: len(list(out.glob("*/2026-03-10/*.html"))) >= 20)
+    subprocess.run(render, check=True, capture_output=True)
+    assert state(out) == state(clean / "out")
+
+
+def test_killed_archive_converges_on_rerun_and_verifies(clean: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    write = [*CLI, "archive", "write", "--warehouse", str(clean / "wh"), "--archive", str(archive), "--report-day",
+             "2026-03-10"]
+    kill_when(write, lambda: len(list(archive.glob("*/2026-03-10/rev-1/manifest.json"))) >= 3)
+    subprocess.run(write, check=True, capture_output=True)
+    assert state(archive) == state(clean / "archive")
+    assert verify(LocalStorage(archive))[0] == []
+
+
+def test_killed_publish_converges_and_leaves_no_multipart_upload(clean: Path, moto_server: str) -> None:
+    client = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    client.create_bucket(Bucket="site")
+    orphan = client.create_multipart_upload(Bucket="site", Key="reports/1/big.csv")  # left by a killed worker
+    client.upload_part(Bucket="site", Key="reports/1/big.csv", UploadId=orphan["UploadId"], PartNumber=1,
+                       Body=b"x" * 1024)
+    script = ("import sys; from etl.publish import S3Target, upload; from etl.storage import LocalStorage, s3_client;"
+              f"out = LocalStorage({str(clean / 'out')!r});"
+              "upload(s3_client(), S3Target('site', 'reports'), out, out.list())")
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_server}
+
+    def some_published() -> bool:
+        return client.list_objects_v2(Bucket="site", Prefix="reports/").get("KeyCount", 0) >= 30
+
+    kill_when([sys.executable, "-c", script], some_published, env=env)
+    out = LocalStorage(clean / "out")
+    upload(client, S3Target("site", "reports"), out, out.list())
+    objects = {o["Key"]: o["ETag"].strip('"') for p in client.get_paginator("list_objects_v2").paginate(
+        Bucket="site") for o in p.get("Contents", [])}
+    assert objects == {f"reports/{k}": hashlib.md5(out.read_bytes(k), usedforsecurity=False).hexdigest()
+                       for k in out.list()}
+    assert client.list_multipart_uploads(Bucket="site").get("Uploads", []) == []
