@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[airflow,dev]'
 	@touch $(STAMP)
 
-system-deps:  ## Debian packages the tests need (headless Chromium), installed only when missing
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
+system-deps:  ## Debian packages the tests need (headless Chromium, Ceph's RADOS Gateway), installed only when missing
+	@command -v chromium >/dev/null && command -v radosgw >/dev/null && command -v ceph-osd >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	  --no-install-recommends chromium fonts-dejavu-core radosgw ceph-mon ceph-osd >/dev/null; }
 
 demo: install  ## the nightly job end to end: synthetic events, loopback S3 + SMTP, the real DAG (airflow dags test)
 	rm -rf $(DEMO) $(OUT)/[0-9]* $(OUT)/index.html $(OUT)/filtered $(OUT)/_runs $(OUT)/_outbox

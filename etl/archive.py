@@ -54,10 +54,12 @@ class Lock:
     days: int = 0
 
     def retain_until(self, day: date) -> datetime | None:
-        """Counted from the report day, not the clock, so a re-run asks for the same date."""
+        """Counted from the write (stores refuse a retain-until date in the past, which a backfilled old report
+        day would give), rounded up to midnight UTC. A re-run never re-puts an existing object, so an object keeps
+        the date of its first write."""
         if not self.mode or self.days <= 0:
             return None
-        return datetime.combine(day + timedelta(days=self.days), time.min, UTC)
+        return datetime.combine(datetime.now(UTC).date() + timedelta(days=self.days + 1), time.min, UTC)
 
 
 def snapshot_files(workspace: Workspace, day: date, revision: int, events: pl.DataFrame

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.progress import Progress
-from etl.storage import Storage, check_key
+from etl.storage import Storage, check_key, encryption_args
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _put(client: Any, bucket: str, key: str, data: bytes, relative: str) -> None
     extra = {
         "ContentType": content_type(relative),
         "CacheControl": INDEX_CACHE if is_index(relative) else DATED_CACHE,
-        "ServerSideEncryption": "AES256",
+        **encryption_args(),
     }
     if len(data) >= MULTIPART_THRESHOLD:
         import io

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -182,7 +183,7 @@ class S3Storage:
             Key=self._key(key),
             Body=data,
             ContentType=content_type,
-            ServerSideEncryption="AES256",
+            **encryption_args(),
         )
 
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
@@ -196,8 +197,8 @@ class S3Storage:
             return
         # Content-MD5: the store rejects a body damaged in transit, and Object Lock puts require it.
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-        extra: dict[str, Any] = {"ContentType": content_type, "ServerSideEncryption": "AES256", "IfNoneMatch": "*",
-                                 "ContentMD5": md5}
+        extra: dict[str, Any] = {"ContentType": content_type, "IfNoneMatch": "*", "ContentMD5": md5,
+                                 **encryption_args()}
         if retain_until is not None and lock_mode:
             extra.update(ObjectLockMode=lock_mode, ObjectLockRetainUntilDate=retain_until)
         try:
@@ -244,6 +245,20 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+@cache
+def encryption_args() -> dict[str, str]:
+    """Server-side encryption for every object we write: CONTACTS_REPORT_S3_SSE = "AES256" (SSE-S3, the default),
+    "aws:kms" or "aws:kms:KEY-ID" (SSE-KMS; Ceph RGW 16.2 supports only this), or "none" (the bucket's default
+    encryption applies)."""
+    spec = os.environ.get("CONTACTS_REPORT_S3_SSE", "AES256").strip()
+    if spec.lower() in ("", "none"):
+        return {}
+    if spec.startswith("aws:kms"):
+        key = spec[len("aws:kms"):].lstrip(":")
+        return {"ServerSideEncryption": "aws:kms", **({"SSEKMSKeyId": key} if key else {})}
+    return {"ServerSideEncryption": spec}
 
 
 def client_config() -> Any:

@@ -29,7 +29,7 @@ ERROR_BODY = {
 class Rule:
     method: str
     match: str
-    action: str  # "503", "500", "reset", "apply_then_drop", "delay", "truncate"
+    action: str  # "503", "500", "reset", "apply_then_drop", "delay", "truncate", "corrupt"
     times: int = 1
     delay: float = 0.0
     fired: int = 0
@@ -68,6 +68,8 @@ class FaultProxy:
                     return
                 if action == "delay" and rule:
                     time.sleep(rule.delay)
+                if action == "corrupt" and body:
+                    body = bytes([body[0] ^ 0x20]) + body[1:]  # one flipped bit on the wire
                 status, reason, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
                 if action == "apply_then_drop":
                     self._reset()
