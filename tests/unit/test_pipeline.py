@@ -211,3 +211,30 @@ def test_daily_aggregates_equal_a_naive_count_in_any_order(tmp_path: Path, zone:
     assert got == expected
     assert sum(got.values()) == len(reference)
     shutil.rmtree(root)
+
+
+JUNK = st.one_of(
+    st.binary(max_size=120).filter(lambda b: b"\n" not in b and b"\r" not in b),
+    st.text(max_size=80).filter(lambda t: "\n" not in t and "\r" not in t and "\x85" not in t).map(str.encode),
+    st.builds(lambda i, ts, ws: json.dumps(event(f"j{i}", ts, workspace_id=ws)).encode(),
+              st.integers(0, 5), st.sampled_from(["2026-03-10T10:00:00Z", "2026-03-10T10:00:00", "yesterday"]),
+              st.sampled_from([1, 2, -1])),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(JUNK, min_size=1, max_size=30))
+def test_every_junk_line_is_stored_dropped_as_a_duplicate_or_quarantined(tmp_path: Path, lines: list[bytes]) -> None:
+    root = tmp_path / f"fuzz-{abs(hash(tuple(lines)))}"
+    folder = root / "landing/events/ingest_date=2026-03-10/hour=12"
+    folder.mkdir(parents=True)
+    (root / "landing/workspaces.json").write_text(json.dumps([{"workspace_id": 1, "name": "W", "timezone": "UTC"}]))
+    (folder / "part-0000.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    [summary] = etl(root / "landing", root / "wh", "2026-03-10")
+    non_blank = sum(1 for line in lines if line.strip())
+    assert summary["lines_read"] == non_blank
+    assert summary["lines_read"] == summary["events_valid"] + summary["events_quarantined"] + summary[
+        "duplicates_dropped"]
+    quarantine = read_parquet(LocalStorage(root / "wh"), quarantine_key(date(2026, 3, 10)))
+    assert quarantine.height == summary["events_quarantined"]
+    shutil.rmtree(root)
