@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from etl.publish import content_type
 from etl.render import environment, load_inputs, log_csv, read_view, report_days
 from etl.report import KINDS, Workspace, log_frame
 from etl.storage import Storage
@@ -114,7 +115,7 @@ def write_workspace(archive: Storage, workspace: Workspace, day: date, events: p
     folder = f"{wid}/{day.isoformat()}/rev-{revision}"
     retain = lock.retain_until(day)
     for name, (data, _) in sorted(files.items()):
-        archive.write_new(f"{folder}/{name}", data, _content_type(name), retain, lock.mode)
+        archive.write_new(f"{folder}/{name}", data, content_type(name), retain, lock.mode)
     head = _head(archive, wid)
     of_day = events.filter(pl.col("local_date") == day)
     manifest = {
@@ -145,18 +146,6 @@ def write_workspace(archive: Storage, workspace: Workspace, day: date, events: p
 def _change(previous: dict[str, Any], files: dict[str, tuple[bytes, int]]) -> dict[str, Any]:
     added = {k: files[f"contacts_{k}.csv"][1] - previous["files"][f"contacts_{k}.csv"]["rows"] for k in KINDS}
     return {"reason": "late events changed the day after its last snapshot", "rows_added": added}
-
-
-def _content_type(name: str) -> str:
-    if name.endswith(".json"):
-        return "application/json"
-    if name.endswith(".sha256"):
-        return "text/plain; charset=utf-8"
-    if name.endswith(".csv"):
-        return "text/csv; charset=utf-8"
-    if name.endswith(".html"):
-        return "text/html; charset=utf-8"
-    return "application/vnd.apache.parquet"
 
 
 def write_archive(warehouse: Storage, archive: Storage, workspace_ids: list[int] | None, report_day: date | None,
@@ -357,9 +346,9 @@ def mirror(source: Storage, target: Storage, workspace_days: dict[int, date], lo
         # Files before manifests, manifests before their hashes: a manifest never names a missing object.
         ordered = sorted(keys, key=lambda k: (k.endswith(MANIFEST_HASH), k.endswith(MANIFEST), k))
         for key in ordered:
-            target.write_new(key, source.read_bytes(key), _content_type(key), lock.retain_until(day), lock.mode)
+            target.write_new(key, source.read_bytes(key), content_type(key), lock.retain_until(day), lock.mode)
             copied += 1
         for mutable in (f"{wid}/HEAD.json", f"{wid}/index.html"):
             if source.exists(mutable):
-                target.write_bytes(mutable, source.read_bytes(mutable), _content_type(mutable))
+                target.write_bytes(mutable, source.read_bytes(mutable), content_type(mutable))
     return copied

@@ -36,13 +36,19 @@ class S3Target:
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
 
+CONTENT_TYPES: dict[str, str] = {
+    ".html": "text/html; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".json": "application/json; charset=utf-8",
+    ".sha256": "text/plain; charset=utf-8",
+    ".parquet": "application/vnd.apache.parquet",
+}
+
+
 def content_type(key: str) -> str:
-    if key.endswith(".html"):
-        return "text/html; charset=utf-8"
-    if key.endswith(".csv"):
-        return "text/csv; charset=utf-8"
-    if key.endswith(".json"):
-        return "application/json; charset=utf-8"
+    for suffix, value in CONTENT_TYPES.items():
+        if key.endswith(suffix):
+            return value
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 

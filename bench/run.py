@@ -1,0 +1,219 @@
+"""`make bench`: the pipeline against a reference measured in the same run, on the same data.
+
+Each measurement runs in a child process of its own, so its wall time and peak RSS are its own (os.wait4).
+Ratios, not absolute times, are what hold on a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+START = date(2026, 1, 1)
+DAYS = 31  # 30 nights of history, then the 31st
+
+
+@dataclass
+class Measure:
+    name: str
+    seconds: float
+    peak_mb: float
+    rows: int | None = None
+
+    @property
+    def rows_per_s(self) -> str:
+        return f"{self.rows / self.seconds:,.0f}" if self.rows else "—"
+
+
+def child(name: str, code: str, rows: int | None = None, env: dict[str, str] | None = None) -> Measure:
+    """Run `code` in a fresh Python process; wall time and the child's own peak RSS."""
+    started = time.perf_counter()
+    process = subprocess.Popen([PY, "-c", code], cwd=ROOT, env={**os.environ, "NO_PROGRESS": "1", **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"{name} failed:\n{process.stderr.read().decode()[-3000:] if process.stderr else ''}")
+    return Measure(name, seconds, usage.ru_maxrss / 1024, rows)
+
+
+def ensure_data(folder: Path, events: int, workspaces: int, seed: int) -> Path:
+    landing = folder / "landing"
+    if not (landing / "workspaces.json").exists():
+        child("generate", f"""
+from datetime import date
+from etl.generate import GenerateOptions, generate
+from etl.storage import LocalStorage
+generate(LocalStorage({str(landing)!r}), GenerateOptions(start=date({START.year}, {START.month}, {START.day}),
+         days={DAYS}, workspaces={workspaces}, events_per_day={events // 30}, seed={seed}))
+""")
+    return landing
+
+
+def lines_of(landing: Path, day: date) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in (landing / f"events/ingest_date={day}").rglob("*.ndjson"))
+
+
+ETL = """
+from datetime import date
+from etl.pipeline import run_etl
+from etl.storage import LocalStorage
+run_etl(LocalStorage({landing!r}), LocalStorage({warehouse!r}), date.fromisoformat({day!r}))
+"""
+
+DUCKDB = """
+import duckdb, json
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+con.execute("CREATE TABLE ws AS SELECT * FROM read_json_auto({workspaces!r})")
+con.execute('''
+COPY (
+  WITH raw AS (
+    SELECT * FROM read_json({files!r}, format='newline_delimited', ignore_errors=true, columns={{
+      event_id: 'VARCHAR', event_type: 'VARCHAR', occurred_at: 'VARCHAR', workspace_id: 'BIGINT',
+      contact_id: 'BIGINT', contact_name: 'VARCHAR', source: 'VARCHAR', channel_id: 'BIGINT',
+      channel_name: 'VARCHAR', channel_type: 'VARCHAR', user_id: 'BIGINT', user_name: 'VARCHAR',
+      merged_contact_id: 'BIGINT'}})
+  ), typed AS (
+    SELECT *, TRY_CAST(occurred_at AS TIMESTAMPTZ) AS ts FROM raw
+    WHERE event_id IS NOT NULL
+      AND event_type IN ('contact.added', 'contact.connected', 'contact.deleted', 'contact.merged')
+  ), dedup AS (
+    SELECT * FROM typed QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts) = 1
+  ), local AS (
+    SELECT d.*, CAST(timezone(w.timezone, d.ts) AS DATE) AS local_date
+    FROM dedup d JOIN ws w USING (workspace_id) WHERE d.ts IS NOT NULL
+  )
+  SELECT workspace_id, local_date, event_type, source, channel_id, user_id, count(*) AS events
+  FROM local GROUP BY ALL
+) TO {out!r} (FORMAT parquet)
+''')
+"""
+
+NDJSON_FLOOR = """
+import polars as pl, glob
+files = sorted(glob.glob({pattern!r}))
+frame = pl.concat([pl.read_ndjson(f, infer_schema_length=None) for f in files], how="diagonal_relaxed")
+"""
+
+PARQUET_FLOOR = """
+import polars as pl, glob
+pl.scan_parquet(sorted(glob.glob({pattern!r}))).select(
+    "workspace_id", "local_date", "event_type", "source", "channel_id", "user_id").collect()
+"""
+
+RENDER = """
+from datetime import date
+from etl.render import RenderJob, render
+from etl.windows import WINDOW_NAMES
+ids = tuple(range(1, {workspaces} + 1))
+render(RenderJob({warehouse!r}, {out!r}, ids, date.fromisoformat({day!r}), None, WINDOW_NAMES, ()), workers={workers})
+"""
+
+PROFILE = """
+import cProfile, pstats, io
+from datetime import date
+from etl.render import RenderJob, render_batch
+from etl.windows import WINDOW_NAMES
+job = RenderJob({warehouse!r}, {out!r}, tuple(range(1, {workspaces} + 1)), date.fromisoformat({day!r}), None,
+                WINDOW_NAMES, ())
+profile = cProfile.Profile()
+profile.runcall(render_batch, job)
+stats = pstats.Stats(profile)
+total = max(v[3] for k, v in stats.stats.items() if k[2] == "render_batch")
+charts = sum(v[3] for k, v in stats.stats.items() if k[2] == "_charts")
+open({result!r}, "w").write(str(charts / total))
+"""
+
+
+def run(size_name: str, events: int, workspaces: int, render_workspaces: int, results: list[str],
+        summary: dict[str, str]) -> None:
+    folder = ROOT / "bench/data" / size_name
+    landing = ensure_data(folder, events, workspaces, seed=42)
+    day1, day31 = START, START + timedelta(days=DAYS - 1)
+    middle = START + timedelta(days=15)
+    rows = lines_of(landing, middle)
+    scratch = folder / "scratch"
+    subprocess.run(["rm", "-rf", str(scratch)], check=True)
+
+    etl_one = child("etl (one arrival day, empty warehouse)",
+                    ETL.format(landing=str(landing), warehouse=str(scratch / "wh-one"), day=str(middle)), rows)
+    files = str(landing / f"events/ingest_date={middle}/*/*.ndjson")
+    duck = child("duckdb reference (same day, same work)",
+                 DUCKDB.format(workspaces=str(landing / "workspaces.json"), files=files,
+                               out=str(scratch / "duck.parquet")), rows)
+    floor = child("floor: polars read_ndjson only", NDJSON_FLOOR.format(pattern=files), rows)
+    pq_floor = child("floor: parquet columns for the aggregation",
+                     PARQUET_FLOOR.format(pattern=str(scratch / "wh-one/events/*/*.parquet")))
+
+    history = scratch / "wh-history"
+    first = child("night 1 (empty warehouse)", ETL.format(landing=str(landing), warehouse=str(history),
+                                                           day=str(day1)), lines_of(landing, day1))
+    for offset in range(1, DAYS - 1):
+        child("history", ETL.format(landing=str(landing), warehouse=str(history),
+                                    day=str(START + timedelta(days=offset))))
+    last = child("night 31 (30 nights of history)", ETL.format(landing=str(landing), warehouse=str(history),
+                                                                 day=str(day31)), lines_of(landing, day31))
+
+    report_day = str(day31 - timedelta(days=1))
+    pages = render_workspaces * 7
+    one = child("render, 1 worker", RENDER.format(workspaces=render_workspaces, warehouse=str(history),
+                                                  out=str(scratch / "out1"), day=report_day, workers=1), pages)
+    two = child("render, 2 workers", RENDER.format(workspaces=render_workspaces, warehouse=str(history),
+                                                   out=str(scratch / "out2"), day=report_day, workers=2), pages)
+    share_file = scratch / "charts-share"
+    child("render profile", PROFILE.format(workspaces=min(render_workspaces, 10), warehouse=str(history),
+                                           out=str(scratch / "out-prof"), day=report_day, result=str(share_file)))
+    charts_share = float(share_file.read_text())
+    full_estimate = 1000 * 7 / (pages / two.seconds)
+
+    table = [one, two, etl_one, duck, floor, pq_floor, first, last]
+    results.append(f"\n### {size_name}: {events:,} events over {DAYS} days, {workspaces} workspaces "
+                   f"(one arrival day = {rows:,} lines)\n")
+    results.append("| measurement | seconds | rows/s (pages/s) | peak RSS MB |")
+    results.append("|---|---:|---:|---:|")
+    for m in table:
+        results.append(f"| {m.name} | {m.seconds:.2f} | {m.rows_per_s} | {m.peak_mb:,.0f} |")
+    results.append(f"\nETL / DuckDB = {etl_one.seconds / duck.seconds:.2f}; ETL / NDJSON floor = "
+                   f"{etl_one.seconds / floor.seconds:.2f}; night 31 / night 1 = {last.seconds / first.seconds:.2f}; "
+                   f"Matplotlib share of render time = {charts_share:.0%}; 1,000 × 7 pages at the 2-worker rate ≈ "
+                   f"{full_estimate:,.0f} s (measured on {render_workspaces} workspaces).")
+    summary.update(etl_vs_duckdb=f"{etl_one.seconds / duck.seconds:.2f}",
+                   etl_vs_ndjson_floor=f"{etl_one.seconds / floor.seconds:.2f}",
+                   incremental_ratio=f"{last.seconds / first.seconds:.2f}",
+                   render_pages_per_s=f"{pages / two.seconds:.1f}",
+                   full_render_s=f"{full_estimate:.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1M,10M", help="comma-separated: 1M, 10M (default %(default)s)")
+    parser.add_argument("--render-workspaces", type=int, default=40,
+                        help="workspaces rendered for the pages/s figures (default %(default)s)")
+    args = parser.parse_args()
+    sizes = {"1M": 1_000_000, "10M": 10_000_000}
+    results = ["# Benchmark results", "", "Machine: " + os.uname().machine + f", {os.cpu_count()} cores. "
+               "Each figure is one child process; ratios compare figures of the same run."]
+    summary: dict[str, str] = {}
+    for name in args.sizes.split(","):
+        print(f"running {name}…", file=sys.stderr)
+        run(name, sizes[name], 1000, args.render_workspaces, results, summary)
+    line = " ".join(f"{k}={v}" for k, v in summary.items())
+    text = "\n".join(results) + "\n\n" + line + "\n"
+    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench/results/latest.md").write_text(text)
+    print(text)
+    print(json.dumps(summary), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
