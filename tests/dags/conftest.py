@@ -14,6 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+SECRET = "s3cr3t-d0-n0t-l34k"  # the S3 secret key in the DAG tests' connection: it must never be written anywhere
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +53,7 @@ def smtp_server() -> Iterator[tuple[int, Inbox]]:
 
 
 def dag_env(airflow_home: Path, s3_endpoint: str, smtp_port: int, data: Path, **settings: str) -> dict[str, str]:
-    aws = {"conn_type": "aws", "login": "testing", "password": "testing",
+    aws = {"conn_type": "aws", "login": "testing", "password": SECRET,
            "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
     return {
         **os.environ,

@@ -17,7 +17,7 @@ from etl.generate import GenerateOptions, generate
 from etl.nightly import backfill, cutoff_of, night_of
 from etl.settings import Settings
 from etl.storage import LocalStorage, s3_client
-from tests.dags.conftest import REPO, dag_env, run_dag
+from tests.dags.conftest import REPO, SECRET, dag_env, run_dag
 
 NIGHT = "2026-03-11"
 BUCKET = "reports-bucket"
@@ -148,6 +148,12 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
     assert "7 days" in text
     with urllib.request.urlopen(links[0]) as response:
         assert response.read() == local[f"1/{warehouse_run and _report_day(local, 1)}/today.html"]
+
+    # No secret in logs, pages, summaries, the warehouse or e-mails.
+    assert SECRET not in result.stdout + result.stderr
+    for root in (nightly_data / "out", nightly_data / "warehouse"):
+        assert not [p for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not [raw for _, raw in inbox.messages if SECRET.encode() in raw]  # type: ignore[attr-defined]
 
     # A second run of the same night converges: same objects, same bytes, no second e-mail.
     before = {k: o["ETag"] for k, o in objects.items() if not k.startswith("_runs/")}

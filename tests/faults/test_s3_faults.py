@@ -133,3 +133,20 @@ def test_a_reply_slower_than_the_read_timeout_is_retried(proxy: FaultProxy, moto
     storage = S3Storage(BUCKET, "x", client_via(proxy, read_timeout=1, connect_timeout=1))
     assert storage.read_bytes("slow.json") == b"{}"
     assert [a for _, p, a in proxy.seen if "slow.json" in p] == ["delay", "pass"]
+
+
+def test_faults_on_get_and_on_multipart_parts_are_retried(proxy: FaultProxy, tmp_path: Path, moto_server: str
+                                                          ) -> None:
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    out = LocalStorage(tmp_path)
+    big = bytes(range(256)) * (9 * 1024 * 1024 // 256 + 1)  # over the 8 MB multipart threshold: two parts
+    out.write_bytes("1/2026-03-10/last_30_days.contacts_added.csv", big)
+    proxy.add("PUT", "partNumber=2", "503", times=2)
+    proxy.add("PUT", "partNumber=1", "reset", times=1)
+    upload(client_via(proxy), S3Target(BUCKET, "site"), out, out.list())
+    assert {a for m, p, a in proxy.seen if "partNumber" in p} == {"503", "reset", "pass"}
+    proxy.add("GET", "last_30_days", "503", times=2)
+    assert S3Storage(BUCKET, "site", client_via(proxy)).read_bytes(
+        "1/2026-03-10/last_30_days.contacts_added.csv") == big
+    assert direct.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
