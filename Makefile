@@ -28,7 +28,7 @@ system-deps:  ## Debian packages the tests need (headless Chromium, Ceph's RADOS
 	  --no-install-recommends chromium fonts-dejavu-core radosgw ceph-mon ceph-osd >/dev/null; }
 
 demo: install  ## the nightly job end to end: synthetic events, loopback S3 + SMTP, the real DAG (airflow dags test)
-	rm -rf $(DEMO) $(OUT)/[0-9]* $(OUT)/index.html $(OUT)/filtered $(OUT)/_runs $(OUT)/_outbox
+	rm -rf $(DEMO) $(OUT)/[0-9]* $(OUT)/index.html $(OUT)/filtered $(OUT)/_runs $(OUT)/_outbox $(OUT)/archive
 	$(BIN)/python scripts/demo.py --data $(DEMO) --out $(OUT)
 
 airflow: install  ## Airflow UI on the demo's data: airflow standalone on http://127.0.0.1:8080 (Ctrl-C stops it)

@@ -94,7 +94,7 @@ NETWORK_RETRIES: dict[str, Any] = {
 )
 def contacts_report_nightly() -> None:
     @task
-    def check_landing() -> int:
+    def check_landing() -> dict[str, Any]:
         """Waits for a late feed itself (CONTACTS_REPORT_LANDING_WAIT_SECONDS); a feed still missing then fails the
         run at once (no retry), while storage errors are retried like any network hiccup."""
         from airflow.sdk.exceptions import AirflowFailException
@@ -102,13 +102,14 @@ def contacts_report_nightly() -> None:
         from etl.nightly import check_landing
         from etl.pipeline import EtlError
 
+        started = datetime.now(UTC).isoformat(timespec="seconds")
         try:
-            return int(check_landing(_settings(), _night()))
+            return {"files": int(check_landing(_settings(), _night())), "started_at": started}
         except EtlError as missing:
             raise AirflowFailException(str(missing)) from missing
 
     @task
-    def ingest(files: int) -> dict[str, Any]:
+    def ingest(landing: dict[str, Any]) -> dict[str, Any]:
         from etl.nightly import ingest
 
         return dict(ingest(_settings(), _night()))
@@ -163,16 +164,18 @@ def contacts_report_nightly() -> None:
         return dict(email(_settings(), _night(), _s3_client(), _smtp))
 
     @task
-    def run_summary(indexes: dict[str, int], published: dict[str, int], mailed: dict[str, int]) -> dict[str, Any]:
+    def run_summary(landing: dict[str, Any], indexes: dict[str, int], published: dict[str, int],
+                    mailed: dict[str, int]) -> dict[str, Any]:
         from etl.nightly import record_run
 
-        stats = {**indexes, **published, **mailed, "started_at": str(get_current_context()["dag_run"].start_date)}
+        stats = {**indexes, **published, **mailed, "started_at": landing["started_at"]}
         return dict(record_run(_settings(), _night(), stats, _s3_client()))
 
-    checked = quality_gate(ingest(check_landing()))
+    landing = check_landing()
+    checked = quality_gate(ingest(landing))
     indexes = build_indexes(render.expand(workspace_ids=plan_render_batches(checked)))
     published = publish(indexes)
-    run_summary(indexes, published, send_emails(archive(published)))
+    run_summary(landing, indexes, published, send_emails(archive(published)))
 
 
 contacts_report_nightly()

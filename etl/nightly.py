@@ -193,7 +193,10 @@ def record_run(settings: Settings, night: date, stats: dict[str, Any], client: A
 
     warehouse = open_storage(settings.warehouse)
     etl_summary = json.loads(warehouse.read_bytes(run_key(night)))
-    record = {"night": night.isoformat(), "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    finished = datetime.now(UTC)
+    started = stats.get("started_at")
+    seconds = round((finished - datetime.fromisoformat(started)).total_seconds()) if started else None
+    record = {"night": night.isoformat(), "finished_at": finished.isoformat(timespec="seconds"), "seconds": seconds,
               **{k: etl_summary[k] for k in ("lines_read", "events_valid", "events_quarantined",
                                              "duplicates_dropped", "late_events")},
               **stats}
