@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,15 +83,21 @@ def nightly_data(tmp_path: Path) -> Path:
     return data
 
 
+def publishing_env(airflow_home: Path, moto_server: str, smtp_port: int, data: Path, **settings: str
+                   ) -> tuple[Any, dict[str, str]]:
+    """A fresh bucket to publish to, and the DAG's environment pointing at it and at the recipients file."""
+    client = s3_client()
+    client.create_bucket(Bucket=BUCKET)
+    env = dag_env(airflow_home, moto_server, smtp_port, data, CONTACTS_REPORT_S3_URI=f"s3://{BUCKET}/site",
+                  CONTACTS_REPORT_RECIPIENTS=str(data / "recipients.json"), **settings)
+    return client, env
+
+
 def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Path, moto_server: str,
                                                                smtp_server: tuple[int, object], nightly_data: Path
                                                                ) -> None:
     port, inbox = smtp_server
-    client = s3_client()
-    client.create_bucket(Bucket=BUCKET)
-    env = dag_env(airflow_home, moto_server, port, nightly_data, CONTACTS_REPORT_S3_URI=f"s3://{BUCKET}/site",
-                  CONTACTS_REPORT_RECIPIENTS=str(nightly_data / "recipients.json"),
-                  CONTACTS_REPORT_RENDER_BATCH_SIZE="2")
+    client, env = publishing_env(airflow_home, moto_server, port, nightly_data, CONTACTS_REPORT_RENDER_BATCH_SIZE="2")
     result = run_dag(env, NIGHT)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
@@ -174,11 +181,8 @@ def test_missing_partition_fails_the_run_before_anything_is_published(airflow_ho
                                                                       smtp_server: tuple[int, object],
                                                                       nightly_data: Path) -> None:
     port, inbox = smtp_server
-    client = s3_client()
-    client.create_bucket(Bucket=BUCKET)
-    env = dag_env(airflow_home, moto_server, port, nightly_data, CONTACTS_REPORT_S3_URI=f"s3://{BUCKET}/site",
-                  CONTACTS_REPORT_RECIPIENTS=str(nightly_data / "recipients.json"),
-                  CONTACTS_REPORT_LANDING_WAIT_SECONDS="0")
+    client, env = publishing_env(airflow_home, moto_server, port, nightly_data,
+                                 CONTACTS_REPORT_LANDING_WAIT_SECONDS="0")
     result = run_dag(env, "2026-04-20")  # no arrival partition for that night
     assert result.returncode == 1
     assert "no landing files yet for ingest_date=2026-04-20" in result.stdout + result.stderr
