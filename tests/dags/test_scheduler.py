@@ -28,11 +28,13 @@ BIN = Path(sys.executable).parent
 def wait_for(query: str, db: Path, done: set[str], deadline: float, log: Path) -> tuple[str, ...]:
     """Poll the metadata DB until the row's first column is in `done` (a condition, not a fixed sleep)."""
     while time.monotonic() < deadline:
-        if db.exists():
-            with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
                 row = conn.execute(query).fetchone()
-            if row and row[0] in done:
-                return tuple(row)
+        except sqlite3.OperationalError:  # not created or not migrated yet
+            row = None
+        if row and row[0] in done:
+            return tuple(row)
         time.sleep(1)
     raise AssertionError(f"timed out waiting for {query!r}; scheduler log tail:\n{log.read_text()[-4000:]}")
 
