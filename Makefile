@@ -36,7 +36,7 @@ airflow: install  ## Airflow UI on the demo's data: airflow standalone on http:/
 	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 \
 	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8080/execution/ \
 	CONTACTS_REPORT_LANDING=$(CURDIR)/$(DEMO)/landing CONTACTS_REPORT_WAREHOUSE=$(CURDIR)/$(DEMO)/warehouse \
-	CONTACTS_REPORT_OUT=$(CURDIR)/$(OUT) $(BIN)/airflow standalone
+	CONTACTS_REPORT_OUT=$(CURDIR)/$(OUT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 bench: install  ## benchmarks against a DuckDB reference in the same run (not part of make test; ~15 min)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
