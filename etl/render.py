@@ -10,7 +10,6 @@ Output layout (mirrored to S3 by the publish step):
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -112,14 +111,22 @@ CSV_COLUMNS: tuple[str, ...] = ("timestamp_local", "timestamp_utc", "contact_id"
                                 "merged_contact_id", "event_id")
 
 
+def _neutralised(column: str) -> pl.Expr:
+    """`neutralise` as an expression: the same rule, vectorised (logs of large workspaces run to millions)."""
+    text = pl.col(column).cast(pl.String)
+    return (pl.when(text.str.contains(_FORMULA_START)).then(pl.lit("'") + text).otherwise(text)
+            .fill_null("").alias(column))
+
+
+_FORMULA_START = "^[" + re.escape("".join(CSV_FORMULA_START)) + "]"
+
+
 def log_csv(frame: pl.DataFrame) -> bytes:
     """RFC 4180 (CRLF, every field quoted), UTF-8 with a BOM so spreadsheets pick the encoding."""
-    out = io.StringIO()
-    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in frame.select(CSV_COLUMNS).iter_rows():
-        writer.writerow(["" if v is None else neutralise(str(v)) for v in row])
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+    out = io.BytesIO()
+    out.write("\ufeff".encode())
+    frame.select(_neutralised(c) for c in CSV_COLUMNS).write_csv(out, quote_style="always", line_terminator="\r\n")
+    return out.getvalue()
 
 
 # ---------------------------------------------------------------- warehouse reads
