@@ -1,11 +1,17 @@
 """The ETL of one arrival day: landing partition -> validated, de-duplicated events + daily aggregates.
 
 Warehouse layout (docs/warehouse.md):
-  workspaces.parquet                                  the dimension as of the latest run
-  events/local_date=YYYY-MM-DD/part-0.parquet         de-duplicated events, by workspace-local date
-  daily/local_date=YYYY-MM-DD/part-0.parquet          daily aggregates (grain in etl.transform)
-  quarantine/ingest_date=YYYY-MM-DD/part-0.parquet    rejected lines with their reason
-  _runs/ingest_date=YYYY-MM-DD.json                   the run summary, written last
+  workspaces.parquet                                        the dimension as of the latest run
+  events/local_date=YYYY-MM-DD/ingest_date=YYYY-MM-DD.parquet
+                                   the events of a workspace-local day first delivered on an arrival day
+  daily/local_date=YYYY-MM-DD/ingest_date=YYYY-MM-DD.parquet
+                                   their daily aggregates (readers add up a day's files: `read_daily`)
+  quarantine/ingest_date=YYYY-MM-DD/part-0.parquet          rejected lines with their reason
+  _runs/ingest_date=YYYY-MM-DD.json                         the run summary, written last
+
+A night writes only files named after its own arrival day, so its cost follows its own events and the days they
+touch, not the size of the warehouse. It reads only the `event_id` column of the other arrival days' files of
+the days it touches (a redelivery has the same occurred_at, hence the same local day).
 """
 
 from __future__ import annotations
@@ -15,44 +21,39 @@ import json
 import logging
 import re
 import time
-import zlib
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
 
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
+from etl.ingest import Batch, LandingFile, arrival_keys, decompress, events_frame, read_files
 from etl.progress import Progress
 from etl.storage import Storage, read_parquet, write_parquet
-from etl.transform import (
-    daily_aggregates,
-    keep_first_arrival,
-    storage_order,
-    with_content_hash,
-    with_local_time,
-)
-from etl.validate import Invalid, ValidationRules, event_id_hint, validate_line
+from etl.transform import DAILY_KEYS, daily_aggregates, local_time_columns, storage_order, with_content_hash
+from etl.validate import ValidationRules
 from etl.windows import local_date
 from etl.workspaces import Workspaces, parse_workspaces
 
 log = logging.getLogger(__name__)
 
 _LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+\.ndjson(?:\.gz)?)$")
-_VALIDATED_COLUMNS = tuple(c for c in EVENT_SCHEMA if c not in ("ingest_date", "arrival_key"))
+_DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$")
+DECODE_BYTES = 128 * 1024 * 1024  # landing text decoded per Polars call: amortises its cost, bounds memory
+STORED_COLUMNS = (*EVENT_SCHEMA, "timezone", "local_ts", "local_date")
 
 
 class EtlError(Exception):
     """The night cannot be processed; the message says what is wrong and what to do."""
 
 
-def events_key(day: date) -> str:
-    return f"events/local_date={day.isoformat()}/part-0.parquet"
+def events_key(day: date, ingest_date: date) -> str:
+    return f"events/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}.parquet"
 
 
-def daily_key(day: date) -> str:
-    return f"daily/local_date={day.isoformat()}/part-0.parquet"
+def daily_key(day: date, ingest_date: date) -> str:
+    return f"daily/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}.parquet"
 
 
 def run_key(ingest_date: date) -> str:
@@ -63,18 +64,25 @@ def quarantine_key(ingest_date: date) -> str:
     return f"quarantine/ingest_date={ingest_date.isoformat()}/part-0.parquet"
 
 
-@dataclass
-class Batch:
-    """What reading one landing partition produced."""
+def day_files(warehouse: Storage, folder: str, day: date) -> dict[date, str]:
+    """arrival day -> key, for the files of one local day in `events` or `daily`."""
+    found = {}
+    for key in warehouse.list(f"{folder}/local_date={day.isoformat()}"):
+        if (m := _DAY_FILE.match(key)) and m.group(1) == folder:
+            found[date.fromisoformat(m.group(3))] = key
+    return found
 
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    arrival_keys: list[str] = field(default_factory=list)
-    quarantine: list[tuple[Any, ...]] = field(default_factory=list)
-    lines_read: int = 0
-    blank_lines: int = 0
-    files: list[str] = field(default_factory=list)
-    damaged_files: list[str] = field(default_factory=list)
-    input_digest: Any = field(default_factory=hashlib.sha256)
+
+def read_events_day(warehouse: Storage, day: date) -> pl.DataFrame | None:
+    """Every stored event of one local day, in storage order (None when the day has none)."""
+    frames = [read_parquet(warehouse, k) for _, k in sorted(day_files(warehouse, "events", day).items())]
+    return storage_order(pl.concat(frames, how="vertical").lazy()).collect() if frames else None
+
+
+def read_daily(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """A day's (or days') aggregate files added up: one row per DAILY_KEYS."""
+    return (pl.concat(frames, how="vertical").group_by(list(DAILY_KEYS)).agg(pl.col("events").sum())
+            .sort(list(DAILY_KEYS), nulls_last=False))
 
 
 def landing_dates(landing: Storage) -> list[date]:
@@ -94,25 +102,10 @@ def load_workspaces(landing: Storage) -> Workspaces:
     return parse_workspaces(data, f"{landing.uri}/workspaces.json")
 
 
-def _decompress(data: bytes) -> tuple[bytes, bool]:
-    """gunzip every member; on damage keep what was readable and say so."""
-    out, rest = bytearray(), data
-    while rest.strip(b"\0"):
-        member = zlib.decompressobj(wbits=31)
-        try:
-            out += member.decompress(rest)
-        except zlib.error:
-            return bytes(out), True
-        if not member.eof:
-            return bytes(out), True
-        rest = member.unused_data
-    return bytes(out), False
-
-
-def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules) -> Batch:
+def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool = False) -> Batch:
     """Validate every line of the arrival day's files; each line ends valid or quarantined."""
     prefix = f"events/ingest_date={ingest_date.isoformat()}"
-    keys = [k for k in landing.list(prefix) if _LANDING_FILE.match(k)]
+    keys = sorted(k for k in landing.list(prefix) if _LANDING_FILE.match(k))
     if not keys:
         raise EtlError(
             f"no landing files for ingest_date={ingest_date} under {landing.uri}/{prefix}/: the feed has "
@@ -120,69 +113,52 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules) 
             "re-run the night once the partition is complete."
         )
     batch = Batch()
+    group: list[LandingFile] = []
     with Progress(len(keys), "reading", " files") as bar:
-        for key in keys:
-            _read_file(landing, key, rules, batch)
+        for rank, key in enumerate(keys):
+            try:
+                data = landing.read_bytes(key)
+            except OSError as err:
+                raise EtlError(f"cannot read landing file {landing.uri}/{key}: {err}") from err
+            batch.input_digest.update(f"{key}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+            batch.files.append(key)
+            relative = key[len("events/"):]
+            if key.endswith(".gz"):
+                data, damaged = decompress(data)
+                if damaged:
+                    batch.damaged_files.append(key)
+                    batch.quarantine.append((ingest_date, relative, None, "truncated_gzip", None, None))
+            group.append(LandingFile(relative, rank, data))
+            if sum(len(f.data) for f in group) >= DECODE_BYTES:
+                read_files(group, rules, batch, exact_only)
+                group = []
             bar.advance()
+        read_files(group, rules, batch, exact_only)
     return batch
 
 
-def _read_file(landing: Storage, key: str, rules: ValidationRules, batch: Batch) -> None:
-    try:
-        data = landing.read_bytes(key)
-    except OSError as err:
-        raise EtlError(f"cannot read landing file {landing.uri}/{key}: {err}") from err
-    batch.input_digest.update(f"{key}\0{hashlib.sha256(data).hexdigest()}\n".encode())
-    batch.files.append(key)
-    relative = key[len("events/"):]
-    if key.endswith(".gz"):
-        data, damaged = _decompress(data)
-        if damaged:
-            batch.damaged_files.append(key)
-            batch.quarantine.append((rules.ingest_date, relative, None, "truncated_gzip", None, None))
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for number, raw in enumerate(lines, start=1):
-        raw = raw.removesuffix(b"\r")
-        if not raw.strip():
-            batch.blank_lines += 1
-            continue
-        batch.lines_read += 1
-        try:
-            row = validate_line(raw, rules)
-        except Invalid as bad:
-            shown = raw[:10_000].decode("utf-8", "replace")
-            batch.quarantine.append((rules.ingest_date, relative, number, bad.reason, event_id_hint(raw), shown))
-            continue
-        batch.rows.append(row)
-        batch.arrival_keys.append(f"{relative}:{number:09d}")
+def night_duplicates(night: pl.DataFrame) -> pl.DataFrame:
+    """Rows (`row`) of the night that repeat an event_id an earlier arrival of the same night already
+    delivered, flagged `conflict` when their content differs from that first copy (a reused id)."""
+    ids = night.select("event_id", "arrival_rank").with_row_index("row")
+    repeated = ids.filter(pl.col("event_id").is_duplicated())  # ~1 %: everything below is small
+    first = repeated.sort("arrival_rank").unique("event_id", keep="first", maintain_order=True)
+    lost = repeated.join(first.select("row"), on="row", how="anti")
+    return _flag_conflicts(lost, night, first.select("event_id", kept_row="row"))
 
 
-def batch_events(batch: Batch, ingest_date: date) -> pl.DataFrame:
-    schema = {c: EVENT_SCHEMA[c] for c in _VALIDATED_COLUMNS}
-    raw_schema = {**schema, "occurred_at": pl.Int64()}
-    frame = pl.DataFrame(batch.rows, schema=raw_schema, orient="row")
-    return frame.with_columns(
-        occurred_at=pl.col("occurred_at").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
-        ingest_date=pl.lit(ingest_date, dtype=pl.Date()),
-        arrival_key=pl.Series(batch.arrival_keys, dtype=pl.String()),
-    )
-
-
-def split_duplicates(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(kept, lost): one kept row per event_id (first arrival); each lost row flagged `conflict` when it
-    says something different from the kept copy (a reused id rather than a redelivery)."""
-    hashed = with_content_hash(candidates.lazy())
-    kept = keep_first_arrival(hashed).collect()
-    lost = (
-        hashed.join(kept.lazy().select("arrival_key"), on="arrival_key", how="anti")
-        .join(kept.lazy().select("event_id", kept_hash="content_hash"), on="event_id", how="left")
-        .with_columns(conflict=pl.col("content_hash") != pl.col("kept_hash"))
-        .drop("kept_hash")
-        .collect()
-    )
-    return kept.drop("content_hash"), lost.drop("content_hash")
+def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame,
+                    stored: pl.DataFrame | None = None) -> pl.DataFrame:
+    """`conflict` for each lost row (`row`, `event_id`): its content hash differs from the kept copy's, which is
+    the night's row `kept_row` or, given `stored`, that stored event."""
+    lost_hash = with_content_hash(night[lost["row"]].lazy()).select("content_hash").collect()["content_hash"]
+    if stored is None:
+        kept_rows = lost.join(kept, on="event_id", how="left", maintain_order="left")["kept_row"]
+        kept_hash = with_content_hash(night[kept_rows].lazy()).select("content_hash").collect()["content_hash"]
+    else:
+        hashes = with_content_hash(stored.lazy()).select("event_id", "content_hash").collect()
+        kept_hash = lost.join(hashes, on="event_id", how="left", maintain_order="left")["content_hash"]
+    return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
 
 
 def _first_open_days(workspaces: pl.DataFrame, ingest_date: date) -> pl.DataFrame:
@@ -205,21 +181,40 @@ def _previous_days_touched(warehouse: Storage, ingest_date: date) -> set[date]:
     return {date.fromisoformat(d) for d in summary.get("days_touched", [])}
 
 
-def merge_day(existing: pl.DataFrame | None, incoming: pl.DataFrame, ingest_date: date
-              ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The day's partition after this arrival day: earlier copies from this same arrival day are replaced
-    (re-runs converge), then one row per event_id by first arrival. Returns (partition, lost rows)."""
-    parts = [incoming.with_columns(origin=pl.lit("new"))]
-    if existing is not None:
-        parts.insert(0, existing.filter(pl.col("ingest_date") != ingest_date).with_columns(origin=pl.lit("old")))
-    kept, lost = split_duplicates(pl.concat(parts, how="vertical"))
-    partition = storage_order(kept.drop("origin").lazy()).collect()
-    return partition, lost
+def against_history(warehouse: Storage, candidates: pl.DataFrame, night: pl.DataFrame, ingest_date: date
+                    ) -> tuple[pl.DataFrame, dict[tuple[date, date], set[str]]]:
+    """Compare the night's kept rows (`candidates`: row, event_id, local_date) with what other arrival days
+    stored for the same local days. Reads only the event_id column of those files.
+
+    Returns (lost, displaced): rows an earlier arrival day already delivered are lost (flagged `conflict` when
+    they differ); rows a *later* arrival day stored (a night re-run or back-filled out of order) stay here, and
+    `displaced[(day, later_arrival)]` names the ids to take out of that later file.
+    """
+    lost_parts, displaced = [], {}
+    for day in sorted(candidates["local_date"].unique().to_list()):
+        ids = candidates.filter(pl.col("local_date") == day).select("row", "event_id")
+        for arrival, key in sorted(day_files(warehouse, "events", day).items()):
+            if arrival == ingest_date:
+                continue
+            seen = read_parquet(warehouse, key, columns=["event_id"]).join(ids, on="event_id", how="inner")
+            if seen.is_empty():
+                continue
+            if arrival < ingest_date:
+                stored = read_parquet(warehouse, key).join(seen.select("event_id"), on="event_id", how="semi")
+                lost_parts.append(_flag_conflicts(seen, night, seen, stored))
+            else:
+                displaced[(day, arrival)] = set(seen["event_id"].to_list())
+    empty = pl.DataFrame(schema={"row": pl.UInt32(), "event_id": pl.String(), "conflict": pl.Boolean()})
+    return pl.concat([empty, *lost_parts], how="vertical"), displaced
 
 
 def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
-            future_tolerance: timedelta = timedelta(hours=1), max_line_bytes: int = 1_000_000) -> dict[str, Any]:
-    """Process one arrival day end to end and return its run summary (also stored in the warehouse)."""
+            future_tolerance: timedelta = timedelta(hours=1), max_line_bytes: int = 1_000_000,
+            exact_only: bool = False) -> dict[str, Any]:
+    """Process one arrival day end to end and return its run summary (also stored in the warehouse).
+
+    `exact_only` sends every line through the exact validator (the reference the fast path is tested against).
+    """
     started = time.monotonic()
     workspaces = load_workspaces(landing)
     rules = ValidationRules(
@@ -229,58 +224,81 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         max_line_bytes=max_line_bytes,
         broken_workspaces=workspaces.broken,
     )
-    batch = read_partition(landing, ingest_date, rules)
-    arrived = with_local_time(batch_events(batch, ingest_date).lazy(), workspaces.frame).collect()
-    night_kept, night_lost = split_duplicates(arrived)
+    batch = read_partition(landing, ingest_date, rules, exact_only)
+    night = events_frame(batch)
+    batch.valid.clear()  # `night` holds the only copy of the rows from here on
+    night = night.hstack(local_time_columns(night.select("workspace_id", "occurred_at"), workspaces.frame))
 
-    touched = set(night_kept["local_date"].unique().to_list()) | _previous_days_touched(warehouse, ingest_date)
-    lost_parts, displaced = [night_lost], 0
-    with Progress(len(touched), "merging", " days") as bar:
-        for day in sorted(touched):
-            existing = read_parquet(warehouse, events_key(day)) if warehouse.exists(events_key(day)) else None
-            partition, lost = merge_day(existing, night_kept.filter(pl.col("local_date") == day), ingest_date)
-            lost_parts.append(lost.filter(pl.col("origin") == "new").drop("origin"))
-            displaced += lost.filter(pl.col("origin") == "old").height
-            _write_day(warehouse, day, partition)
+    lost_in_night = night_duplicates(night)
+    candidates = (night.select("event_id", "local_date").with_row_index("row")
+                  .join(lost_in_night.select("row"), on="row", how="anti"))
+    lost_to_history, displaced = against_history(warehouse, candidates, night, ingest_date)
+    lost_all = pl.concat([lost_in_night, lost_to_history], how="vertical")
+    # What is kept, in storage order, as row numbers: the wide rows are gathered once, a day at a time.
+    order = (night.select("local_date", "workspace_id", "occurred_at", "arrival_rank").with_row_index("row")
+             .join(lost_all.select("row"), on="row", how="anti")
+             .sort("local_date", "workspace_id", "occurred_at", "arrival_rank"))
+    days = order.group_by("local_date", maintain_order=True).len()
+
+    touched = set(days["local_date"].to_list())
+    stale = _previous_days_touched(warehouse, ingest_date) - touched
+    zones = sorted(set(workspaces.frame["timezone"].to_list()))
+    with Progress(len(touched) + len(stale) + len(displaced), "writing", " days") as bar:
+        offset = 0
+        for day, count in days.iter_rows():
+            rows = night[order["row"].slice(offset, count)]
+            offset += count
+            _write_day(warehouse, day, ingest_date, _stored_rows(rows, ingest_date, batch.files, zones))
             bar.advance()
+        for day in stale:  # an earlier run of this night delivered to days this run does not
+            _write_day(warehouse, day, ingest_date, None)
+            bar.advance()
+        for (day, arrival), ids in sorted(displaced.items()):
+            later = read_parquet(warehouse, events_key(day, arrival))
+            _write_day(warehouse, day, arrival, later.filter(~pl.col("event_id").is_in(sorted(ids))))
+            bar.advance()
+    touched |= stale
+    kept = order.select("row", "local_date", "workspace_id", "occurred_at")
 
-    lost_all = pl.concat(lost_parts, how="vertical")
     conflicts = lost_all.filter(pl.col("conflict"))
-    for row in conflicts.iter_rows(named=True):
-        file, _, line = row["arrival_key"].rpartition(":")
-        batch.quarantine.append((ingest_date, file, int(line), "conflicting_duplicate", row["event_id"], None))
+    conflict_keys = night[conflicts["row"]].select(arrival_keys(pl.col("arrival_rank"), batch.files))
+    for event_id, arrival_key in zip(conflicts["event_id"], conflict_keys.to_series(), strict=True):
+        file, _, line = arrival_key.rpartition(":")
+        batch.quarantine.append((ingest_date, file, int(line), "conflicting_duplicate", event_id, None))
     quarantine = pl.DataFrame(batch.quarantine, schema=QUARANTINE_SCHEMA, orient="row")
     write_parquet(warehouse, quarantine_key(ingest_date), quarantine.sort("file", "line_no", nulls_last=False))
     write_parquet(warehouse, "workspaces.parquet", workspaces.frame)
 
-    kept_new = night_kept.join(lost_all.select("arrival_key"), on="arrival_key", how="anti")
-    late = kept_new.join(_first_open_days(workspaces.frame, ingest_date), on="workspace_id").filter(
+    late = kept.join(_first_open_days(workspaces.frame, ingest_date), on="workspace_id").filter(
         pl.col("local_date") < pl.col("first_open_day")
     )
+    del night
     line_reasons = Counter(r[3] for r in batch.quarantine if r[2] is not None)
-    if displaced:
+    displaced_count = sum(len(ids) for ids in displaced.values())
+    if displaced_count:
         log.warning("%d copies from later arrival days were replaced by earlier arrivals of the same events",
-                    displaced)
+                    displaced_count)
     summary: dict[str, Any] = {
         "ingest_date": ingest_date.isoformat(),
         "run_id": f"{ingest_date.isoformat()}#{batch.input_digest.hexdigest()[:12]}",
         "lines_read": batch.lines_read,
-        "events_valid": kept_new.height,
+        "events_valid": kept.height,
         "events_quarantined": sum(line_reasons.values()),
         "quarantined_by_reason": dict(sorted(line_reasons.items())),
         "duplicates_dropped": lost_all.height - conflicts.height,
         "late_events": late.height,
         "days_touched": [d.isoformat() for d in sorted(touched)],
         "events_by_workspace": {str(w): n for w, n in
-                                kept_new.group_by("workspace_id").len().sort("workspace_id").rows()},
+                                kept.group_by("workspace_id").len().sort("workspace_id").rows()},
         "blank_lines": batch.blank_lines,
+        "lines_exact_path": batch.exact_lines,
         "files_read": len(batch.files),
         "files_damaged": batch.damaged_files,
-        "displaced_later_copies": displaced,
+        "displaced_later_copies": displaced_count,
         "workspaces_misconfigured": {str(k): v for k, v in sorted(workspaces.broken.items())},
         "landing_partitions": sorted({k.rsplit("/", 1)[0] for k in batch.files}),
         "input_sha256": batch.input_digest.hexdigest(),
-        "last_event_at": _last_event_at(night_kept),
+        "last_event_at": _last_event_at(kept),
         "seconds": round(time.monotonic() - started, 3),
     }
     warehouse.write_bytes(run_key(ingest_date), json.dumps(summary, indent=1).encode(), "application/json")
@@ -297,11 +315,20 @@ def _last_event_at(events: pl.DataFrame) -> str | None:
     return latest.isoformat().replace("+00:00", "Z")
 
 
-def _write_day(warehouse: Storage, day: date, partition: pl.DataFrame) -> None:
-    """Replace the day's events and aggregates; a day left empty loses its files."""
-    if partition.is_empty():
-        warehouse.delete(events_key(day))
-        warehouse.delete(daily_key(day))
+def _stored_rows(rows: pl.DataFrame, ingest_date: date, files: list[str], zones: list[str]) -> pl.DataFrame:
+    """Gathered night rows -> the stored event schema (arrival key and zone name spelt out only now)."""
+    return rows.with_columns(
+        ingest_date=pl.lit(ingest_date, dtype=pl.Date()),
+        arrival_key=arrival_keys(pl.col("arrival_rank"), files),
+        timezone=pl.lit(pl.Series(zones, dtype=pl.String())).gather(pl.col("tz_code")),
+    ).select(STORED_COLUMNS)
+
+
+def _write_day(warehouse: Storage, day: date, arrival: date, rows: pl.DataFrame | None) -> None:
+    """Replace one (local day, arrival day) file and its aggregates; no rows means no files."""
+    if rows is None or rows.is_empty():
+        warehouse.delete(events_key(day, arrival))
+        warehouse.delete(daily_key(day, arrival))
         return
-    write_parquet(warehouse, events_key(day), partition)
-    write_parquet(warehouse, daily_key(day), daily_aggregates(partition.lazy()).collect())
+    write_parquet(warehouse, events_key(day, arrival), rows)
+    write_parquet(warehouse, daily_key(day, arrival), daily_aggregates(rows.lazy()).collect())

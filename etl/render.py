@@ -28,6 +28,7 @@ from markupsafe import Markup
 
 from etl import charts
 from etl.contract import SOURCE_LABELS, SOURCE_MEANINGS
+from etl.pipeline import read_daily
 from etl.progress import Progress
 from etl.report import (
     KINDS,
@@ -162,7 +163,10 @@ def _read_days(warehouse: Storage, folder: str, start: date, end: date, ids: Seq
     keys = [k for k in warehouse.list(folder) if (m := _DATE_KEY.search(k))
             and start <= date.fromisoformat(m.group(1)) <= end]
     frames = [read_parquet(warehouse, k).filter(pl.col("workspace_id").is_in(list(ids))) for k in keys]
-    return pl.concat(frames, how="vertical") if frames else None
+    if not frames:
+        return None
+    # A day has one file per arrival day: events simply stack, aggregates add up.
+    return read_daily(frames) if folder == "daily" else pl.concat(frames, how="vertical")
 
 
 def load_inputs(warehouse: Storage, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],

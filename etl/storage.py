@@ -289,8 +289,8 @@ def open_storage(uri: str, client: Any = None) -> Storage:
     return LocalStorage(Path(uri))
 
 
-def read_parquet(storage: Storage, key: str) -> pl.DataFrame:
-    return pl.read_parquet(io.BytesIO(storage.read_bytes(key)))
+def read_parquet(storage: Storage, key: str, columns: list[str] | None = None) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(storage.read_bytes(key)), columns=columns)
 
 
 def write_parquet(storage: Storage, key: str, frame: pl.DataFrame) -> None:

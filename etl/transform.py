@@ -28,6 +28,51 @@ def with_local_time(events: pl.LazyFrame, workspaces: pl.DataFrame) -> pl.LazyFr
     return pl.concat(parts).with_columns(local_date=pl.col("local_ts").dt.date())
 
 
+BUCKET_US = 15 * 60 * 1_000_000
+MAX_LOOKUP_BUCKETS = 100_000  # ~3 years of quarter hours; a night spanning more converts zone by zone
+
+
+def zone_offsets(zones: list[str], first_bucket: int, last_bucket: int) -> tuple[pl.Series, bool]:
+    """UTC offsets (µs) of each zone at every 15-minute bucket in [first, last], zone-major, and whether each
+    offset holds for its whole bucket (it does for every zone since 1970: transitions fall on quarter hours)."""
+    buckets = pl.int_range(first_bucket, last_bucket + 1, dtype=pl.Int64, eager=True)
+    offsets, whole = [], True
+    for zone in zones:
+        at = {edge: (buckets * BUCKET_US + edge).cast(pl.Datetime("us", "UTC")) for edge in (0, BUCKET_US - 1)}
+        local = {edge: t.dt.convert_time_zone(zone).dt.replace_time_zone(None).cast(pl.Int64) - t.cast(pl.Int64)
+                 for edge, t in at.items()}
+        whole &= bool((local[0] == local[BUCKET_US - 1]).all())
+        offsets.append(local[0])
+    return pl.concat(offsets) if offsets else pl.Series(dtype=pl.Int64), whole
+
+
+def local_time_columns(events: pl.DataFrame, workspaces: pl.DataFrame) -> pl.DataFrame:
+    """`tz_code` (index into the sorted zone names), `local_ts` and `local_date` for each event, by looking up its
+    zone's UTC offset for its 15-minute bucket: one gather instead of a time zone conversion per row.
+
+    Every event's workspace must be in `workspaces` (the validator sees to it). Falls back to the per-zone
+    conversion of `with_local_time` when the events span years (a huge table) or in the (never yet seen) case of
+    an offset change inside a bucket.
+    """
+    zones = sorted(set(workspaces["timezone"].to_list()))
+    code = workspaces["timezone"].replace_strict(zones, list(range(len(zones))), return_dtype=pl.Int64)
+    tz_code = events["workspace_id"].replace_strict(workspaces["workspace_id"], code, return_dtype=pl.Int64)
+    micros = events["occurred_at"].dt.epoch("us")
+    bucket = micros // BUCKET_US
+    if events.is_empty():
+        local = micros.cast(pl.Datetime("us"))
+    else:
+        first, last = int(bucket.min()), int(bucket.max())  # type: ignore[arg-type]
+        table, whole = zone_offsets(zones, first, last) if last - first < MAX_LOOKUP_BUCKETS else (None, False)
+        if table is None or not whole:
+            converted = with_local_time(events.select("workspace_id", "occurred_at").with_row_index("row").lazy(),
+                                        workspaces).collect().sort("row")
+            local = converted["local_ts"]
+        else:
+            local = (micros + table.gather(tz_code * (last - first + 1) + bucket - first)).cast(pl.Datetime("us"))
+    return pl.DataFrame({"tz_code": tz_code, "local_ts": local}).with_columns(local_date=pl.col("local_ts").dt.date())
+
+
 def keep_first_arrival(events: pl.LazyFrame) -> pl.LazyFrame:
     """One row per event_id: the copy that arrived first (smallest arrival_key), whatever the run order."""
     return events.sort("arrival_key").unique(subset="event_id", keep="first", maintain_order=True)

@@ -81,7 +81,7 @@ class ValidationRules:
         return int((end + self.future_tolerance - _EPOCH) / timedelta(microseconds=1))
 
 
-_EARLIEST_MICROS = int((EARLIEST_EVENT - _EPOCH) / timedelta(microseconds=1))
+EARLIEST_MICROS = int((EARLIEST_EVENT - _EPOCH) / timedelta(microseconds=1))
 
 
 def _check_id(event: dict[str, Any], name: str, required: bool) -> None:
@@ -98,8 +98,14 @@ def _check_id(event: dict[str, Any], name: str, required: bool) -> None:
 
 def _check_text(event: dict[str, Any], name: str) -> None:
     value = event.get(name)
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return
+    if not isinstance(value, str):
         raise Invalid(f"bad_type:{name}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800": JSON can spell it, UTF-8 cannot store it
+        raise Invalid(f"bad_value:{name}") from None
 
 
 def validate_event(event: Any, rules: ValidationRules) -> tuple[Any, ...]:
@@ -119,7 +125,7 @@ def validate_event(event: Any, rules: ValidationRules) -> tuple[Any, ...]:
     if event_type not in EVENT_TYPES:
         raise Invalid("unknown_event_type")
     occurred = parse_timestamp(event["occurred_at"])
-    if not _EARLIEST_MICROS <= occurred <= rules.latest_micros:
+    if not EARLIEST_MICROS <= occurred <= rules.latest_micros:
         raise Invalid("timestamp_out_of_range")
     if source not in SOURCES:
         raise Invalid("unknown_source")
@@ -168,6 +174,14 @@ def _check_conditional_fields(event: dict[str, Any], event_type: str, source: st
             raise Invalid("bad_value:merged_contact_id")
 
 
+def _first_value_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A key given twice keeps its first value (RFC 8259 leaves it open; the fast path's decoder does this)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out
+
+
 def validate_line(raw: bytes, rules: ValidationRules) -> tuple[Any, ...]:
     """Decode and validate one raw NDJSON line (without its newline)."""
     if len(raw) > rules.max_line_bytes:
@@ -177,7 +191,7 @@ def validate_line(raw: bytes, rules: ValidationRules) -> tuple[Any, ...]:
     except UnicodeDecodeError:
         raise Invalid("invalid_utf8") from None
     try:
-        event = json.loads(text)
+        event = json.loads(text, object_pairs_hook=_first_value_wins)
     except (ValueError, RecursionError):
         raise Invalid("invalid_json") from None
     return validate_event(event, rules)

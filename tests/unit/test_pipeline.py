@@ -16,7 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.pipeline import EtlError, events_key, landing_dates, quarantine_key, run_etl
+from etl.pipeline import (
+    EtlError,
+    day_files,
+    landing_dates,
+    quarantine_key,
+    read_daily,
+    read_events_day,
+    run_etl,
+)
 from etl.storage import LocalStorage, read_parquet
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
@@ -35,7 +43,9 @@ def warehouse_state(warehouse: Path) -> dict[str, str]:
 
 
 def stored(warehouse: Path, day: str) -> pl.DataFrame:
-    return read_parquet(LocalStorage(warehouse), events_key(date.fromisoformat(day)))
+    frame = read_events_day(LocalStorage(warehouse), date.fromisoformat(day))
+    assert frame is not None, f"no events stored for {day}"
+    return frame
 
 
 def test_summary_counts_add_up_and_name_each_reason(tmp_path: Path) -> None:
@@ -90,7 +100,8 @@ def test_late_event_updates_its_own_past_day(tmp_path: Path) -> None:
     [summary] = etl(landing, tmp_path / "wh", "2026-03-13")
     assert summary["late_events"] == 1
     assert summary["days_touched"] == ["2026-03-10", "2026-03-13"]
-    daily = read_parquet(LocalStorage(tmp_path / "wh"), "daily/local_date=2026-03-10/part-0.parquet")
+    wh = LocalStorage(tmp_path / "wh")
+    daily = read_daily([read_parquet(wh, k) for k in day_files(wh, "daily", date(2026, 3, 10)).values()])
     assert daily["events"].sum() == 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -109,3 +110,28 @@ def test_daily_aggregates_count_each_combination_once() -> None:
         "events": [2, 1, 1],
     }, schema_overrides={"channel_id": pl.Int64, "user_id": pl.Int64})
     assert_frame_equal(daily_aggregates(events.lazy()).collect(), expected)
+
+
+EXTREME_ZONES = ["Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kathmandu", "Australia/Lord_Howe",
+                 "Pacific/Chatham", "America/St_Johns", "Europe/Madrid", "America/New_York", "UTC", "Asia/Kolkata"]
+
+
+def test_offset_lookup_equals_zone_conversion_across_dst_transitions() -> None:
+    """The 15-minute offset table gives the tz database's answer for every instant, including around each
+    zone's DST changes (Lord Howe moves by 30 minutes, Chatham sits at +12:45/+13:45)."""
+    from etl.transform import local_time_columns
+
+    workspaces = pl.DataFrame({"workspace_id": list(range(1, 11)), "name": ["w"] * 10, "timezone": EXTREME_ZONES})
+    start = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) * 1_000_000
+    spans = [start, int(datetime(2026, 9, 20, tzinfo=UTC).timestamp()) * 1_000_000]  # spring and autumn changes
+    rng = np.random.default_rng(3)
+    micros = np.concatenate([s + rng.integers(0, 60 * 86_400_000_000, size=100_000) for s in spans])
+    # and both sides of every quarter-hour edge, where transitions happen
+    edges = np.concatenate([np.arange(s, s + 60 * 86_400_000_000, 15 * 60_000_000) for s in spans])
+    micros = np.concatenate([micros, edges, edges - 1])
+    events = pl.DataFrame({"workspace_id": rng.integers(1, 11, size=len(micros)),
+                           "occurred_at": pl.Series(micros).cast(pl.Datetime("us", "UTC"))})
+    looked_up = local_time_columns(events, workspaces)
+    converted = with_local_time(events.with_row_index("row").lazy(), workspaces).collect().sort("row")
+    assert looked_up["local_ts"].to_list() == converted["local_ts"].to_list()
+    assert looked_up["local_date"].to_list() == converted["local_date"].to_list()
