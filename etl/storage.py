@@ -295,5 +295,6 @@ def read_parquet(storage: Storage, key: str, columns: list[str] | None = None) -
 
 def write_parquet(storage: Storage, key: str, frame: pl.DataFrame) -> None:
     buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", statistics=True)
+    frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)  # level 1: ~25 % faster
+    # than the default for ~10 % more bytes
     storage.write_bytes(key, buffer.getvalue(), content_type="application/vnd.apache.parquet")
