@@ -40,12 +40,12 @@ from etl.report import (
     WorkspaceInputs,
     build_page,
     filtered_inputs,
-    log_frame,
+    log_frames,
     needed_days,
     previous_and_next_day,
 )
 from etl.storage import Storage, check_key, open_storage, read_parquet
-from etl.windows import WINDOW_NAMES, WINDOW_TITLES, report_day_for, window
+from etl.windows import WINDOW_NAMES, WINDOW_TITLES, report_day_for
 
 log = logging.getLogger(__name__)
 
@@ -277,17 +277,16 @@ def render_batch(job: RenderJob) -> dict[str, int]:
             freshness = Freshness(view.freshness.run_id, view.freshness.last_event_at,
                                   view.freshness.latest_ingest_date, latest)
             prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
+            logs = log_frames(scoped.events)
             for name in job.windows:
-                page = build_page(scoped, name, day, filters, freshness, job.page_log_rows)
+                page = build_page(scoped, name, day, filters, freshness, job.page_log_rows, logs)
                 key = page_key(workspace.workspace_id, day, name, filters)
                 out.write_bytes(key, render_page(page, prev_day, next_day).encode(), "text/html; charset=utf-8")
                 pages += 1
-                span = window(name, day)
-                window_events = scoped.events.filter(pl.col("local_date").is_between(span.start, span.end))
-                for kind, table in page.logs.items():
-                    if table.csv_name is not None:
-                        out.write_bytes(key.rsplit("/", 1)[0] + "/" + table.csv_name,
-                                        log_csv(log_frame(window_events, kind)), "text/csv; charset=utf-8")
+                for table in page.logs.values():
+                    if table.csv_name is not None and table.frame is not None:
+                        out.write_bytes(key.rsplit("/", 1)[0] + "/" + table.csv_name, log_csv(table.frame),
+                                        "text/csv; charset=utf-8")
                         csvs += 1
                 bar.advance()
     return {"pages": pages, "csv": csvs}

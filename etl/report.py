@@ -152,6 +152,8 @@ class LogTable:
     total: int | None
     csv_name: str | None
     notice: str | None
+    # Every row of the log (the CSV download); not part of the page model's identity.
+    frame: pl.DataFrame | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,16 @@ LOG_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def log_frame(events: pl.DataFrame, kind: str) -> pl.DataFrame:
     """A log's rows, newest first, with every column the page, the CSV and the archive need."""
+    return log_frames(events)[kind].drop("local_date")
+
+
+def log_frames(events: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Every kind's log over all of `events`, with `local_date` kept so that each window takes its slice: the
+    formatting is done once per workspace, not once per window (the seven windows overlap)."""
+    return {kind: _log_rows(events, kind) for kind in KINDS}
+
+
+def _log_rows(events: pl.DataFrame, kind: str) -> pl.DataFrame:
     rows = events.filter(pl.col("event_type") == EVENT_TYPE_OF[kind]).sort(
         ["occurred_at", "event_id"], descending=[True, False])
     return rows.select(
@@ -254,6 +266,7 @@ def log_frame(events: pl.DataFrame, kind: str) -> pl.DataFrame:
         channel_type="channel_type",
         merged_contact_id="merged_contact_id",
         event_id="event_id",
+        local_date="local_date",
     )
 
 
@@ -298,8 +311,10 @@ def filtered_inputs(inputs: WorkspaceInputs, filters: Filters) -> WorkspaceInput
 
 
 def build_page(inputs: WorkspaceInputs, window_name: str, report_day: date, filters: Filters,
-               freshness: Freshness, page_log_rows: int = 500) -> ReportPage:
-    """The model of one page. `inputs` must already be filtered (see `filtered_inputs`)."""
+               freshness: Freshness, page_log_rows: int = 500,
+               logs_from: dict[str, pl.DataFrame] | None = None) -> ReportPage:
+    """The model of one page. `inputs` must already be filtered (see `filtered_inputs`); `logs_from` is
+    `log_frames(inputs.events)` when the caller builds several windows of the same inputs."""
     span = window(window_name, report_day)
     previous = span.previous()
     facts, events = inputs.facts, inputs.events
@@ -314,10 +329,12 @@ def build_page(inputs: WorkspaceInputs, window_name: str, report_day: date, filt
         DailyRow(d, *(_count(in_window, k, d, d) if filters.applies(k) else None for k in OVERVIEW_KINDS))
         for d in span.dates()
     )
-    window_events = events.filter(pl.col("local_date").is_between(span.start, span.end))
+    all_logs = logs_from if logs_from is not None else log_frames(
+        events.filter(pl.col("local_date").is_between(span.start, span.end)))
     logs = {}
     for kind in KINDS:
-        frame = log_frame(window_events, kind) if filters.applies(kind) else None
+        frame = (all_logs[kind].filter(pl.col("local_date").is_between(span.start, span.end)).drop("local_date")
+                 if filters.applies(kind) else None)
         notice = _notice(filters, kind, frame)
         logs[kind] = LogTable(
             kind=kind, title=f"{KIND_TITLES[kind]} log", columns=LOG_COLUMNS[kind],
@@ -325,6 +342,7 @@ def build_page(inputs: WorkspaceInputs, window_name: str, report_day: date, filt
             total=None if frame is None else frame.height,
             csv_name=None if frame is None else f"{window_name}.contacts_{kind}.csv",
             notice=notice,
+            frame=frame,
         )
     added_total = metrics["added"].value or 0
     by_source = dict(in_window.filter(pl.col("event_type") == ADDED).group_by("source").agg(
