@@ -115,6 +115,7 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
         )
     batch = Batch()
     group: list[LandingFile] = []
+    group_bytes = 0
     with Progress(len(keys), "reading", " files") as bar:
         for rank, key in enumerate(keys):
             try:
@@ -130,9 +131,10 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
                     batch.damaged_files.append(key)
                     batch.quarantine.append((ingest_date, relative, None, "truncated_gzip", None, None))
             group.append(LandingFile(relative, rank, data))
-            if sum(len(f.data) for f in group) >= DECODE_BYTES:
+            group_bytes += len(data)
+            if group_bytes >= DECODE_BYTES:
                 read_files(group, rules, batch, exact_only)
-                group = []
+                group, group_bytes = [], 0
             bar.advance()
         read_files(group, rules, batch, exact_only)
     return batch
@@ -147,20 +149,20 @@ def night_duplicates(night: pl.DataFrame) -> pl.DataFrame:
     repeated = candidates.filter(pl.col("event_id").is_duplicated())  # ~1 %: everything below is small
     first = repeated.sort("arrival_rank").unique("event_id", keep="first", maintain_order=True)
     lost = repeated.join(first.select("row"), on="row", how="anti")
-    return _flag_conflicts(lost, night, first.select("event_id", kept_row="row"))
+    kept = _content_hashes(night[first["row"]])
+    return _flag_conflicts(lost, night, kept)
 
 
-def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame,
-                    stored: pl.DataFrame | None = None) -> pl.DataFrame:
-    """`conflict` for each lost row (`row`, `event_id`): its content hash differs from the kept copy's, which is
-    the night's row `kept_row` or, given `stored`, that stored event."""
+def _content_hashes(events: pl.DataFrame) -> pl.DataFrame:
+    """event_id -> `kept_hash`, the hash of what the kept copy of each event says."""
+    return with_content_hash(events.lazy()).select("event_id", kept_hash="content_hash").collect()
+
+
+def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
+    """`conflict` for each lost row (`row`, `event_id`): its content differs from the kept copy's
+    (`kept`: event_id, kept_hash). Only the few rows involved are hashed."""
     lost_hash = with_content_hash(night[lost["row"]].lazy()).select("content_hash").collect()["content_hash"]
-    if stored is None:
-        kept_rows = lost.join(kept, on="event_id", how="left", maintain_order="left")["kept_row"]
-        kept_hash = with_content_hash(night[kept_rows].lazy()).select("content_hash").collect()["content_hash"]
-    else:
-        hashes = with_content_hash(stored.lazy()).select("event_id", "content_hash").collect()
-        kept_hash = lost.join(hashes, on="event_id", how="left", maintain_order="left")["content_hash"]
+    kept_hash = lost.join(kept, on="event_id", how="left", maintain_order="left")["kept_hash"]
     return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
 
 
@@ -204,7 +206,7 @@ def against_history(warehouse: Storage, candidates: pl.DataFrame, night: pl.Data
                 continue
             if arrival < ingest_date:
                 stored = read_parquet(warehouse, key).join(seen.select("event_id"), on="event_id", how="semi")
-                lost_parts.append(_flag_conflicts(seen, night, seen, stored))
+                lost_parts.append(_flag_conflicts(seen, night, _content_hashes(stored)))
             else:
                 displaced[(day, arrival)] = set(seen["event_id"].to_list())
     empty = pl.DataFrame(schema={"row": pl.UInt32(), "event_id": pl.String(), "conflict": pl.Boolean()})

@@ -73,11 +73,6 @@ def local_time_columns(events: pl.DataFrame, workspaces: pl.DataFrame) -> pl.Dat
     return pl.DataFrame({"tz_code": tz_code, "local_ts": local}).with_columns(local_date=pl.col("local_ts").dt.date())
 
 
-def keep_first_arrival(events: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per event_id: the copy that arrived first (smallest arrival_key), whatever the run order."""
-    return events.sort("arrival_key").unique(subset="event_id", keep="first", maintain_order=True)
-
-
 def with_content_hash(events: pl.LazyFrame) -> pl.LazyFrame:
     """A hash of what the event says (not when it arrived), to tell a redelivery from a reused id."""
     return events.with_columns(content_hash=pl.struct(list(CONTENT_COLUMNS)).hash(seed=0))

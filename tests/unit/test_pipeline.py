@@ -16,10 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etl.contract import CONTENT_COLUMNS
 from etl.pipeline import (
     EtlError,
     day_files,
     landing_dates,
+    night_duplicates,
     quarantine_key,
     read_daily,
     read_events_day,
@@ -249,3 +251,21 @@ def test_every_junk_line_is_stored_dropped_as_a_duplicate_or_quarantined(tmp_pat
     quarantine = read_parquet(LocalStorage(root / "wh"), quarantine_key(date(2026, 3, 10)))
     assert quarantine.height == summary["events_quarantined"]
     shutil.rmtree(root)
+
+
+def test_the_night_keeps_the_earliest_copy_whatever_the_row_order() -> None:
+    """Within one night, the first arrival (smallest arrival_rank: file, then line) of each event_id is kept;
+    a later copy that says something else is a conflict, not a redelivery."""
+    night = pl.DataFrame({
+        "event_id": ["a", "b", "a", "a"],
+        "arrival_rank": [(2 << 32) + 1, (0 << 32) + 2, (1 << 32) + 1, (0 << 32) + 9],
+        "contact_name": ["Ana", "Bo", "Ana", "Ana B."],
+    }).with_columns(pl.lit(None).alias(c) for c in CONTENT_COLUMNS if c not in ("event_id", "contact_name"))
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]):
+        shuffled = night[order]
+        lost = night_duplicates(shuffled)
+        kept = shuffled.with_row_index("row").join(lost.select("row"), on="row", how="anti").sort("event_id")
+        assert kept["arrival_rank"].to_list() == [(0 << 32) + 9, (0 << 32) + 2]
+        # both later copies say "Ana"; the first said "Ana B."
+        assert sorted(zip(shuffled[lost["row"]]["contact_name"], lost["conflict"], strict=True)) == [
+            ("Ana", True), ("Ana", True)]

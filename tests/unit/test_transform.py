@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from etl.transform import daily_aggregates, keep_first_arrival, with_local_time
+from etl.transform import daily_aggregates, with_local_time
 
 WORKSPACES = pl.DataFrame(
     {
@@ -77,17 +77,6 @@ def test_local_time_is_the_wall_clock_time() -> None:
                           schema={"workspace_id": pl.Int64, "occurred_at": pl.Datetime("us", "UTC")})
     out = with_local_time(events.lazy(), WORKSPACES).collect()
     assert out["local_ts"].to_list() == [datetime(2026, 3, 11, 0, 0)]
-
-
-def test_keep_first_arrival_keeps_the_earliest_copy_whatever_the_input_order() -> None:
-    events = pl.DataFrame({
-        "event_id": ["a", "b", "a", "a"],
-        "arrival_key": ["ingest_date=2026-03-12/hour=01/p:1", "ingest_date=2026-03-10/hour=01/p:2",
-                        "ingest_date=2026-03-10/hour=05/p:1", "ingest_date=2026-03-10/hour=01/p:9"],
-    })
-    kept = keep_first_arrival(events.lazy()).collect().sort("event_id")
-    assert kept["arrival_key"].to_list() == ["ingest_date=2026-03-10/hour=01/p:9",
-                                             "ingest_date=2026-03-10/hour=01/p:2"]
 
 
 def test_daily_aggregates_count_each_combination_once() -> None:
