@@ -35,6 +35,23 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair(offset: int) -> int:
+    """A free port P with P + offset free too (radosgw-local puts its monitor at P + 10000): the kernel's
+    ephemeral ports reach 60999, where P + 10000 is no port at all."""
+    import random
+    import socket
+
+    for candidate in random.Random().sample(range(20_000, 65_535 - offset), 200):
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", candidate))
+                second.bind(("127.0.0.1", candidate + offset))
+        except OSError:
+            continue
+        return candidate
+    raise RuntimeError(f"no free pair of loopback ports {offset} apart")
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3 server on a loopback port, for the whole session (reset between tests)."""

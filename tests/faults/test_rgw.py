@@ -23,7 +23,7 @@ from etl.archive import Lock, mirror, verify, write_archive
 from etl.pipeline import landing_dates, run_etl
 from etl.publish import S3Target, link, upload
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, client_config
-from tests.conftest import TINY, _free_port
+from tests.conftest import TINY, free_port_pair
 from tests.faults.proxy import FaultProxy
 
 pytestmark = pytest.mark.rgw
@@ -33,7 +33,8 @@ SCRIPT = Path(__file__).parents[2] / "scripts/radosgw-local"
 @pytest.fixture(scope="module")
 def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     folder = tmp_path_factory.mktemp("rgw")
-    started = subprocess.run([str(SCRIPT), "start", str(folder), str(_free_port())], capture_output=True, text=True,
+    port = free_port_pair(10_000)  # the script's monitor listens on port + 10000
+    started = subprocess.run([str(SCRIPT), "start", str(folder), str(port)], capture_output=True, text=True,
                              check=False, timeout=300)
     ready = [line for line in started.stdout.splitlines() if line.startswith("RGW_READY")]
     assert ready, f"RADOS Gateway did not start:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}"
