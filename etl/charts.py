@@ -4,6 +4,11 @@
 * `text.parse_math` off: a name like "cost $5 vs $6" is text, not mathtext.
 * `svg.fonttype='none'`: labels are <text> elements (escaped by Matplotlib's XML writer), half the bytes.
 * Every id in a chart gets the chart's own prefix, because several charts share one HTML page.
+
+Speed (docs/performance.md, "Charts"): a chart is a bare Figure with a handful of artists placed in points
+(dpi 72, so one display unit is one SVG unit) — no Axes, whose ticks, spines and layout cost ~10 ms before
+anything is drawn. A series of bars is one compound path, gridlines are one path, and legends are HTML next to
+the chart (they wrap on a phone and cost nothing to draw). Nice tick values still come from Matplotlib's locator.
 """
 
 from __future__ import annotations
@@ -11,19 +16,24 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import matplotlib as mpl
-from matplotlib.axes import Axes
-from matplotlib.collections import PolyCollection
+import numpy as np
 from matplotlib.figure import Figure  # pyplot is never imported: no global figure state, no GUI backend
-from matplotlib.patches import Patch
+from matplotlib.patches import PathPatch, Wedge
+from matplotlib.path import Path
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import IdentityTransform
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 KIND_COLOURS: dict[str, str] = {"added": "#0072B2", "deleted": "#D55E00", "merged": "#009E73"}
+GRID, BASELINE, INK = "#dddddd", "#888888", "#333333"
+POINTS_PER_INCH = 72
 
 STYLE: dict[Any, Any] = {  # Any: Matplotlib types rc keys as a Literal union
     "svg.hashsalt": "contacts-report",
@@ -33,122 +43,181 @@ STYLE: dict[Any, Any] = {  # Any: Matplotlib types rc keys as a Literal union
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],
     "font.size": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.edgecolor": "#888888",
-    "axes.titlesize": 10,
     "path.simplify": True,
 }
 
 _ID = re.compile(r'\bid="([^"]+)"')
 _ID_OR_REF = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+_PIXELS = IdentityTransform()  # display units; at dpi 72 these are the SVG's points
 
 
-def _figure(width: float = 7.2, height: float = 2.6) -> Figure:
-    return Figure(figsize=(width, height), dpi=72)
+@dataclass(frozen=True)
+class Chart:
+    """An inline SVG and the legend the page shows beside it: (colour, text) pairs."""
+
+    svg: str
+    legend: tuple[tuple[str, str], ...] = ()
 
 
-def to_svg(fig: Figure, namespace: str) -> str:
-    """The figure as an inline <svg> element whose ids all start with `namespace`."""
+@dataclass(frozen=True)
+class Plot:
+    """The plotting rectangle of a canvas, in points from the bottom-left corner."""
+
+    left: float
+    bottom: float
+    width: float
+    height: float
+
+
+def _canvas(width: float, height: float) -> Figure:
+    return Figure(figsize=(width / POINTS_PER_INCH, height / POINTS_PER_INCH), dpi=POINTS_PER_INCH)
+
+
+def to_svg(fig: Figure, namespace: str, css_class: str = "chart-svg") -> str:
+    """The figure as an inline <svg> element whose ids all start with `namespace`. Call it inside
+    `rc_context(STYLE)` (every chart function does: one context per chart, each costs ~0.5 ms)."""
     buffer = io.StringIO()
-    with mpl.rc_context({**STYLE, "svg.hashsalt": namespace}):
-        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    mpl.rcParams["svg.hashsalt"] = namespace  # restored when the chart's rc_context exits
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
     ids = set(_ID.findall(svg))
     svg = _ID_OR_REF.sub(lambda m: f"{m.group(1)}{namespace}-{m.group(2)}" if m.group(2) in ids else m.group(0), svg)
-    svg = re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"', r'<svg\1 class="chart-svg" aria-hidden="true"', svg,
-                 count=1)
+    svg = re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"', rf'<svg\1 class="{css_class}" aria-hidden="true"',
+                 svg, count=1)
     return svg
 
 
-def _bars(ax: Axes, xs: Sequence[float], heights: Sequence[float], bottoms: Sequence[float], width: float,
-          colour: str, label: str) -> Patch:
-    """Bars as one collection: one artist to build and draw instead of one Rectangle per bar (~3× faster)."""
-    half = width / 2
-    verts = [((x - half, b), (x - half, b + h), (x + half, b + h), (x + half, b))
-             for x, h, b in zip(xs, heights, bottoms, strict=True) if h]
-    ax.add_collection(PolyCollection(verts, facecolors=colour, edgecolors="none"), autolim=True)
-    return Patch(facecolor=colour, label=label)
+def _rectangles(fig: Figure, boxes: np.ndarray, colour: str) -> None:
+    """Rectangles (rows of x0, y0, x1, y1 in points) as one filled compound path: one artist, one <path>."""
+    boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    if not len(boxes):
+        return
+    x0, y0, x1, y1 = boxes.T
+    vertices = np.stack([np.stack([x0, y0], 1), np.stack([x0, y1], 1), np.stack([x1, y1], 1),
+                         np.stack([x1, y0], 1), np.stack([x0, y0], 1)], 1).reshape(-1, 2)
+    codes = np.tile([Path.MOVETO, Path.LINETO, Path.LINETO, Path.LINETO, Path.CLOSEPOLY], len(boxes))
+    fig.add_artist(PathPatch(Path(vertices, codes), facecolor=colour, edgecolor="none", transform=_PIXELS))
 
 
-def _ticks(days: Sequence[date]) -> tuple[list[int], list[str]]:
+def _lines(fig: Figure, segments: Sequence[tuple[float, float, float, float]], colour: str, width: float) -> None:
+    vertices = np.array([(s[0], s[1], s[2], s[3]) for s in segments], dtype=float).reshape(-1, 2)
+    codes = np.tile([Path.MOVETO, Path.LINETO], len(segments))
+    fig.add_artist(PathPatch(Path(vertices, codes), fill=False, edgecolor=colour, linewidth=width,
+                             transform=_PIXELS))
+
+
+def _text(fig: Figure, x: float, y: float, text: str, **style: Any) -> None:
+    fig.add_artist(Text(x, y, text, transform=_PIXELS, color=INK, **style))
+
+
+def _value_axis(top: float) -> list[int]:
+    """Whole-number ticks from 0 to at least `top`: Matplotlib's own choice of nice numbers."""
+    ticks = MaxNLocator(nbins=4, integer=True).tick_values(0, max(top, 1))
+    return [int(t) for t in ticks if t >= 0]
+
+
+def _day_labels(days: Sequence[date]) -> list[tuple[int, str]]:
     """At most ~8 labelled days: readable on a phone, and cheaper to draw."""
     step = max(1, -(-len(days) // 8))
-    positions = list(range(0, len(days), step))
-    return positions, [days[i].strftime("%b %d") for i in positions]
+    return [(i, days[i].strftime("%b %d")) for i in range(0, len(days), step)]
 
 
-def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> str:
-    """Added vs deleted vs merged per day."""
+def _daily_frame(fig: Figure, plot: Plot, days: Sequence[date], top: float) -> float:
+    """Gridlines, value labels and day labels; returns points per unit of value."""
+    ticks = _value_axis(top)
+    scale = plot.height / ticks[-1]
+    right = plot.left + plot.width
+    _lines(fig, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]], GRID, 0.6)
+    _lines(fig, [(plot.left, plot.bottom, right, plot.bottom)], BASELINE, 0.8)
+    for t in ticks:
+        _text(fig, plot.left - 4, plot.bottom + t * scale, f"{t:,}", ha="right", va="center")
+    slot = plot.width / len(days)
+    for i, label in _day_labels(days):
+        _text(fig, plot.left + (i + 0.5) * slot, plot.bottom - 4, label, ha="center", va="top")
+    return scale
+
+
+DAILY_SIZE = (518.0, 187.0)
+DAILY_PLOT = Plot(left=46, bottom=20, width=464, height=158)
+
+
+def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
+    """Added vs deleted vs merged per day, side by side."""
     with mpl.rc_context(STYLE):
-        fig = _figure()
-        ax = fig.add_axes((0.07, 0.16, 0.91, 0.72))
-        width = 0.8 / max(len(series), 1)
-        handles = []
+        fig, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
+        top = max((max(v, default=0) for v in series.values()), default=0)
+        scale = _daily_frame(fig, plot, days, top)
+        slot = plot.width / len(days)
+        width = min(slot * 0.8 / max(len(series), 1), 40.0)  # one day must not fill the chart with slabs
+        starts = plot.left + np.arange(len(days)) * slot + (slot - width * len(series)) / 2
+        legend = []
         for i, (kind, values) in enumerate(series.items()):
-            xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(days))]
-            handles.append(_bars(ax, xs, values, [0] * len(days), width, KIND_COLOURS.get(kind, PALETTE[i]),
-                                 kind.capitalize()))
-        _finish_daily(ax, days, max((max(v, default=0) for v in series.values()), default=0))
-        ax.legend(handles=handles, loc="upper left", ncols=len(series), frameon=False, bbox_to_anchor=(0, 1.16))
-        return to_svg(fig, namespace)
+            colour = KIND_COLOURS.get(kind, PALETTE[i % len(PALETTE)])
+            x0 = starts + i * width
+            heights = np.asarray(values, dtype=float) * scale
+            _rectangles(fig, np.stack([x0, np.full_like(x0, plot.bottom), x0 + width, plot.bottom + heights], 1),
+                        colour)
+            legend.append((colour, kind.capitalize()))
+        return Chart(to_svg(fig, namespace), tuple(legend))
 
 
-def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> str:
+def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
     """One bar per day, stacked by category (sources)."""
     with mpl.rc_context(STYLE):
-        fig = _figure()
-        ax = fig.add_axes((0.07, 0.16, 0.91, 0.70))
-        bottom: list[float] = [0] * len(days)
-        handles = []
+        fig, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
+        totals = np.sum([np.asarray(v, dtype=float) for v in series.values()], axis=0) if series else [0.0]
+        scale = _daily_frame(fig, plot, days, float(np.max(totals)))
+        slot = plot.width / len(days)
+        x0 = plot.left + np.arange(len(days)) * slot + slot * 0.125
+        bottom = np.full(len(days), float(plot.bottom))
+        legend = []
         for i, (label, values) in enumerate(series.items()):
-            handles.append(_bars(ax, range(len(days)), values, bottom, 0.75, PALETTE[i % len(PALETTE)], label))
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        _finish_daily(ax, days, max(bottom, default=0))
-        ax.legend(handles=handles, loc="upper left", ncols=min(len(series), 4), frameon=False,
-                  bbox_to_anchor=(0, 1.22))
-        return to_svg(fig, namespace)
+            colour = PALETTE[i % len(PALETTE)]
+            top = bottom + np.asarray(values, dtype=float) * scale
+            _rectangles(fig, np.stack([x0, bottom, x0 + slot * 0.75, top], 1), colour)
+            legend.append((colour, label))
+            bottom = top
+        return Chart(to_svg(fig, namespace), tuple(legend))
 
 
-def _finish_daily(ax: Axes, days: Sequence[date], top: float) -> None:
-    positions, labels = _ticks(days)
-    ax.set_xticks(positions, labels)
-    ax.set_xlim(-0.6, len(days) - 0.4)
-    ax.set_ylim(0, max(top, 1) * 1.05)
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # fewer ticks: faster, readable on a phone
-
-
-def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> str:
-    """Horizontal bars, one per category, largest first (names stay readable however long)."""
+def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
+    """Horizontal bars, one per category in the given order (largest first), each with its name and count."""
     with mpl.rc_context(STYLE):
-        height = max(1.4, 0.32 * len(labels) + 0.7)
-        fig = _figure(height=height)
-        ax = fig.add_axes((0.3, 0.45 / height, 0.6, 1 - 0.6 / height))
-        positions = list(range(len(labels)))[::-1]
-        ax.barh(positions, values, color=[PALETTE[i % len(PALETTE)] for i in range(len(labels))], height=0.7)
-        ax.set_yticks(positions, [_short(label) for label in labels])
-        for y, v in zip(positions, values, strict=True):
-            ax.text(v, y, f" {v:,}", va="center", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-        ax.set_xlim(0, max(values, default=1) * 1.15 or 1)
-        return to_svg(fig, namespace)
+        row, margin = 23.0, 6.0
+        height = max(len(labels) * row + 2 * margin, 90.0)  # still legible when a phone scales it down
+        margin = (height - len(labels) * row) / 2
+        fig = _canvas(DAILY_SIZE[0], height)
+        left, width = 156.0, 300.0
+        longest = max(values, default=0) or 1
+        for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+            middle = height - margin - (i + 0.5) * row
+            end = left + width * value / longest
+            _rectangles(fig, np.array([[left, middle - row * 0.35, end, middle + row * 0.35]]),
+                        PALETTE[i % len(PALETTE)])
+            _text(fig, left - 6, middle, _short(label), ha="right", va="center")
+            _text(fig, end + 4, middle, f"{value:,}", ha="left", va="center", fontsize=8)
+        _lines(fig, [(left, margin, left, height - margin)], BASELINE, 0.8)
+        return Chart(to_svg(fig, namespace))
 
 
-def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> str:
-    """Share of each category, with percentage and number."""
+def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
+    """Share of each category; the legend beside it gives percentage and number."""
     total = sum(values) or 1
+    size = 160.0
     with mpl.rc_context(STYLE):
-        fig = _figure(width=6.0, height=2.2)
-        ax = fig.add_axes((0.0, 0.02, 0.36, 0.96))
-        ax.pie(values, colors=[PALETTE[i % len(PALETTE)] for i in range(len(values))], startangle=90,
-               counterclock=False, wedgeprops={"linewidth": 1, "edgecolor": "white"})
-        ax.set_aspect("equal")
-        ax.set_axis_off()  # a pie has no axis to draw; skipping it saves ~20 % of the chart's time
-        legend = [f"{_short(label)} — {v / total:.1%} ({v:,})" for label, v in zip(labels, values, strict=True)]
-        handles = ax.patches
-        fig.legend(handles, legend, loc="center left", bbox_to_anchor=(0.38, 0.5), frameon=False)
-        return to_svg(fig, namespace)
+        fig = _canvas(size, size)
+        angle = 90.0  # clockwise from twelve o'clock, like the bar chart's order
+        legend = []
+        for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+            colour = PALETTE[i % len(PALETTE)]
+            sweep = 360.0 * value / total
+            if sweep > 0:
+                fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle, facecolor=colour,
+                                     edgecolor="white", linewidth=1, transform=_PIXELS))
+            angle -= sweep
+            legend.append((colour, f"{label} — {value / total:.1%} ({value:,})"))  # HTML wraps: no cut
+        return Chart(to_svg(fig, namespace, "chart-svg chart-pie"), tuple(legend))
 
 
 def _short(text: str, limit: int = 28) -> str:

@@ -35,12 +35,12 @@ from etl.report import (
     NOT_APPLICABLE,
     Filters,
     Freshness,
+    PreparedInputs,
     ReportPage,
     Workspace,
     WorkspaceInputs,
     build_page,
     filtered_inputs,
-    log_frames,
     needed_days,
     previous_and_next_day,
 )
@@ -159,35 +159,82 @@ def read_view(warehouse: Storage) -> WarehouseView:
     return WarehouseView(workspaces, freshness, min(days) if days else None, runs)
 
 
-def _read_days(warehouse: Storage, folder: str, start: date, end: date, ids: Sequence[int]) -> pl.DataFrame | None:
-    keys = [k for k in warehouse.list(folder) if (m := _DATE_KEY.search(k))
-            and start <= date.fromisoformat(m.group(1)) <= end]
-    frames = [read_parquet(warehouse, k).filter(pl.col("workspace_id").is_in(list(ids))) for k in keys]
-    if not frames:
-        return None
-    # A day has one file per arrival day: events simply stack, aggregates add up.
-    return read_daily(frames) if folder == "daily" else pl.concat(frames, how="vertical")
+class DayFiles:
+    """A warehouse's day files for one render batch: listed once and each fetched once (compressed Parquet is
+    a fraction of the decoded rows), so that the batch can be loaded a group of workspaces at a time."""
+
+    def __init__(self, warehouse: Storage) -> None:
+        self.warehouse = warehouse
+        self._keys: dict[str, list[tuple[date, str]]] = {}
+        self._bytes: dict[str, bytes] = {}
+
+    def read(self, folder: str, start: date, end: date, ids: Sequence[int]) -> pl.DataFrame | None:
+        if folder not in self._keys:
+            self._keys[folder] = [(date.fromisoformat(m.group(1)), k) for k in self.warehouse.list(folder)
+                                  if (m := _DATE_KEY.search(k))]
+        keys = [k for day, k in self._keys[folder] if start <= day <= end]
+        wanted = pl.col("workspace_id").is_in(list(ids))
+        frames = [pl.read_parquet(io.BytesIO(self._fetch(k))).filter(wanted) for k in keys]
+        if not frames:
+            return None
+        # A day has one file per arrival day: events simply stack, aggregates add up.
+        return read_daily(frames) if folder == "daily" else pl.concat(frames, how="vertical")
+
+    def _fetch(self, key: str) -> bytes:
+        if key not in self._bytes:
+            self._bytes[key] = self.warehouse.read_bytes(key)
+        return self._bytes[key]
 
 
-def load_inputs(warehouse: Storage, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
-                need_all_events: bool) -> dict[int, WorkspaceInputs]:
-    """Every selected workspace's aggregates and events for its report day, read once for the batch."""
-    spans = [needed_days(days[w.workspace_id], windows) for w in workspaces]
-    fact_start, event_start, end = min(s[0] for s in spans), min(s[1] for s in spans), max(s[2] for s in spans)
+EMPTY_FACTS = pl.DataFrame(schema={"workspace_id": pl.Int64, "local_date": pl.Date, "event_type": pl.String,
+                                   "source": pl.String, "channel_id": pl.Int64, "user_id": pl.Int64,
+                                   "events": pl.Int64})
+
+
+def load_inputs(warehouse: Storage | DayFiles, workspaces: Sequence[Workspace], days: dict[int, date],
+                windows: tuple[str, ...], need_all_events: bool) -> dict[int, WorkspaceInputs]:
+    """The workspaces' aggregates and events for their report days, read in one pass over the day files."""
+    files = warehouse if isinstance(warehouse, DayFiles) else DayFiles(warehouse)
+    fact_start, event_start, end = _span(workspaces, days, windows, need_all_events)
     ids = [w.workspace_id for w in workspaces]
-    facts = _read_days(warehouse, "daily", fact_start, end, ids)
-    events = _read_days(warehouse, "events", fact_start if need_all_events else event_start, end, ids)
-    empty_facts = pl.DataFrame(schema={"workspace_id": pl.Int64, "local_date": pl.Date, "event_type": pl.String,
-                                       "source": pl.String, "channel_id": pl.Int64, "user_id": pl.Int64,
-                                       "events": pl.Int64})
+    facts = files.read("daily", fact_start, end, ids)
+    events = files.read("events", event_start, end, ids)
     facts_by = facts.partition_by("workspace_id", as_dict=True) if facts is not None else {}
     events_by = events.partition_by("workspace_id", as_dict=True) if events is not None else {}
     empty_events = _empty_events(events)
     return {
-        w.workspace_id: WorkspaceInputs(w, facts_by.get((w.workspace_id,), empty_facts),
+        w.workspace_id: WorkspaceInputs(w, facts_by.get((w.workspace_id,), EMPTY_FACTS),
                                         events_by.get((w.workspace_id,), empty_events))
         for w in workspaces
     }
+
+
+def _span(workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
+          need_all_events: bool) -> tuple[date, date, date]:
+    """(first aggregate day, first event day, last day) the workspaces' pages need."""
+    spans = [needed_days(days[w.workspace_id], windows) for w in workspaces]
+    fact_start, event_start, end = min(s[0] for s in spans), min(s[1] for s in spans), max(s[2] for s in spans)
+    return fact_start, fact_start if need_all_events else event_start, end
+
+
+def load_groups(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
+                need_all_events: bool, rows_per_group: int) -> list[list[Workspace]]:
+    """The workspaces split, in order, into groups whose events add up to about `rows_per_group` (sizes come from
+    the daily aggregates), so that a worker holds one group's events at a time whatever the batch's size. A
+    workspace larger than the budget is a group of its own."""
+    _, event_start, end = _span(workspaces, days, windows, need_all_events)
+    facts = files.read("daily", event_start, end, [w.workspace_id for w in workspaces])
+    sizes = dict(facts.group_by("workspace_id").agg(pl.col("events").sum()).rows()) if facts is not None else {}
+    groups: list[list[Workspace]] = [[]]
+    held = 0
+    for workspace in workspaces:
+        size = sizes.get(workspace.workspace_id, 0)
+        if groups[-1] and held + size > rows_per_group:
+            groups.append([])
+            held = 0
+        groups[-1].append(workspace)
+        held += size
+    return groups
 
 
 def _empty_events(sample: pl.DataFrame | None) -> pl.DataFrame:
@@ -201,9 +248,9 @@ def _empty_events(sample: pl.DataFrame | None) -> pl.DataFrame:
 
 # ---------------------------------------------------------------- pages
 
-def _charts(page: ReportPage) -> dict[str, str]:
+def _charts(page: ReportPage) -> dict[str, charts.Chart]:
     """Inline SVG per chart; charts without data are not drawn (the page shows a notice instead)."""
-    out: dict[str, str] = {}
+    out: dict[str, charts.Chart] = {}
     days = page.window.dates()
     applicable = [k for k in ("added", "deleted", "merged") if page.filters.applies(k)]
     if page.notices.get("overview") is None:
@@ -227,7 +274,8 @@ def _charts(page: ReportPage) -> dict[str, str]:
 
 def render_page(page: ReportPage, prev_day: date | None, next_day: date | None) -> str:
     template = environment().get_template("report.html.j2")
-    svgs = {k: Markup(v) for k, v in _charts(page).items()}  # Matplotlib escaped every text node
+    # Matplotlib escaped every text node of the SVG; the legends are plain text that Jinja escapes.
+    svgs = {k: {"svg": Markup(c.svg), "legend": c.legend} for k, c in _charts(page).items()}
     root = "../../" + ("../../" if page.filters.active else "")
     return template.render(page=page, summary=page.summary(), charts=svgs, prev_day=prev_day, next_day=next_day,
                            root=root, kinds=KINDS)
@@ -243,6 +291,7 @@ class RenderJob:
     windows: tuple[str, ...]
     filters: tuple[str, ...]
     page_log_rows: int = 500
+    rows_per_group: int = 1_000_000  # events a worker holds at once (docs/performance.md, "Render memory")
 
 
 def report_days(view: WarehouseView, ids: Iterable[int], report_day: date | None, cutoff: datetime | None
@@ -266,30 +315,39 @@ def render_batch(job: RenderJob) -> dict[str, int]:
     if not selected:
         return {"pages": 0, "csv": 0}
     days = report_days(view, job.workspace_ids, job.report_day, job.cutoff)
-    inputs = load_inputs(warehouse, selected, days, job.windows, need_all_events=filters.contact is not None)
-    pages = csvs = 0
+    files = DayFiles(warehouse)
+    need_all_events = filters.contact is not None
+    counts = {"pages": 0, "csv": 0}
     with Progress(len(selected) * len(job.windows), "rendering", " pages") as bar:
-        for workspace in selected:
-            day = days[workspace.workspace_id]
-            scoped = filtered_inputs(inputs[workspace.workspace_id], filters)
-            latest = (report_day_for(_end_of(view.freshness.latest_ingest_date), workspace.timezone)
-                      if view.freshness.latest_ingest_date else None)
-            freshness = Freshness(view.freshness.run_id, view.freshness.last_event_at,
-                                  view.freshness.latest_ingest_date, latest)
-            prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
-            logs = log_frames(scoped.events)
-            for name in job.windows:
-                page = build_page(scoped, name, day, filters, freshness, job.page_log_rows, logs)
-                key = page_key(workspace.workspace_id, day, name, filters)
-                out.write_bytes(key, render_page(page, prev_day, next_day).encode(), "text/html; charset=utf-8")
-                pages += 1
-                for table in page.logs.values():
-                    if table.csv_name is not None and table.frame is not None:
-                        out.write_bytes(key.rsplit("/", 1)[0] + "/" + table.csv_name, log_csv(table.frame),
-                                        "text/csv; charset=utf-8")
-                        csvs += 1
-                bar.advance()
-    return {"pages": pages, "csv": csvs}
+        for group in load_groups(files, selected, days, job.windows, need_all_events, job.rows_per_group):
+            inputs = load_inputs(files, group, days, job.windows, need_all_events)
+            for workspace in group:
+                _render_workspace(job, out, view, filters, days[workspace.workspace_id],
+                                  inputs.pop(workspace.workspace_id), counts, bar)
+    return counts
+
+
+def _render_workspace(job: RenderJob, out: Storage, view: WarehouseView, filters: Filters, day: date,
+                      inputs: WorkspaceInputs, counts: dict[str, int], bar: Progress) -> None:
+    """A workspace's pages for every window of the job, with their CSV logs."""
+    workspace = inputs.workspace
+    latest = (report_day_for(_end_of(view.freshness.latest_ingest_date), workspace.timezone)
+              if view.freshness.latest_ingest_date else None)
+    freshness = Freshness(view.freshness.run_id, view.freshness.last_event_at,
+                          view.freshness.latest_ingest_date, latest)
+    prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
+    prepared = PreparedInputs.of(filtered_inputs(inputs, filters))
+    for name in job.windows:
+        page = build_page(prepared, name, day, filters, freshness, job.page_log_rows)
+        key = page_key(workspace.workspace_id, day, name, filters)
+        out.write_bytes(key, render_page(page, prev_day, next_day).encode(), "text/html; charset=utf-8")
+        counts["pages"] += 1
+        for table in page.logs.values():
+            if table.csv_name is not None and table.frame is not None:
+                out.write_bytes(key.rsplit("/", 1)[0] + "/" + table.csv_name, log_csv(table.frame),
+                                "text/csv; charset=utf-8")
+                counts["csv"] += 1
+        bar.advance()
 
 
 def _end_of(ingest_date: str) -> datetime:

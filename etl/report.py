@@ -218,11 +218,6 @@ def _share(count: int, total: int) -> float:
     return round(count / total * 100, 1) if total else 0.0
 
 
-def _count(facts: pl.DataFrame, kind: str, start: date, end: date) -> int:
-    rows = facts.filter((pl.col("event_type") == EVENT_TYPE_OF[kind]) & pl.col("local_date").is_between(start, end))
-    return int(rows["events"].sum())
-
-
 def channel_names(events: pl.DataFrame) -> dict[int, tuple[str, str]]:
     """channel_id -> (name, type) as last seen; a deleted channel keeps the name its events carry."""
     latest = (events.filter(pl.col("channel_id").is_not_null())
@@ -310,59 +305,104 @@ def filtered_inputs(inputs: WorkspaceInputs, filters: Filters) -> WorkspaceInput
     return WorkspaceInputs(inputs.workspace, facts, events)
 
 
-def build_page(inputs: WorkspaceInputs, window_name: str, report_day: date, filters: Filters,
-               freshness: Freshness, page_log_rows: int = 500,
-               logs_from: dict[str, pl.DataFrame] | None = None) -> ReportPage:
-    """The model of one page. `inputs` must already be filtered (see `filtered_inputs`); `logs_from` is
-    `log_frames(inputs.events)` when the caller builds several windows of the same inputs."""
+@dataclass(frozen=True)
+class DayCounts:
+    """A workspace's aggregates as plain dicts keyed by day, built once per workspace: each of its pages then
+    adds up a few dozen days in Python instead of running ~170 small Polars queries (docs/performance.md)."""
+
+    by_kind: dict[tuple[str, date], int]
+    added_by_source: dict[tuple[str, date], int]
+    connected_by_channel: dict[tuple[int, date], int]
+
+    @classmethod
+    def of(cls, facts: pl.DataFrame) -> DayCounts:
+        def summed(frame: pl.DataFrame, key: str) -> dict[Any, int]:
+            rows = frame.group_by(key, "local_date").agg(pl.col("events").sum()).rows()
+            return {(k, d): int(n) for k, d, n in rows}
+
+        return cls(summed(facts, "event_type"),
+                   summed(facts.filter(pl.col("event_type") == ADDED), "source"),
+                   summed(facts.filter(pl.col("event_type") == CONNECTED), "channel_id"))
+
+    def total(self, kind: str, start: date, end: date) -> int:
+        event_type = EVENT_TYPE_OF[kind]
+        return sum(self.by_kind.get((event_type, d), 0) for d in _days(start, end))
+
+    @staticmethod
+    def per_key(counts: dict[tuple[Any, date], int], start: date, end: date) -> dict[Any, int]:
+        out: dict[Any, int] = {}
+        for (key, day), n in counts.items():
+            if start <= day <= end:
+                out[key] = out.get(key, 0) + n
+        return out
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """What every window of one (filtered) workspace shares: day counts, channel names and formatted logs."""
+
+    inputs: WorkspaceInputs
+    counts: DayCounts
+    channels: dict[int, tuple[str, str]]
+    logs: dict[str, pl.DataFrame]
+
+    @classmethod
+    def of(cls, inputs: WorkspaceInputs) -> PreparedInputs:
+        return cls(inputs, DayCounts.of(inputs.facts), channel_names(inputs.events), log_frames(inputs.events))
+
+
+def build_page(inputs: WorkspaceInputs | PreparedInputs, window_name: str, report_day: date, filters: Filters,
+               freshness: Freshness, page_log_rows: int = 500) -> ReportPage:
+    """The model of one page. `inputs` must already be filtered (see `filtered_inputs`); pass them prepared
+    (`PreparedInputs.of`) when building several windows of the same workspace."""
+    prepared = inputs if isinstance(inputs, PreparedInputs) else PreparedInputs.of(inputs)
+    counts = prepared.counts
     span = window(window_name, report_day)
     previous = span.previous()
-    facts, events = inputs.facts, inputs.events
     metrics = {
         kind: Metric(kind, KIND_TITLES[kind],
-                     _count(facts, kind, span.start, span.end) if filters.applies(kind) else None,
-                     _count(facts, kind, previous.start, previous.end) if filters.applies(kind) else None)
+                     counts.total(kind, span.start, span.end) if filters.applies(kind) else None,
+                     counts.total(kind, previous.start, previous.end) if filters.applies(kind) else None)
         for kind in KINDS
     }
-    in_window = facts.filter(pl.col("local_date").is_between(span.start, span.end))
     daily = tuple(
-        DailyRow(d, *(_count(in_window, k, d, d) if filters.applies(k) else None for k in OVERVIEW_KINDS))
+        DailyRow(d, *(counts.total(k, d, d) if filters.applies(k) else None for k in OVERVIEW_KINDS))
         for d in span.dates()
     )
-    all_logs = logs_from if logs_from is not None else log_frames(
-        events.filter(pl.col("local_date").is_between(span.start, span.end)))
     logs = {}
     for kind in KINDS:
-        frame = (all_logs[kind].filter(pl.col("local_date").is_between(span.start, span.end)).drop("local_date")
-                 if filters.applies(kind) else None)
-        notice = _notice(filters, kind, frame)
+        frame = (prepared.logs[kind].filter(pl.col("local_date").is_between(span.start, span.end))
+                 .drop("local_date") if filters.applies(kind) else None)
         logs[kind] = LogTable(
             kind=kind, title=f"{KIND_TITLES[kind]} log", columns=LOG_COLUMNS[kind],
             rows=() if frame is None else _display_rows(frame, kind, page_log_rows),
             total=None if frame is None else frame.height,
             csv_name=None if frame is None else f"{window_name}.contacts_{kind}.csv",
-            notice=notice,
+            notice=_notice(filters, kind, frame),
             frame=frame,
         )
     added_total = metrics["added"].value or 0
-    by_source = dict(in_window.filter(pl.col("event_type") == ADDED).group_by("source").agg(
-        pl.col("events").sum()).rows())
+    by_source = DayCounts.per_key(counts.added_by_source, span.start, span.end)
     added_by_source = tuple(
-        Slice(s, SOURCE_LABELS[s], SOURCE_MEANINGS[s], int(by_source[s]), _share(int(by_source[s]), added_total))
+        Slice(s, SOURCE_LABELS[s], SOURCE_MEANINGS[s], by_source[s], _share(by_source[s], added_total))
         for s in SOURCES if by_source.get(s)
     )
-    per_day_source = in_window.filter(pl.col("event_type") == ADDED)
     added_by_source_daily = {
-        s.key: tuple(_sum_day(per_day_source, s.key, d) for d in span.dates()) for s in added_by_source
+        s.key: tuple(counts.added_by_source.get((s.key, d), 0) for d in span.dates()) for s in added_by_source
     }
-    names = channel_names(events)
+    names = prepared.channels
     connected_total = metrics["connected"].value or 0
-    by_channel = in_window.filter(pl.col("event_type") == CONNECTED).group_by("channel_id").agg(
-        pl.col("events").sum()).sort(["events", "channel_id"], descending=[True, False])
+    by_channel = sorted(((cid, n) for cid, n in DayCounts.per_key(counts.connected_by_channel, span.start,
+                                                                   span.end).items() if n),
+                        key=lambda item: (-item[1], item[0]))
     connected_by_channel = tuple(
-        Slice(str(cid), names.get(cid, (f"Channel {cid}", ""))[0], names.get(cid, ("", "unknown"))[1], int(n),
-              _share(int(n), connected_total))
-        for cid, n in by_channel.rows()
+        Slice(str(cid), names.get(cid, (f"Channel {cid}", ""))[0], names.get(cid, ("", "unknown"))[1], n,
+              _share(n, connected_total))
+        for cid, n in by_channel
     )
     notices = {
         "added_by_source": _component_notice(filters, "added", bool(added_by_source)),
@@ -370,12 +410,8 @@ def build_page(inputs: WorkspaceInputs, window_name: str, report_day: date, filt
         "overview": None if any((m.value or 0) for m in metrics.values() if m.kind != "connected") else (
             NO_DATA_FILTERED if filters.active else NO_DATA),
     }
-    return ReportPage(inputs.workspace, span, report_day, filters, metrics, daily, added_by_source,
+    return ReportPage(prepared.inputs.workspace, span, report_day, filters, metrics, daily, added_by_source,
                       added_by_source_daily, connected_by_channel, logs, freshness, notices)
-
-
-def _sum_day(facts: pl.DataFrame, source: str, day: date) -> int:
-    return int(facts.filter((pl.col("source") == source) & (pl.col("local_date") == day))["events"].sum())
 
 
 def _component_notice(filters: Filters, kind: str, has_rows: bool) -> str | None:

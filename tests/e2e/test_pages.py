@@ -86,11 +86,13 @@ def build(landing: Path, root: Path) -> Path:
 
 
 def render_all(warehouse: Path, out: Path, report_day: date, workers: int = 1, filters: tuple[str, ...] = (),
-               ids: tuple[int, ...] | None = None, page_log_rows: int = 500) -> dict[str, int]:
+               ids: tuple[int, ...] | None = None, page_log_rows: int = 500,
+               rows_per_group: int = 1_000_000) -> dict[str, int]:
     from etl.render import read_view
 
     ids = ids or tuple(sorted(read_view(LocalStorage(warehouse)).workspaces))
-    job = RenderJob(str(warehouse), str(out), ids, report_day, None, WINDOW_NAMES, filters, page_log_rows)
+    job = RenderJob(str(warehouse), str(out), ids, report_day, None, WINDOW_NAMES, filters, page_log_rows,
+                    rows_per_group)
     return render(job, workers=workers)
 
 
@@ -178,14 +180,17 @@ def test_same_warehouse_gives_byte_identical_output_with_one_or_two_workers(tiny
     warehouse, _ = tiny_site
     render_all(warehouse, tmp_path / "one", date(2026, 3, 30), workers=1)
     render_all(warehouse, tmp_path / "two", date(2026, 3, 30), workers=2)
-
-    def digests(root: Path) -> dict[str, str]:
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+    # A worker loads its workspaces a group at a time; one workspace per group must not change a byte either.
+    render_all(warehouse, tmp_path / "grouped", date(2026, 3, 30), workers=1, rows_per_group=1)
 
     one = digests(tmp_path / "one")
-    assert one == digests(tmp_path / "two")
+    assert one == digests(tmp_path / "two") == digests(tmp_path / "grouped")
     assert len([k for k in one if k.endswith(".html")]) == 2 * 7 + 3  # pages + three index pages
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_index_pages_link_only_to_pages_that_exist(tiny_site: tuple[Path, Path]) -> None:
