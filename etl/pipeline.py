@@ -140,12 +140,25 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
     return batch
 
 
+def compacted(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with every column in one chunk, copied a column at a time (the caller must hold no other
+    reference): later steps then never align chunks behind our back, which copied the whole night at once."""
+    columns = []
+    for name in list(frame.columns):
+        columns.append(frame.drop_in_place(name).rechunk())
+    return pl.DataFrame(columns)
+
+
 def night_duplicates(night: pl.DataFrame) -> pl.DataFrame:
     """Rows (`row`) of the night that repeat an event_id an earlier arrival of the same night already
     delivered, flagged `conflict` when their content differs from that first copy (a reused id)."""
     ids = night.select("event_id", "arrival_rank").with_row_index("row")
-    # Hashes first (a 64-bit column is cheap to compare), then the ids themselves among the few candidates.
-    candidates = ids.filter(pl.col("event_id").hash(seed=0).is_duplicated())
+    # Hashes first, then the ids themselves among the few candidates. Repeated hashes are found by sorting
+    # them (0.2 s and 80 MB at 10 M rows, against 1.4 s and 500 MB for a hash table: `is_duplicated`).
+    hashes = night.get_column("event_id").hash(seed=0)
+    ordered = hashes.sort()
+    repeated_hashes = ordered.filter(ordered == ordered.shift(1)).unique()
+    candidates = ids.filter(hashes.is_in(repeated_hashes.implode()))
     repeated = candidates.filter(pl.col("event_id").is_duplicated())  # ~1 %: everything below is small
     first = repeated.sort("arrival_rank").unique("event_id", keep="first", maintain_order=True)
     lost = repeated.join(first.select("row"), on="row", how="anti")
@@ -186,18 +199,20 @@ def _previous_days_touched(warehouse: Storage, ingest_date: date) -> set[date]:
     return {date.fromisoformat(d) for d in summary.get("days_touched", [])}
 
 
-def against_history(warehouse: Storage, candidates: pl.DataFrame, night: pl.DataFrame, ingest_date: date
+def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, ingest_date: date
                     ) -> tuple[pl.DataFrame, dict[tuple[date, date], set[str]]]:
-    """Compare the night's kept rows (`candidates`: row, event_id, local_date) with what other arrival days
-    stored for the same local days. Reads only the event_id column of those files.
+    """Compare the night's rows that `kept` selects (an expression of their `row`) with what other arrival
+    days stored for the same local days, a day at a time (only one day's ids are copied at once). Reads only
+    the event_id column of those files.
 
     Returns (lost, displaced): rows an earlier arrival day already delivered are lost (flagged `conflict` when
     they differ); rows a *later* arrival day stored (a night re-run or back-filled out of order) stay here, and
     `displaced[(day, later_arrival)]` names the ids to take out of that later file.
     """
     lost_parts, displaced = [], {}
-    for day in sorted(candidates["local_date"].unique().to_list()):
-        ids = candidates.filter(pl.col("local_date") == day).select("row", "event_id")
+    rows = night.lazy().select("event_id", "local_date").with_row_index("row").filter(kept)
+    for day in sorted(night["local_date"].unique().to_list()):
+        ids = rows.filter(pl.col("local_date") == day).select("row", "event_id").collect()
         for arrival, key in sorted(day_files(warehouse, "events", day).items()):
             if arrival == ingest_date:
                 continue
@@ -232,12 +247,12 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     batch = read_partition(landing, ingest_date, rules, exact_only)
     night = events_frame(batch)
     batch.valid.clear()  # `night` holds the only copy of the rows from here on
+    night = compacted(night)
     night = night.hstack(local_time_columns(night.select("workspace_id", "occurred_at"), workspaces.frame))
 
     lost_in_night = night_duplicates(night)
-    candidates = (night.select("event_id", "local_date").with_row_index("row")
-                  .join(lost_in_night.select("row"), on="row", how="anti"))
-    lost_to_history, displaced = against_history(warehouse, candidates, night, ingest_date)
+    kept_in_night = ~pl.col("row").is_in(lost_in_night["row"].implode())
+    lost_to_history, displaced = against_history(warehouse, kept_in_night, night, ingest_date)
     lost_all = pl.concat([lost_in_night, lost_to_history], how="vertical")
     # What is kept, in storage order, as row numbers: the wide rows are gathered once, a day at a time.
     order = (night.select("local_date", "workspace_id", "occurred_at", "arrival_rank").with_row_index("row")
