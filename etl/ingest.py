@@ -101,20 +101,27 @@ def _tokens_add_up(chunk: np.ndarray, frame: pl.DataFrame) -> bool:
     """
     # Only free text can hold these characters and still pass the rules; in any other field they fail the
     # rules anyway, after the chunk has been split for them: conservative, so exact.
-    nulls = sum(frame[c].null_count() for c in frame.columns) + _inside_texts(frame, "null")
-    opens = frame.height + _inside_texts(frame, "{") + _inside_texts(frame, "[")
-    return _count_null_tokens(chunk) == nulls and int(np.count_nonzero((chunk | 0x20) == ord("{"))) == opens
+    inside_nulls, inside_opens = _inside_texts(frame)
+    nulls = sum(frame[c].null_count() for c in frame.columns) + inside_nulls
+    opens = frame.height + inside_opens
+    braces = int(np.count_nonzero(chunk == ord("{"))) + int(np.count_nonzero(chunk == ord("[")))
+    return _count_null_tokens(chunk) == nulls and braces == opens
 
 
-def _inside_texts(frame: pl.DataFrame, token: str) -> int:
-    """Occurrences of `token` inside the decoded free-text values (rare: counted only where present)."""
-    has = frame.select(pl.any_horizontal(pl.col(c).bin.contains(token.encode()) for c in FREE_TEXT_FIELDS))
+def _inside_texts(frame: pl.DataFrame) -> tuple[int, int]:
+    """(`null` tokens, `{` and `[`) inside the decoded free-text values: rare, so counted only where present."""
+    tokens = (b"null", b"{", b"[")
+    has = frame.select(pl.any_horizontal(pl.col(c).bin.contains(t) for c in FREE_TEXT_FIELDS for t in tokens))
     holders = frame.filter(has.to_series().fill_null(False))
     if holders.is_empty():
-        return 0
-    counts = [pl.col(c).cast(pl.String).str.count_matches(token, literal=True).fill_null(0).sum()
-              for c in FREE_TEXT_FIELDS]
-    return int(holders.select(pl.sum_horizontal(counts)).item())
+        return 0, 0
+
+    def count(token: str) -> pl.Expr:
+        return pl.sum_horizontal(pl.col(c).cast(pl.String).str.count_matches(token, literal=True).fill_null(0).sum()
+                                 for c in FREE_TEXT_FIELDS)
+
+    nulls, opens = holders.select(count("null"), count("{") + count("[")).row(0)
+    return int(nulls), int(opens)
 
 
 def _decode(chunk: bytes) -> pl.DataFrame | None:

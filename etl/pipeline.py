@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -116,7 +116,10 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
     batch = Batch()
     group: list[LandingFile] = []
     group_bytes = 0
-    with Progress(len(keys), "reading", " files") as bar:
+    # One group is decoded in a second thread while the next one is read and hashed (file reads, gunzip,
+    # SHA-256 and Polars release the GIL). Only that thread touches the batch's rows, one group at a time.
+    with Progress(len(keys), "reading", " files") as bar, ThreadPoolExecutor(max_workers=1) as decoder:
+        decoding: Future[None] | None = None
         for rank, key in enumerate(keys):
             try:
                 data = landing.read_bytes(key)
@@ -133,9 +136,13 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
             group.append(LandingFile(relative, rank, data))
             group_bytes += len(data)
             if group_bytes >= DECODE_BYTES:
-                read_files(group, rules, batch, exact_only)
+                if decoding is not None:
+                    decoding.result()
+                decoding = decoder.submit(read_files, group, rules, batch, exact_only)
                 group, group_bytes = [], 0
             bar.advance()
+        if decoding is not None:
+            decoding.result()
         read_files(group, rules, batch, exact_only)
     return batch
 
