@@ -5,7 +5,7 @@
 * `svg.fonttype='none'`: labels are <text> elements (escaped by Matplotlib's XML writer), half the bytes.
 * Every id in a chart gets the chart's own prefix, because several charts share one HTML page.
 
-Speed (docs/performance.md, "Charts"): a chart is a bare Figure with a handful of artists placed in points
+Speed (docs/performance.md, "Render"): a chart is a bare Figure with a handful of artists placed in points
 (dpi 72, so one display unit is one SVG unit) — no Axes, whose ticks, spines and layout cost ~10 ms before
 anything is drawn. A series of bars is one compound path, gridlines are one path, and legends are HTML next to
 the chart (they wrap on a phone and cost nothing to draw). Nice tick values still come from Matplotlib's locator.

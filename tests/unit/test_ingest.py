@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.ingest import Batch, LandingFile, events_frame, read_files
-from etl.validate import ValidationRules
+from etl.ingest import _PLAIN_TIMESTAMP, Batch, LandingFile, _timestamp_micros, events_frame, read_files
+from etl.validate import EARLIEST_MICROS, ValidationRules, parse_timestamp
 from tests.helpers import event
 
 RULES = ValidationRules(workspace_ids=frozenset({1, 2, 3}), ingest_date=date(2026, 3, 10),
@@ -129,3 +129,28 @@ def test_the_known_blind_spot_is_only_an_inapplicable_optional_field() -> None:
     assert [q[3] for q in exact.quarantine] == ["bad_type:user_id"]
     stored = events_frame(fast).filter(pl.col("event_id") == "blind")
     assert fast.quarantine == [] and stored["user_id"].to_list() == [None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(EARLIEST_MICROS // 1_000_000, 4_102_444_800),  # 1970…2100
+                          st.integers(0, 6), st.integers(0, 999_999),
+                          st.one_of(st.just(None), st.integers(-(23 * 60 + 59), 23 * 60 + 59))),
+                min_size=1, max_size=50))
+def test_fast_timestamp_parse_agrees_with_the_exact_one(stamps: list[tuple[int, int, int, int | None]]) -> None:
+    """Every spelling the fast path's pattern admits: any instant, 0–6 fraction digits, Z or any offset."""
+    texts = []
+    for seconds, digits, fraction, offset in stamps:
+        local = datetime.fromtimestamp(seconds, UTC) + timedelta(minutes=offset or 0)
+        text = local.strftime("%Y-%m-%dT%H:%M:%S")
+        if digits:
+            text += "." + f"{fraction:06d}"[:digits]
+        if offset is None:
+            text += "Z"
+        else:
+            sign = "-" if offset < 0 else "+"
+            text += f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+        texts.append(text)
+    frame = pl.DataFrame({"occurred_at": texts})
+    assert frame.select(pl.col("occurred_at").str.contains(_PLAIN_TIMESTAMP)).to_series().all()
+    fast = frame.select(_timestamp_micros()).to_series().to_list()
+    assert fast == [parse_timestamp(t) for t in texts]
