@@ -261,11 +261,12 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     kept_in_night = ~pl.col("row").is_in(lost_in_night["row"].implode())
     lost_to_history, displaced = against_history(warehouse, kept_in_night, night, ingest_date)
     lost_all = pl.concat([lost_in_night, lost_to_history], how="vertical")
-    # What is kept, in storage order, as row numbers: the wide rows are gathered once, a day at a time.
-    order = (night.select("local_date", "workspace_id", "occurred_at", "arrival_rank").with_row_index("row")
-             .join(lost_all.select("row"), on="row", how="anti")
-             .sort("local_date", "workspace_id", "occurred_at", "arrival_rank"))
-    days = order.group_by("local_date", maintain_order=True).len()
+    # What is kept, as row numbers grouped by local day; each day is put in storage order (workspace, time,
+    # arrival) by its own writer thread, and its wide rows are gathered once.
+    kept = (night.select("local_date", "workspace_id", "occurred_at").with_row_index("row")
+            .filter(~pl.col("row").is_in(lost_all["row"].implode())))
+    by_day = kept.select("row", "local_date").sort("local_date", maintain_order=True)
+    days = by_day.group_by("local_date", maintain_order=True).len()
 
     touched = set(days["local_date"].to_list())
     stale = _previous_days_touched(warehouse, ingest_date) - touched
@@ -274,9 +275,12 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         starts = [0, *days["len"].cum_sum().to_list()]
 
         def write(position: int) -> None:
-            rows = night[order["row"].slice(starts[position], starts[position + 1] - starts[position])]
+            numbers = by_day["row"].slice(starts[position], starts[position + 1] - starts[position])
+            ordered = (night.select("workspace_id", "occurred_at", "arrival_rank")[numbers]
+                       .with_columns(row=numbers).sort("workspace_id", "occurred_at", "arrival_rank"))
             day = days["local_date"][position]
-            _write_day(warehouse, day, ingest_date, _stored_rows(rows, ingest_date, batch.files, zones))
+            _write_day(warehouse, day, ingest_date, _stored_rows(night[ordered["row"]], ingest_date, batch.files,
+                                                                 zones))
 
         # Two days at a time: gathering and Parquet encoding release the GIL, and a day is ~1/30 of the night.
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -290,7 +294,6 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
             _write_day(warehouse, day, arrival, later.filter(~pl.col("event_id").is_in(sorted(ids))))
             bar.advance()
     touched |= stale
-    kept = order.select("row", "local_date", "workspace_id", "occurred_at")
 
     conflicts = lost_all.filter(pl.col("conflict"))
     conflict_keys = night[conflicts["row"]].select(arrival_keys(pl.col("arrival_rank"), batch.files))
