@@ -117,7 +117,8 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
     group: list[LandingFile] = []
     group_bytes = 0
     # One group is decoded in a second thread while the next one is read and hashed (file reads, gunzip,
-    # SHA-256 and Polars release the GIL). Only that thread touches the batch's rows, one group at a time.
+    # SHA-256 and Polars release the GIL). Only that thread adds rows and counts to the batch, a group at a
+    # time; both threads add quarantine entries, whose order does not matter (they are sorted when written).
     with Progress(len(keys), "reading", " files") as bar, ThreadPoolExecutor(max_workers=1) as decoder:
         decoding: Future[None] | None = None
         for rank, key in enumerate(keys):

@@ -291,7 +291,7 @@ class RenderJob:
     windows: tuple[str, ...]
     filters: tuple[str, ...]
     page_log_rows: int = 500
-    rows_per_group: int = 1_000_000  # events a worker holds at once (docs/performance.md, "Render memory")
+    rows_per_group: int = 1_000_000  # events a worker holds at once (docs/performance.md, "Render")
 
 
 def report_days(view: WarehouseView, ids: Iterable[int], report_day: date | None, cutoff: datetime | None
