@@ -101,7 +101,7 @@ def _rectangles(fig: Figure, boxes: np.ndarray, colour: str) -> None:
 
 
 def _lines(fig: Figure, segments: Sequence[tuple[float, float, float, float]], colour: str, width: float) -> None:
-    vertices = np.array([(s[0], s[1], s[2], s[3]) for s in segments], dtype=float).reshape(-1, 2)
+    vertices = np.array(segments, dtype=float).reshape(-1, 2)
     codes = np.tile([Path.MOVETO, Path.LINETO], len(segments))
     fig.add_artist(PathPatch(Path(vertices, codes), fill=False, edgecolor=colour, linewidth=width,
                              transform=_PIXELS))

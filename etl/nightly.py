@@ -18,7 +18,7 @@ from etl.pipeline import EtlError, landing_dates, run_etl, run_key
 from etl.publish import S3Target, link, upload
 from etl.quality import Thresholds, gate
 from etl.render import RenderJob, read_view, render_batch, report_days, write_indexes
-from etl.report import Filters, Freshness, build_page, filtered_inputs
+from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.settings import Settings
 from etl.storage import open_storage
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES
@@ -158,7 +158,7 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
             log.error("recipients name workspace %s, which is not in the warehouse", workspace_id)
             continue
         day = days[workspace_id]
-        page = build_page(filtered_inputs(inputs[workspace_id], Filters()), "today", day, Filters(),
+        page = build_page(PreparedInputs.of(filtered_inputs(inputs[workspace_id], Filters())), "today", day, Filters(),
                           Freshness(None, None, None, None), page_log_rows=0)
 
         def href(relative: str) -> str:

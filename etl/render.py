@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -191,22 +191,57 @@ EMPTY_FACTS = pl.DataFrame(schema={"workspace_id": pl.Int64, "local_date": pl.Da
                                    "events": pl.Int64})
 
 
-def load_inputs(warehouse: Storage | DayFiles, workspaces: Sequence[Workspace], days: dict[int, date],
+def load_inputs(warehouse: Storage, workspaces: Sequence[Workspace], days: dict[int, date],
                 windows: tuple[str, ...], need_all_events: bool) -> dict[int, WorkspaceInputs]:
-    """The workspaces' aggregates and events for their report days, read in one pass over the day files."""
-    files = warehouse if isinstance(warehouse, DayFiles) else DayFiles(warehouse)
+    """The workspaces' aggregates and events for their report days, all at once (small selections)."""
+    groups = load_groups(DayFiles(warehouse), workspaces, days, windows, need_all_events, rows_per_group=None)
+    return {w: inputs for group in groups for w, inputs in group.items()}
+
+
+def load_groups(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
+                need_all_events: bool, rows_per_group: int | None) -> Iterator[dict[int, WorkspaceInputs]]:
+    """The workspaces' inputs, in order, a group at a time: each group's events add up to about
+    `rows_per_group` (sizes from the daily aggregates), so that a worker holds one group's rows at a time whatever
+    the batch's size. A workspace larger than the budget is a group of its own; None puts all in one group."""
     fact_start, event_start, end = _span(workspaces, days, windows, need_all_events)
-    ids = [w.workspace_id for w in workspaces]
-    facts = files.read("daily", fact_start, end, ids)
+    sizes: dict[int, int] = {}
+    if rows_per_group is not None:
+        counted = files.read("daily", event_start, end, [w.workspace_id for w in workspaces])
+        if counted is not None:
+            sizes = dict(counted.group_by("workspace_id").agg(pl.col("events").sum()).rows())
+    for group in _split(workspaces, sizes, rows_per_group):
+        yield _load_group(files, group, fact_start, event_start, end)
+
+
+def _load_group(files: DayFiles, group: list[Workspace], fact_start: date, event_start: date, end: date
+                ) -> dict[int, WorkspaceInputs]:
+    # A function of its own: a generator's locals would keep the group's whole events frame alive next to its
+    # per-workspace parts while the group renders.
+    ids = [w.workspace_id for w in group]
+    facts_by = _by_workspace(files.read("daily", fact_start, end, ids))
     events = files.read("events", event_start, end, ids)
-    facts_by = facts.partition_by("workspace_id", as_dict=True) if facts is not None else {}
-    events_by = events.partition_by("workspace_id", as_dict=True) if events is not None else {}
-    empty_events = _empty_events(events)
-    return {
-        w.workspace_id: WorkspaceInputs(w, facts_by.get((w.workspace_id,), EMPTY_FACTS),
-                                        events_by.get((w.workspace_id,), empty_events))
-        for w in workspaces
-    }
+    events_by, empty_events = _by_workspace(events), _empty_events(events)
+    return {w.workspace_id: WorkspaceInputs(w, facts_by.get(w.workspace_id, EMPTY_FACTS),
+                                            events_by.get(w.workspace_id, empty_events)) for w in group}
+
+
+def _split(workspaces: Sequence[Workspace], sizes: dict[int, int], budget: int | None) -> list[list[Workspace]]:
+    groups: list[list[Workspace]] = [[]]
+    held = 0
+    for workspace in workspaces:
+        size = sizes.get(workspace.workspace_id, 0)
+        if budget is not None and groups[-1] and held + size > budget:
+            groups.append([])
+            held = 0
+        groups[-1].append(workspace)
+        held += size
+    return groups
+
+
+def _by_workspace(frame: pl.DataFrame | None) -> dict[int, pl.DataFrame]:
+    if frame is None:
+        return {}
+    return {key[0]: part for key, part in frame.partition_by("workspace_id", as_dict=True).items()}
 
 
 def _span(workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
@@ -215,26 +250,6 @@ def _span(workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple
     spans = [needed_days(days[w.workspace_id], windows) for w in workspaces]
     fact_start, event_start, end = min(s[0] for s in spans), min(s[1] for s in spans), max(s[2] for s in spans)
     return fact_start, fact_start if need_all_events else event_start, end
-
-
-def load_groups(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
-                need_all_events: bool, rows_per_group: int) -> list[list[Workspace]]:
-    """The workspaces split, in order, into groups whose events add up to about `rows_per_group` (sizes come from
-    the daily aggregates), so that a worker holds one group's events at a time whatever the batch's size. A
-    workspace larger than the budget is a group of its own."""
-    _, event_start, end = _span(workspaces, days, windows, need_all_events)
-    facts = files.read("daily", event_start, end, [w.workspace_id for w in workspaces])
-    sizes = dict(facts.group_by("workspace_id").agg(pl.col("events").sum()).rows()) if facts is not None else {}
-    groups: list[list[Workspace]] = [[]]
-    held = 0
-    for workspace in workspaces:
-        size = sizes.get(workspace.workspace_id, 0)
-        if groups[-1] and held + size > rows_per_group:
-            groups.append([])
-            held = 0
-        groups[-1].append(workspace)
-        held += size
-    return groups
 
 
 def _empty_events(sample: pl.DataFrame | None) -> pl.DataFrame:
@@ -320,10 +335,8 @@ def render_batch(job: RenderJob) -> dict[str, int]:
     counts = {"pages": 0, "csv": 0}
     with Progress(len(selected) * len(job.windows), "rendering", " pages") as bar:
         for group in load_groups(files, selected, days, job.windows, need_all_events, job.rows_per_group):
-            inputs = load_inputs(files, group, days, job.windows, need_all_events)
-            for workspace in group:
-                _render_workspace(job, out, view, filters, days[workspace.workspace_id],
-                                  inputs.pop(workspace.workspace_id), counts, bar)
+            for workspace_id in list(group):  # popped: a rendered workspace's rows are freed at once
+                _render_workspace(job, out, view, filters, days[workspace_id], group.pop(workspace_id), counts, bar)
     return counts
 
 

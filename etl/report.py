@@ -324,9 +324,9 @@ class DayCounts:
                    summed(facts.filter(pl.col("event_type") == ADDED), "source"),
                    summed(facts.filter(pl.col("event_type") == CONNECTED), "channel_id"))
 
-    def total(self, kind: str, start: date, end: date) -> int:
+    def total(self, kind: str, days: list[date]) -> int:
         event_type = EVENT_TYPE_OF[kind]
-        return sum(self.by_kind.get((event_type, d), 0) for d in _days(start, end))
+        return sum(self.by_kind.get((event_type, d), 0) for d in days)
 
     @staticmethod
     def per_key(counts: dict[tuple[Any, date], int], start: date, end: date) -> dict[Any, int]:
@@ -335,10 +335,6 @@ class DayCounts:
             if start <= day <= end:
                 out[key] = out.get(key, 0) + n
         return out
-
-
-def _days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 @dataclass(frozen=True)
@@ -355,23 +351,21 @@ class PreparedInputs:
         return cls(inputs, DayCounts.of(inputs.facts), channel_names(inputs.events), log_frames(inputs.events))
 
 
-def build_page(inputs: WorkspaceInputs | PreparedInputs, window_name: str, report_day: date, filters: Filters,
+def build_page(prepared: PreparedInputs, window_name: str, report_day: date, filters: Filters,
                freshness: Freshness, page_log_rows: int = 500) -> ReportPage:
-    """The model of one page. `inputs` must already be filtered (see `filtered_inputs`); pass them prepared
-    (`PreparedInputs.of`) when building several windows of the same workspace."""
-    prepared = inputs if isinstance(inputs, PreparedInputs) else PreparedInputs.of(inputs)
+    """The model of one page. The inputs must already be filtered (see `filtered_inputs`)."""
     counts = prepared.counts
     span = window(window_name, report_day)
-    previous = span.previous()
+    days, previous_days = span.dates(), span.previous().dates()
     metrics = {
         kind: Metric(kind, KIND_TITLES[kind],
-                     counts.total(kind, span.start, span.end) if filters.applies(kind) else None,
-                     counts.total(kind, previous.start, previous.end) if filters.applies(kind) else None)
+                     counts.total(kind, days) if filters.applies(kind) else None,
+                     counts.total(kind, previous_days) if filters.applies(kind) else None)
         for kind in KINDS
     }
     daily = tuple(
-        DailyRow(d, *(counts.total(k, d, d) if filters.applies(k) else None for k in OVERVIEW_KINDS))
-        for d in span.dates()
+        DailyRow(d, *(counts.total(k, [d]) if filters.applies(k) else None for k in OVERVIEW_KINDS))
+        for d in days
     )
     logs = {}
     for kind in KINDS:
@@ -392,7 +386,7 @@ def build_page(inputs: WorkspaceInputs | PreparedInputs, window_name: str, repor
         for s in SOURCES if by_source.get(s)
     )
     added_by_source_daily = {
-        s.key: tuple(counts.added_by_source.get((s.key, d), 0) for d in span.dates()) for s in added_by_source
+        s.key: tuple(counts.added_by_source.get((s.key, d), 0) for d in days) for s in added_by_source
     }
     names = prepared.channels
     connected_total = metrics["connected"].value or 0
