@@ -113,6 +113,21 @@ def test_clean_files_never_touch_the_exact_validator() -> None:
     assert fast.exact_lines == 0 and fast.lines_read == 500
 
 
+def test_free_text_that_spells_json_tokens_stays_on_the_fast_path() -> None:
+    """Names holding `null`, braces, brackets and quotes are ordinary text: counted inside the decoded strings,
+    they neither break the token check nor send the chunk to the exact validator."""
+    names = ["null", "{Ann}", "[Bob]", 'O"Neil {null} [x]', "a Static(1)", "nullnull{[", "x\\u0000y"]
+    lines = [valid_line(i) for i in range(200)]
+    for i, name in enumerate(names):
+        body = json.loads(valid_line(i))
+        lines[i * 20] = json.dumps({**body, "contact_name": name, "user_name": name if body.get("user_id") else None})
+    fast, exact = read_both(as_file(lines))
+    assert_same(fast, exact)
+    assert fast.exact_lines == 0 and fast.quarantine == []
+    stored = set(events_frame(fast)["contact_name"].to_list())
+    assert set(names) <= stored
+
+
 def test_crlf_and_a_missing_final_newline() -> None:
     data = "\r\n".join(valid_line(i) for i in range(100)).encode()
     fast, exact = read_both(data)
