@@ -29,7 +29,16 @@ from typing import Any
 import polars as pl
 
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
-from etl.ingest import Batch, LandingFile, arrival_keys, decompress, events_frame, read_files
+from etl.ingest import (
+    Batch,
+    DecodedGroup,
+    LandingFile,
+    arrival_keys,
+    decode_group,
+    decompress,
+    events_frame,
+    judge_group,
+)
 from etl.progress import Progress
 from etl.storage import Storage, read_parquet, write_parquet
 from etl.transform import DAILY_KEYS, daily_aggregates, local_time_columns, storage_order, with_content_hash
@@ -116,11 +125,18 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
     batch = Batch()
     group: list[LandingFile] = []
     group_bytes = 0
-    # One group is decoded in a second thread while the next one is read and hashed (file reads, gunzip,
-    # SHA-256 and Polars release the GIL). Only that thread adds rows and counts to the batch, a group at a
-    # time; both threads add quarantine entries, whose order does not matter (they are sorted when written).
+    # Three steps overlap: this thread reads and hashes a group's files, a second thread decodes the previous
+    # group, and this thread then judges the group before that (file reads, gunzip, SHA-256, numpy and Polars
+    # release the GIL). Only this thread adds to the batch.
     with Progress(len(keys), "reading", " files") as bar, ThreadPoolExecutor(max_workers=1) as decoder:
-        decoding: Future[None] | None = None
+        decoding: Future[DecodedGroup] | None = None
+
+        def decode_next(files: list[LandingFile]) -> None:
+            nonlocal decoding
+            previous, decoding = decoding, decoder.submit(decode_group, files, rules, exact_only)
+            if previous is not None:
+                judge_group(previous.result(), rules, batch)
+
         for rank, key in enumerate(keys):
             try:
                 data = landing.read_bytes(key)
@@ -137,14 +153,13 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
             group.append(LandingFile(relative, rank, data))
             group_bytes += len(data)
             if group_bytes >= DECODE_BYTES:
-                if decoding is not None:
-                    decoding.result()
-                decoding = decoder.submit(read_files, group, rules, batch, exact_only)
+                decode_next(group)
                 group, group_bytes = [], 0
             bar.advance()
+        if group:
+            decode_next(group)
         if decoding is not None:
-            decoding.result()
-        read_files(group, rules, batch, exact_only)
+            judge_group(decoding.result(), rules, batch)
     return batch
 
 
