@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 _LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+\.ndjson(?:\.gz)?)$")
 _DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$")
-DECODE_BYTES = 128 * 1024 * 1024  # landing text decoded per Polars call: amortises its cost, bounds memory
+DECODE_BYTES = 64 * 1024 * 1024  # landing text per group (three groups are in flight): bounds memory
 STORED_COLUMNS = (*EVENT_SCHEMA, "timezone", "local_ts", "local_date")
 
 
@@ -202,6 +202,20 @@ def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame)
     return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
 
 
+def storage_permutation(rows: pl.DataFrame) -> pl.Series:
+    """`row` of `rows` (workspace_id, occurred_at, arrival_rank, row) in storage order: workspace, time, arrival.
+
+    Workspace and time are packed into one integer when they fit, as they do for the rows of one local day
+    (their instants lie within ~50 h): sorting by two integer columns is ~2× faster than by three.
+    """
+    micros, workspace = pl.col("occurred_at").dt.epoch("us"), pl.col("workspace_id")
+    spans = rows.select(micros.max() - micros.min(), workspace.max() - workspace.min()).row(0)
+    if rows.height and spans[0] < 2**40 and spans[1] < 2**22:
+        packed = (workspace - workspace.min()) * 2**40 + (micros - micros.min())
+        return rows.sort(packed, "arrival_rank").get_column("row")
+    return rows.sort("workspace_id", "occurred_at", "arrival_rank").get_column("row")
+
+
 def _first_open_days(workspaces: pl.DataFrame, ingest_date: date) -> pl.DataFrame:
     """Per workspace, the first local day not yet reported by the previous night (cutoff = arrival day's
     00:00 UTC). An event before that day changes a report already published: a late event."""
@@ -292,11 +306,10 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
 
         def write(position: int) -> None:
             numbers = by_day["row"].slice(starts[position], starts[position + 1] - starts[position])
-            ordered = (night.select("workspace_id", "occurred_at", "arrival_rank")[numbers]
-                       .with_columns(row=numbers).sort("workspace_id", "occurred_at", "arrival_rank"))
+            ordered = storage_permutation(night.select("workspace_id", "occurred_at", "arrival_rank")[numbers]
+                                          .with_columns(row=numbers))
             day = days["local_date"][position]
-            _write_day(warehouse, day, ingest_date, _stored_rows(night[ordered["row"]], ingest_date, batch.files,
-                                                                 zones))
+            _write_day(warehouse, day, ingest_date, _stored_rows(night[ordered], ingest_date, batch.files, zones))
 
         # Two days at a time: gathering and Parquet encoding release the GIL, and a day is ~1/30 of the night.
         with ThreadPoolExecutor(max_workers=2) as pool:
