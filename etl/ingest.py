@@ -142,18 +142,17 @@ def _odd(rare: pl.DataFrame) -> pl.Series:
         for c in FREE_TEXT_FIELDS).fill_null(False)).to_series()
 
 
-def _decode(chunk: bytes) -> tuple[pl.DataFrame, pl.Series] | None:
+def _decode(chunk: bytes, lines: int) -> tuple[pl.DataFrame, pl.Series] | None:
     """(the chunk's rows with text as String, positions of rows only the exact validator may judge) if Polars
-    can decode it with one row per line and the decode explains the raw text, else None."""
+    can decode it with one row per line (it has `lines`) and the decode explains the raw text, else None."""
     try:
         frame = pl.read_ndjson(chunk, schema=_DECODE_SCHEMA, ignore_errors=True).with_columns(
             pl.col(name).cast(pl.String) for name in TEXT_FIELDS)
     except pl.exceptions.PolarsError:
         return None
-    view = np.frombuffer(chunk, np.uint8)
-    lines = int(np.count_nonzero(view == 10)) + (0 if chunk.endswith(b"\n") else 1)
     if frame.height != lines:  # blank lines are skipped by Polars
         return None
+    view = np.frombuffer(chunk, np.uint8)
     positions = _rare_rows(frame)
     rare = frame[positions]
     if not _tokens_add_up(view, frame, rare):
@@ -167,39 +166,39 @@ def _longest_line_fits(data: bytes, limit: int) -> bool:
     return len(data) <= limit or all(data.find(b"\n", i, i + step) >= 0 for i in range(0, len(data) - step, step))
 
 
-def _attempt(data: bytes, span: tuple[int, int, int], max_line_bytes: int) -> tuple[pl.DataFrame, pl.Series] | None:
-    """`_decode` of one chunk of `data` (start, end, first line), unless a line is over the size limit (the exact
-    validator names those)."""
-    chunk = data[span[0]:span[1]]
-    return _decode(chunk) if _longest_line_fits(chunk, max_line_bytes) else None
+# A chunk: (text ending with a newline, global number of its first line, its number of lines).
+Chunk = tuple[bytes, int, int]
 
 
-def decode_file(data: bytes, max_line_bytes: int) -> tuple[list[pl.DataFrame], list[int]]:
-    """(decoded chunks with a 1-based `line_no`, line numbers the exact validator must read).
+def _attempt(chunk: Chunk, max_line_bytes: int) -> tuple[pl.DataFrame, pl.Series] | None:
+    """`_decode` of one chunk, unless a line is over the size limit (the exact validator names those)."""
+    text, _, lines = chunk
+    return _decode(text, lines) if _longest_line_fits(text, max_line_bytes) else None
 
-    Chunks are decoded DECODE_THREADS at a time, in waves: the chunks of `data`, then the halves of those that
-    failed, and so on. Each chunk's numpy and Python steps then overlap another's Polars decoding.
+
+def decode_chunks(chunks: list[Chunk], max_line_bytes: int) -> tuple[list[pl.DataFrame], list[int]]:
+    """(decoded chunks with a global `line_no`, line numbers the exact validator must read).
+
+    Chunks are decoded DECODE_THREADS at a time, in waves: the chunks, then the halves of those that failed, and
+    so on. Each chunk's numpy and Python steps then overlap another's Polars decoding.
     """
     frames: list[pl.DataFrame] = []
     exact: list[int] = []
-    pending = _first_chunks(data)
+    pending = chunks
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         while pending:
-            spans, pending = pending, []
-            attempts = pool.map(lambda span: _attempt(data, span, max_line_bytes), spans)
-            for (start, end, first), decoded in zip(spans, attempts, strict=True):
+            tried, pending = pending, []
+            attempts = pool.map(lambda chunk: _attempt(chunk, max_line_bytes), tried)
+            for (text, first, lines), decoded in zip(tried, attempts, strict=True):
                 if decoded is not None:
                     frames.append(_numbered(*decoded, first, exact))
-                    continue
-                lines = _line_count(data[start:end])
-                if lines <= _SMALLEST_CHUNK:
+                elif lines <= _SMALLEST_CHUNK:
                     exact.extend(range(first, first + lines))
-                    continue
-                middle = data.find(b"\n", start + (end - start) // 2, end - 1)
-                if middle < 0:
-                    middle = data.rfind(b"\n", start, start + (end - start) // 2)
-                cut = middle + 1
-                pending += [(start, cut, first), (cut, end, first + data.count(b"\n", start, cut))]
+                else:
+                    middle = text.find(b"\n", len(text) // 2, len(text) - 1)
+                    cut = (middle if middle >= 0 else text.rfind(b"\n", 0, len(text) // 2)) + 1
+                    head = text.count(b"\n", 0, cut)
+                    pending += [(text[:cut], first, head), (text[cut:], first + head, lines - head)]
     frames.sort(key=lambda f: f["line_no"][0])
     return frames, sorted(exact)
 
@@ -213,25 +212,26 @@ def _numbered(frame: pl.DataFrame, odd: pl.Series, first: int, exact: list[int])
     return frame
 
 
-def _first_chunks(data: bytes) -> list[tuple[int, int, int]]:
-    """Chunks of about CHUNK_BYTES ending at line ends: (start, end, number of the first line)."""
-    chunks, start, first = [], 0, 1
-    while start < len(data):
-        end = data.find(b"\n", min(start + CHUNK_BYTES, len(data)) - 1)
-        end = len(data) if end < 0 else end + 1
-        chunks.append((start, end, first))
-        first += _newlines(data, start, end)
-        start = end
+def _chunks(pieces: list[bytes], ends: list[np.ndarray]) -> list[Chunk]:
+    """The files' text (each piece ends with a newline; `ends`: its newline offsets) cut at line ends into
+    chunks of about CHUNK_BYTES, each copied once from the pieces."""
+    chunks: list[Chunk] = []
+    parts: list[memoryview] = []
+    size, lines, first = 0, 0, 1
+    for piece, piece_ends in zip(pieces, ends, strict=True):
+        start, line = 0, 0  # offset and index of the piece's first line not yet in a chunk
+        while line < len(piece_ends):
+            # the line holding the chunk's last wanted byte ends it (or the piece's last line does)
+            last = min(int(np.searchsorted(piece_ends, start + CHUNK_BYTES - size - 1)), len(piece_ends) - 1)
+            end = int(piece_ends[last]) + 1
+            parts.append(memoryview(piece)[start:end])
+            size, lines, start, line = size + end - start, lines + last + 1 - line, end, last + 1
+            if size >= CHUNK_BYTES:
+                chunks.append((b"".join(parts), first, lines))
+                parts, size, lines, first = [], 0, 0, first + lines
+    if parts:
+        chunks.append((b"".join(parts), first, lines))
     return chunks
-
-
-def _newlines(data: bytes, start: int = 0, end: int | None = None) -> int:
-    view = np.frombuffer(data, np.uint8, count=(len(data) if end is None else end) - start, offset=start)
-    return int(np.count_nonzero(view == 10))
-
-
-def _line_count(data: bytes) -> int:
-    return _newlines(data) + (0 if not data or data.endswith(b"\n") else 1)
 
 
 # ---------------------------------------------------------------- step 2: the rules as one expression
@@ -306,16 +306,15 @@ class DecodedGroup:
 
 
 def decode_group(files: list[LandingFile], rules: ValidationRules, exact_only: bool = False) -> DecodedGroup:
-    """Decode some landing files as one text (a file without a final newline gets one), which keeps Polars'
-    per-call cost off small files. Touches no batch: it runs in a second thread (`etl.pipeline.read_partition`).
-    `exact_only` leaves every line to the exact validator."""
+    """Decode some landing files as one text (a file without a final newline gets one), in chunks that span
+    files, which keeps Polars' per-call cost off small files. Touches no batch: it runs in a second thread
+    (`etl.pipeline.read_partition`). `exact_only` leaves every line to the exact validator."""
     pieces = [f.data if not f.data or f.data.endswith(b"\n") else f.data + b"\n" for f in files]
-    firsts = np.cumsum([1] + [_newlines(p) for p in pieces])  # the first global line number of each file
-    text = b"".join(pieces)
-    lines = _Lines(text, firsts, np.cumsum([0] + [len(p) for p in pieces]), files)
+    ends = [np.flatnonzero(np.frombuffer(p, np.uint8) == ord("\n")) for p in pieces]
+    lines = _Lines(pieces, ends, files)
     if exact_only:
-        return DecodedGroup(lines, [], list(range(1, int(firsts[-1]))))
-    return DecodedGroup(lines, *decode_file(text, rules.max_line_bytes))
+        return DecodedGroup(lines, [], list(range(1, int(lines.firsts[-1]))))
+    return DecodedGroup(lines, *decode_chunks(_chunks(pieces, ends), rules.max_line_bytes))
 
 
 def judge_group(group: DecodedGroup, rules: ValidationRules, batch: Batch) -> None:
@@ -346,11 +345,11 @@ def read_files(files: list[LandingFile], rules: ValidationRules, batch: Batch, e
 
 
 class _Lines:
-    """Global line numbers of a concatenation of files -> (file, line in that file), and the raw lines."""
+    """Global line numbers of some files read as one text -> (file, line in that file), and the raw lines."""
 
-    def __init__(self, text: bytes, firsts: np.ndarray, offsets: np.ndarray, files: list[LandingFile]) -> None:
-        self.text, self.firsts, self.offsets, self.files = text, firsts, offsets, files
-        self._newlines: dict[int, np.ndarray] = {}  # per file: only files that hold a line to judge exactly
+    def __init__(self, pieces: list[bytes], ends: list[np.ndarray], files: list[LandingFile]) -> None:
+        self.pieces, self.ends, self.files = pieces, ends, files
+        self.firsts = np.cumsum([1] + [len(e) for e in ends])  # the first global line number of each file
 
     def _index(self, number: int) -> int:
         return int(np.searchsorted(self.firsts, number, side="right")) - 1
@@ -361,13 +360,9 @@ class _Lines:
 
     def raw(self, number: int) -> bytes:
         index = self._index(number)
-        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        if index not in self._newlines:
-            view = np.frombuffer(self.text, np.uint8, count=end - start, offset=start)
-            self._newlines[index] = np.flatnonzero(view == 10) + start
-        newlines, line = self._newlines[index], number - int(self.firsts[index])
-        first = int(newlines[line - 1]) + 1 if line > 0 else start
-        return self.text[first:int(newlines[line])].removesuffix(b"\r")
+        ends, line = self.ends[index], number - int(self.firsts[index])
+        start = int(ends[line - 1]) + 1 if line > 0 else 0
+        return self.pieces[index][start:int(ends[line])].removesuffix(b"\r")
 
     def with_arrival(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`line_no` (global) -> `arrival_key` and `arrival_rank`."""
