@@ -333,9 +333,9 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     write_parquet(warehouse, quarantine_key(ingest_date), quarantine.sort("file", "line_no", nulls_last=False))
     write_parquet(warehouse, "workspaces.parquet", workspaces.frame)
 
-    late = kept.join(_first_open_days(workspaces.frame, ingest_date), on="workspace_id").filter(
-        pl.col("local_date") < pl.col("first_open_day")
-    )
+    opens = _first_open_days(workspaces.frame, ingest_date)
+    first_open_day = pl.col("workspace_id").replace_strict(opens["workspace_id"], opens["first_open_day"])
+    late_events = kept.select((pl.col("local_date") < first_open_day).sum()).item()  # no join materialised
     line_reasons = Counter(r[3] for r in batch.quarantine if r[2] is not None)
     displaced_count = sum(len(ids) for ids in displaced.values())
     if displaced_count:
@@ -349,7 +349,7 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         "events_quarantined": sum(line_reasons.values()),
         "quarantined_by_reason": dict(sorted(line_reasons.items())),
         "duplicates_dropped": lost_all.height - conflicts.height,
-        "late_events": late.height,
+        "late_events": late_events,
         "days_touched": [d.isoformat() for d in sorted(touched)],
         "events_by_workspace": {str(w): n for w, n in
                                 kept.group_by("workspace_id").len().sort("workspace_id").rows()},
