@@ -184,6 +184,20 @@ open({result!r}, "w").write(str(charts / total))
 """
 
 
+def median(measures: list[Measure]) -> Measure:
+    """The median measurement by time, with the highest peak RSS of all."""
+    middle = sorted(measures, key=lambda m: m.seconds)[len(measures) // 2]
+    return Measure(middle.name, middle.seconds, max(m.peak_mb for m in measures), middle.rows)
+
+
+def mid(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def spread(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in sorted(values))
+
+
 def same_bytes(part: Path, full: Path, *others: Path) -> bool:
     """Every file of `part` (and of `others`, which render the same workspaces) equals the full render's."""
     files = [p.relative_to(part) for p in part.rglob("*") if p.is_file() and p.name != "index.html"]
@@ -195,7 +209,7 @@ def du_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def run(size_name: str, events: int, workspaces: int, render_workspaces: int, results: list[str],
+def run(size_name: str, events: int, workspaces: int, render_workspaces: int, repeats: int, results: list[str],
         summary: dict[str, str]) -> None:
     folder = ROOT / "bench/data" / size_name
     landing = ensure_data(folder, events, workspaces, seed=42)
@@ -206,19 +220,30 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
     catchup_day = START + timedelta(days=DAYS)
     catchup = ensure_catchup(folder, landing, catchup_day)
     rows = lines_of(catchup, catchup_day)
-    etl_one = child("etl (the whole dataset as one arrival day)",
-                    ETL.format(landing=str(catchup), warehouse=str(scratch / "wh-one"), day=str(catchup_day)), rows)
     files = str(catchup / f"events/ingest_date={catchup_day}/*/*.ndjson")
-    duck = child("duckdb reference (same files; the issue's query, aggregates)",
-                 DUCKDB.format(workspaces=str(landing / "workspaces.json"), files=files,
-                               out=str(scratch / "duck.parquet")), rows)
-    duck_events = child("duckdb, also writing the de-duplicated events",
-                        DUCKDB_WITH_EVENTS.format(workspaces=str(landing / "workspaces.json"), files=files,
-                                                  out=str(scratch / "duck2.parquet"),
-                                                  events_out=str(scratch / "duck-events")), rows)
-    floor = child("floor: polars read_ndjson only (schema declared)", NDJSON_FLOOR.format(pattern=files), rows)
+    # The ETL and its references run `repeats` times, interleaved: each round's ratios compare neighbours in
+    # time; the median ratio and each figure's median time are reported (this shared machine drifts by 5-15 %
+    # between runs).
+    rounds = []
+    for round_number in range(repeats):
+        rounds.append((
+            child("etl (the whole dataset as one arrival day)",
+                  ETL.format(landing=str(catchup), warehouse=str(scratch / f"wh-one-{round_number}"),
+                             day=str(catchup_day)), rows),
+            child("duckdb reference (same files; the issue's query, aggregates)",
+                  DUCKDB.format(workspaces=str(landing / "workspaces.json"), files=files,
+                                out=str(scratch / "duck.parquet")), rows),
+            child("duckdb, also writing the de-duplicated events",
+                  DUCKDB_WITH_EVENTS.format(workspaces=str(landing / "workspaces.json"), files=files,
+                                            out=str(scratch / "duck2.parquet"),
+                                            events_out=str(scratch / "duck-events")), rows),
+            child("floor: polars read_ndjson only (schema declared)", NDJSON_FLOOR.format(pattern=files), rows),
+        ))
+    etl_one, duck, duck_events, floor = (median(list(same_kind)) for same_kind in zip(*rounds, strict=True))
+    ratios = {name: [measures[0].seconds / measures[index].seconds for measures in rounds]
+              for index, name in enumerate(("duckdb", "duckdb_events", "floor"), start=1)}
     pq_floor = child("floor: parquet columns for the aggregation",
-                     PARQUET_FLOOR.format(pattern=str(scratch / "wh-one/events/*/*.parquet")))
+                     PARQUET_FLOOR.format(pattern=str(scratch / "wh-one-0/events/*/*.parquet")))
 
     history = scratch / "wh-history"
     first = child("night 1 (empty warehouse)", ETL.format(landing=str(landing), warehouse=str(history),
@@ -254,17 +279,20 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
     results.append("|---|---:|---:|---:|")
     for m in table:
         results.append(f"| {m.name} | {m.seconds:.2f} | {m.rows_per_s} | {m.peak_mb:,.0f} |")
-    results.append(f"\nETL / DuckDB = {etl_one.seconds / duck.seconds:.2f} (against DuckDB also writing the "
-                   f"events: {etl_one.seconds / duck_events.seconds:.2f}); ETL / NDJSON floor = "
-                   f"{etl_one.seconds / floor.seconds:.2f}; night 31 / night 1 = {last.seconds / first.seconds:.2f}; "
+    results.append(f"\nETL / DuckDB = {mid(ratios['duckdb']):.2f} (against DuckDB also writing the events: "
+                   f"{mid(ratios['duckdb_events']):.2f}); ETL / NDJSON floor = {mid(ratios['floor']):.2f} "
+                   f"(medians of {repeats} interleaved rounds; the rounds: {spread(ratios['duckdb'])}, "
+                   f"{spread(ratios['duckdb_events'])} and {spread(ratios['floor'])}; the table shows each figure's "
+                   f"median time and its highest peak RSS); night 31 / night 1 = "
+                   f"{last.seconds / first.seconds:.2f}; "
                    f"Matplotlib share of render time = {charts_share:.0%} (profile of "
                    f"{min(render_workspaces, 10)} workspaces); "
                    f"full nightly render {full.seconds:,.0f} s = {workspaces * 7 / full.seconds:.1f} pages/s, "
                    f"{du_mb(scratch / 'out-full'):,.0f} MB written; the spread's pages are byte-identical in the "
                    f"1-worker, 2-worker and full renders: {same}. The spread is {render_workspaces} workspaces "
                    "over the size range, the largest included (it holds ~24 % of all events).")
-    summary.update(etl_vs_duckdb=f"{etl_one.seconds / duck.seconds:.2f}",
-                   etl_vs_ndjson_floor=f"{etl_one.seconds / floor.seconds:.2f}",
+    summary.update(etl_vs_duckdb=f"{mid(ratios['duckdb']):.2f}",
+                   etl_vs_ndjson_floor=f"{mid(ratios['floor']):.2f}",
                    incremental_ratio=f"{last.seconds / first.seconds:.2f}",
                    render_pages_per_s=f"{workspaces * 7 / full.seconds:.1f}",
                    full_render_s=f"{full.seconds:.0f}")
@@ -275,14 +303,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated: 1M, 10M (default %(default)s)")
     parser.add_argument("--render-workspaces", type=int, default=40,
                         help="workspaces rendered for the pages/s figures (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved rounds of the ETL and its references; medians reported (default %(default)s)")
     args = parser.parse_args()
     sizes = {"1M": 1_000_000, "10M": 10_000_000}
     results = ["# Benchmark results", "", "Machine: " + os.uname().machine + f", {os.cpu_count()} cores. "
-               "Each figure is one child process; ratios compare figures of the same run."]
+               "Each figure is one child process; ratios compare figures of the same run. The ETL and its references "
+               "(DuckDB, the NDJSON floor) run in interleaved rounds (`--repeats`): medians."]
     summary: dict[str, str] = {}
     for name in args.sizes.split(","):
         print(f"running {name}…", file=sys.stderr)
-        run(name, sizes[name], 1000, args.render_workspaces, results, summary)
+        run(name, sizes[name], 1000, args.render_workspaces, args.repeats, results, summary)
     line = " ".join(f"{k}={v}" for k, v in summary.items())
     text = "\n".join(results) + "\n\n" + line + "\n"
     (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)

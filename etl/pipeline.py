@@ -249,10 +249,12 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
     lost_parts, displaced = [], {}
     rows = night.lazy().select("event_id", "local_date").with_row_index("row").filter(kept)
     for day in sorted(night["local_date"].unique().to_list()):
+        others = sorted((arrival, key) for arrival, key in day_files(warehouse, "events", day).items()
+                        if arrival != ingest_date)
+        if not others:  # nothing stored for this day by another night: no ids to copy
+            continue
         ids = rows.filter(pl.col("local_date") == day).select("row", "event_id").collect()
-        for arrival, key in sorted(day_files(warehouse, "events", day).items()):
-            if arrival == ingest_date:
-                continue
+        for arrival, key in others:
             seen = read_parquet(warehouse, key, columns=["event_id"]).join(ids, on="event_id", how="inner")
             if seen.is_empty():
                 continue
@@ -394,4 +396,4 @@ def _write_day(warehouse: Storage, day: date, arrival: date, rows: pl.DataFrame 
         warehouse.delete(daily_key(day, arrival))
         return
     write_parquet(warehouse, events_key(day, arrival), rows)
-    write_parquet(warehouse, daily_key(day, arrival), daily_aggregates(rows.lazy()).collect())
+    write_parquet(warehouse, daily_key(day, arrival), daily_aggregates(rows.lazy(), sorted_by_keys=False).collect())

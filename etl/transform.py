@@ -78,13 +78,15 @@ def with_content_hash(events: pl.LazyFrame) -> pl.LazyFrame:
     return events.with_columns(content_hash=pl.struct(list(CONTENT_COLUMNS)).hash(seed=0))
 
 
-def daily_aggregates(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Grain: one row per workspace × local date × event type × source × channel × user, with `events`."""
-    return (
-        events.group_by(list(DAILY_KEYS))
-        .agg(events=pl.len().cast(pl.Int64))
-        .sort(list(DAILY_KEYS), nulls_last=False)
-    )
+def daily_aggregates(events: pl.LazyFrame, sorted_by_keys: bool = True) -> pl.LazyFrame:
+    """Grain: one row per workspace × local date × event type × source × channel × user, with `events`.
+
+    `sorted_by_keys=False` keeps the groups in the order of their first event instead (deterministic for a
+    deterministic input, and ~1/3 cheaper: the ETL writes a day's aggregates in its events' storage order).
+    """
+    grouped = events.group_by(list(DAILY_KEYS), maintain_order=not sorted_by_keys).agg(
+        events=pl.len().cast(pl.Int64))
+    return grouped.sort(list(DAILY_KEYS), nulls_last=False) if sorted_by_keys else grouped
 
 
 def storage_order(events: pl.LazyFrame) -> pl.LazyFrame:
