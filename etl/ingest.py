@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ _PLAIN_TIMESTAMP = (r"^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\
 # validator. Other text fields holding them fail the rules anyway.
 _BIG_INTEGER_PREFIX = "Static("
 _NUL = "\x00"
+# Free text that needs a closer look: a JSON token (counted by `_tokens_add_up`) or one of the values above.
+_RARE_TEXT = "|".join(re.escape(text) for text in ("null", "{", "[", _NUL, _BIG_INTEGER_PREFIX))
 
 
 @dataclass
@@ -118,7 +121,7 @@ def _tokens_add_up(chunk: np.ndarray, frame: pl.DataFrame, rare: pl.DataFrame) -
 def _rare_rows(frame: pl.DataFrame) -> pl.Series:
     """Positions of the rows whose free text holds a JSON token (`null`, `{`, `[`) or an odd value
     (`_BIG_INTEGER_PREFIX`, NUL): one regex scan per column, its literal alternatives searched with SIMD."""
-    rare = pl.any_horizontal(pl.col(c).str.contains(r"null|[{\[\x00]|Static\(") for c in FREE_TEXT_FIELDS)
+    rare = pl.any_horizontal(pl.col(c).str.contains(_RARE_TEXT) for c in FREE_TEXT_FIELDS)
     return frame.select(rare.fill_null(False).arg_true()).to_series()
 
 

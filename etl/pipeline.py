@@ -41,7 +41,14 @@ from etl.ingest import (
 )
 from etl.progress import Progress
 from etl.storage import Storage, read_parquet, write_parquet
-from etl.transform import DAILY_KEYS, daily_aggregates, local_time_columns, storage_order, with_content_hash
+from etl.transform import (
+    DAILY_KEYS,
+    daily_aggregates,
+    local_time_columns,
+    storage_order,
+    storage_permutation,
+    with_content_hash,
+)
 from etl.validate import ValidationRules
 from etl.windows import local_date
 from etl.workspaces import Workspaces, parse_workspaces
@@ -200,20 +207,6 @@ def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame)
     lost_hash = with_content_hash(night[lost["row"]].lazy()).select("content_hash").collect()["content_hash"]
     kept_hash = lost.join(kept, on="event_id", how="left", maintain_order="left")["kept_hash"]
     return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
-
-
-def storage_permutation(rows: pl.DataFrame) -> pl.Series:
-    """`row` of `rows` (workspace_id, occurred_at, arrival_rank, row) in storage order: workspace, time, arrival.
-
-    Workspace and time are packed into one integer when they fit, as they do for the rows of one local day
-    (their instants lie within ~50 h): sorting by two integer columns is ~2× faster than by three.
-    """
-    micros, workspace = pl.col("occurred_at").dt.epoch("us"), pl.col("workspace_id")
-    spans = rows.select(micros.max() - micros.min(), workspace.max() - workspace.min()).row(0)
-    if rows.height and spans[0] < 2**40 and spans[1] < 2**22:
-        packed = (workspace - workspace.min()) * 2**40 + (micros - micros.min())
-        return rows.sort(packed, "arrival_rank").get_column("row")
-    return rows.sort("workspace_id", "occurred_at", "arrival_rank").get_column("row")
 
 
 def _first_open_days(workspaces: pl.DataFrame, ingest_date: date) -> pl.DataFrame:

@@ -90,5 +90,20 @@ def daily_aggregates(events: pl.LazyFrame, sorted_by_keys: bool = True) -> pl.La
 
 
 def storage_order(events: pl.LazyFrame) -> pl.LazyFrame:
-    """The stable row order of a stored partition, so the same content gives the same bytes."""
+    """A stable row order for a local day's stored events read together (its files of several arrival days)."""
     return events.sort("workspace_id", "occurred_at", "event_id")
+
+
+def storage_permutation(rows: pl.DataFrame) -> pl.Series:
+    """`row` of `rows` (workspace_id, occurred_at, arrival_rank, row) in the order of a stored events file:
+    workspace, time, arrival (the same content always gives the same bytes).
+
+    Workspace and time are packed into one integer when they fit, as they do for the rows of one local day
+    (their instants lie within ~50 h): sorting by two integer columns is ~2× faster than by three.
+    """
+    micros, workspace = pl.col("occurred_at").dt.epoch("us"), pl.col("workspace_id")
+    spans = rows.select(micros.max() - micros.min(), workspace.max() - workspace.min()).row(0)
+    if rows.height and spans[0] < 2**40 and spans[1] < 2**22:
+        packed = (workspace - workspace.min()) * 2**40 + (micros - micros.min())
+        return rows.sort(packed, "arrival_rank").get_column("row")
+    return rows.sort("workspace_id", "occurred_at", "arrival_rank").get_column("row")

@@ -27,9 +27,9 @@ from etl.pipeline import (
     read_daily,
     read_events_day,
     run_etl,
-    storage_permutation,
 )
 from etl.storage import LocalStorage, read_parquet
+from etl.transform import storage_permutation
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
 
