@@ -117,9 +117,19 @@ def _value_axis(top: float) -> list[int]:
     return [int(t) for t in ticks if t >= 0]
 
 
+def _axis_value(value: int) -> str:
+    """An axis value in at most five characters, so that it fits the margin at a phone's font size: 9,500 · 160k ·
+    1.25M (the table under each chart has the exact numbers)."""
+    if value < 10_000:
+        return f"{value:,}"
+    divisor, unit = next((d, u) for d, u in ((10**9, "B"), (10**6, "M"), (10**3, "k")) if value >= d)
+    return f"{value / divisor:.3g}{unit}"
+
+
 def _day_labels(days: Sequence[date]) -> list[tuple[int, str]]:
-    """At most ~8 labelled days: readable on a phone, and cheaper to draw."""
-    step = max(1, -(-len(days) // 8))
+    """At most ~6 labelled days: they stay apart at the larger font a phone gets (templates/base.html.j2), and
+    fewer labels are cheaper to draw."""
+    step = max(1, -(-len(days) // 6))
     return [(i, days[i].strftime("%b %d")) for i in range(0, len(days), step)]
 
 
@@ -130,16 +140,17 @@ def _daily_frame(fig: Figure, plot: Plot, days: Sequence[date], top: float) -> f
     right = plot.left + plot.width
     _lines(fig, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]], GRID, 0.6)
     _lines(fig, [(plot.left, plot.bottom, right, plot.bottom)], BASELINE, 0.8)
-    for t in ticks:
-        _text(fig, plot.left - 4, plot.bottom + t * scale, f"{t:,}", ha="right", va="center")
+    for t in ticks[1:]:  # the baseline needs no "0", which would touch the first day's label
+        _text(fig, plot.left - 4, plot.bottom + t * scale, _axis_value(t), ha="right", va="center")
     slot = plot.width / len(days)
     for i, label in _day_labels(days):
-        _text(fig, plot.left + (i + 0.5) * slot, plot.bottom - 4, label, ha="center", va="top")
+        # baselines, not tops: a phone's larger font (templates/base.html.j2) grows up from the baseline
+        _text(fig, plot.left + (i + 0.5) * slot, plot.bottom - 17, label, ha="center", va="baseline")
     return scale
 
 
-DAILY_SIZE = (518.0, 187.0)
-DAILY_PLOT = Plot(left=46, bottom=20, width=464, height=158)
+DAILY_SIZE = (518.0, 191.0)
+DAILY_PLOT = Plot(left=46, bottom=24, width=464, height=158)  # room below for day labels at the phone font size
 
 
 def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
@@ -182,22 +193,21 @@ def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
 
 
 def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
-    """Horizontal bars, one per category in the given order (largest first), each with its name and count."""
+    """Horizontal bars, one per category in the given order (largest first): each category's name on a line of its
+    own above its bar (a name beside the bar left too little room on a phone), its count after the bar."""
     with mpl.rc_context(STYLE):
-        row, margin = 23.0, 6.0
-        height = max(len(labels) * row + 2 * margin, 90.0)  # still legible when a phone scales it down
-        margin = (height - len(labels) * row) / 2
+        row, pad = 46.0, 6.0  # per category: the name, the bar, a gap (room for a phone's larger font)
+        height = len(labels) * row + 2 * pad
         fig = _canvas(DAILY_SIZE[0], height)
-        left, width = 156.0, 300.0
+        left, width = 6.0, 400.0  # the count after the longest bar still fits at the phone font size
         longest = max(values, default=0) or 1
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
-            middle = height - margin - (i + 0.5) * row
+            top = height - pad - i * row
             end = left + width * value / longest
-            _rectangles(fig, np.array([[left, middle - row * 0.35, end, middle + row * 0.35]]),
-                        PALETTE[i % len(PALETTE)])
-            _text(fig, left - 6, middle, _short(label), ha="right", va="center")
-            _text(fig, end + 4, middle, f"{value:,}", ha="left", va="center", fontsize=8)
-        _lines(fig, [(left, margin, left, height - margin)], BASELINE, 0.8)
+            # placed by baselines, as in `_daily_frame`
+            _text(fig, left, top - 15, _short(label), ha="left", va="baseline")
+            _rectangles(fig, np.array([[left, top - 40, max(end, left + 1), top - 24]]), PALETTE[i % len(PALETTE)])
+            _text(fig, max(end, left + 1) + 4, top - 36, f"{value:,}", ha="left", va="baseline")
         return Chart(to_svg(fig, namespace))
 
 

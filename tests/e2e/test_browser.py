@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +93,51 @@ def test_page_works_with_scripts_off(browser: Any, site: Path) -> None:
     assert not page.locator(".log-search").first.is_visible()  # no dead search box without scripts
     assert page.locator("svg.chart-svg").count() >= 3
     context.close()
+
+
+# Each chart text's rendered font size (CSS px), its box, and its chart's index: the SVG scales with the page,
+# so a label's size on screen is its font size times the SVG's scale.
+_CHART_TEXTS = """() => [...document.querySelectorAll('svg.chart-svg')].flatMap((svg, chart) => {
+  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+  return [...svg.querySelectorAll('text')].map(t => {
+    const box = t.getBoundingClientRect();
+    return {chart, text: t.textContent, px: parseFloat(getComputedStyle(t).fontSize) * scale,
+            left: box.left, right: box.right, top: box.top, bottom: box.bottom};
+  });
+})"""
+
+
+def _stress_page(site: Path, folder: Path) -> Path:
+    """A page with the site's own style and charts at their most crowded: 31 days, six-digit counts, and
+    category names at the length the charts keep."""
+    from etl import charts
+
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(31)]
+    big = [240_000 + 997 * i for i in range(31)]
+    names = ["Incoming message", "A channel with a long name", "WhatsApp Business – Support", "x" * 40]
+    drawn = [charts.grouped_daily_bars(days, {"added": big, "deleted": big[::-1], "merged": big}, "g"),
+             charts.stacked_daily_bars(days, {n: big for n in names}, "s"),
+             charts.category_bars(names, [1_234_567, 345_678, 9_999, 1], "c")]
+    style = (site / "1/2026-03-30/last_30_days.html").read_text().split("</style>")[0]
+    page = folder / "stress.html"
+    page.write_text(style + "</style></head><body><main>" + "".join(f"<figure>{c.svg}</figure>" for c in drawn)
+                    + "</main></body></html>")
+    return page
+
+
+@pytest.mark.parametrize("width", [360, 412, 1280])
+def test_chart_labels_are_legible_on_phones_and_do_not_collide(browser: Any, site: Path, tmp_path: Path,
+                                                                 width: int) -> None:
+    for url in ((site / "1/2026-03-30/last_30_days.html").as_uri(), _stress_page(site, tmp_path).as_uri()):
+        page, errors, _ = open_page(browser, url, width)
+        texts = page.evaluate(_CHART_TEXTS)
+        page.close()
+        assert errors == [] and texts
+        small = [(t["text"], round(t["px"], 1)) for t in texts if t["px"] < 10]
+        assert small == [], f"chart labels below 10 px at {width} px wide"
+        outside = [t["text"] for t in texts if t["left"] < 0 or t["right"] > width]
+        assert outside == [], f"chart labels cut off at {width} px wide"
+        collisions = [(a["text"], b["text"]) for i, a in enumerate(texts) for b in texts[i + 1:]
+                      if a["chart"] == b["chart"] and a["left"] < b["right"] and b["left"] < a["right"]
+                      and a["top"] < b["bottom"] and b["top"] < a["bottom"]]
+        assert collisions == [], f"chart labels overlap at {width} px wide"
