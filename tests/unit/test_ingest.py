@@ -12,11 +12,13 @@ import itertools
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etl import ingest
 from etl.ingest import _PLAIN_TIMESTAMP, Batch, LandingFile, _timestamp_micros, events_frame, read_files
 from etl.validate import EARLIEST_MICROS, ValidationRules, parse_timestamp
 from tests.helpers import event
@@ -96,13 +98,19 @@ def as_file(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
 
 
+# Chunk sizes against the ~20 KB files of `read_both`: chunks cut within files, each file a chunk of its own
+# (not copied), and the real size (the files joined into one chunk).
+CHUNK_SIZES = (4_096, 32_768, ingest.CHUNK_BYTES)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(bad=st.lists(st.tuples(st.integers(0, 199), mutants()), max_size=6))
-def test_fast_path_agrees_with_the_exact_validator(bad: list[tuple[int, str]]) -> None:
+@given(bad=st.lists(st.tuples(st.integers(0, 199), mutants()), max_size=6), chunk_bytes=st.sampled_from(CHUNK_SIZES))
+def test_fast_path_agrees_with_the_exact_validator(bad: list[tuple[int, str]], chunk_bytes: int) -> None:
     lines = [valid_line(i) for i in range(200)]
     for position, line in bad:
         lines.insert(position, line)
-    fast, exact = read_both(as_file(lines))
+    with patch.object(ingest, "CHUNK_BYTES", chunk_bytes):
+        fast, exact = read_both(as_file(lines))
     assert_same(fast, exact)
     assert fast.exact_lines <= 40 * len(bad) + 1  # plain lines stay on the fast path
 
