@@ -4,9 +4,10 @@ Every line ends as exactly one of: a valid event row, a quarantine row with a re
 `etl.validate` is the contract's reference implementation (one line at a time, ~20 k lines/s). This module gets
 the same answer at Polars speed for the lines that are plainly valid, and hands every other line to it:
 
-1. A chunk (~8 MB of the day's files, concatenated) is decoded by Polars with a strict schema: text fields as
-   Binary (anything but a JSON string decodes to null), ids as Int64 (anything but an integer in range decodes
-   to null). A decoding error, a blank line, or token counts that do not add up (see `_tokens_add_up`) split
+1. A chunk (~8 MB of the day's files, concatenated) is decoded by Polars with a strict schema: free-text fields
+   as Binary (anything but a JSON string decodes to null), ids as Int64 (anything but an integer in range decodes
+   to null); the event type, source and timestamp as String (a number or bool there becomes text that fails its
+   rule in step 2). A decoding error, a blank line, or token counts that do not add up (see `_tokens_add_up`) split
    the chunk in two, down to a few lines, which go to the exact validator. Good chunks keep line numbers, because
    a chunk without blank lines gives one row per line.
 2. Every rule of the contract is checked as one Polars expression over the decoded rows. Rows that fail any rule,
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +42,13 @@ TEXT_FIELDS = ("event_id", "event_type", "occurred_at", "contact_name", "source"
 FREE_TEXT_FIELDS = ("event_id", "contact_name", "channel_name", "channel_type", "user_name")
 ID_FIELDS = ("workspace_id", "contact_id", "channel_id", "user_id", "merged_contact_id")
 VALIDATED_COLUMNS = tuple(c for c in EVENT_SCHEMA if c not in ("ingest_date", "arrival_key"))
-_DECODE_SCHEMA: dict[str, Any] = {c: pl.Binary() if c in TEXT_FIELDS else pl.Int64() for c in VALIDATED_COLUMNS}
+# Text that must match an enumeration or the timestamp pattern: decoded as String, where a number or bool is written
+# as text (objects and arrays too, but their brackets fail the token counts), which then fails its rule. ~1 CPU-s
+# less per 10 M lines than Binary plus a cast.
+SHAPED_TEXT_FIELDS = ("event_type", "occurred_at", "source")
+_DECODE_SCHEMA: dict[str, Any] = {
+    c: pl.String() if c in SHAPED_TEXT_FIELDS else pl.Binary() if c in TEXT_FIELDS else pl.Int64()
+    for c in VALIDATED_COLUMNS}
 CHUNK_BYTES = 8 * 1024 * 1024  # one Polars decode; a bad line costs a bisection of its chunk only
 # Chunks decoded at once: one more than the cores here, so that one chunk's numpy and Python steps run while
 # others are in Polars (2 → 3 threads: reading 10 M lines 23 s → 20 s; 4 was no better).
@@ -59,7 +65,7 @@ _PLAIN_TIMESTAMP = (r"^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\
 _BIG_INTEGER_PREFIX = "Static("
 _NUL = "\x00"
 # Free text that needs a closer look: a JSON token (counted by `_tokens_add_up`) or one of the values above.
-_RARE_TEXT = "|".join(re.escape(text) for text in ("null", "{", "[", _NUL, _BIG_INTEGER_PREFIX))
+_RARE_TEXT = ("null", "{", "[", _NUL, _BIG_INTEGER_PREFIX)
 
 
 @dataclass
@@ -104,9 +110,10 @@ def _tokens_add_up(chunk: np.ndarray, frame: pl.DataFrame, rare: pl.DataFrame) -
     """The raw text holds no JSON token the decoded rows do not explain.
 
     Every `null` token must be a field that decoded to null or text inside a decoded string, and every `{` or
-    `[` a line's own object or text inside a decoded string. A value of the wrong JSON type also decodes to
-    null (step 1) but without a `null` token: the count falls short and the chunk takes the exact path. So do
-    nested objects and arrays, a field left out rather than written as null, and a key given twice.
+    `[` a line's own object or text inside a decoded string. A value of the wrong JSON type in a free-text or id
+    field also decodes to null (step 1) but without a `null` token: the count falls short and the chunk takes the
+    exact path. So do nested objects and arrays (also where a String field writes them as text), a field left out
+    rather than written as null, and a key given twice.
     `rare` holds the rows whose free text holds such tokens (see `_rare_rows`).
     """
     # Only free text can hold these characters and still pass the rules; in any other field they fail the
@@ -120,8 +127,9 @@ def _tokens_add_up(chunk: np.ndarray, frame: pl.DataFrame, rare: pl.DataFrame) -
 
 def _rare_rows(frame: pl.DataFrame) -> pl.Series:
     """Positions of the rows whose free text holds a JSON token (`null`, `{`, `[`) or an odd value
-    (`_BIG_INTEGER_PREFIX`, NUL): one regex scan per column, its literal alternatives searched with SIMD."""
-    rare = pl.any_horizontal(pl.col(c).str.contains(_RARE_TEXT) for c in FREE_TEXT_FIELDS)
+    (`_BIG_INTEGER_PREFIX`, NUL): one multi-pattern (Aho-Corasick) scan per column, ~15 % cheaper than a regex of
+    the same alternatives."""
+    rare = pl.any_horizontal(pl.col(c).str.contains_any(list(_RARE_TEXT)) for c in FREE_TEXT_FIELDS)
     return frame.select(rare.fill_null(False).arg_true()).to_series()
 
 
@@ -150,7 +158,7 @@ def _decode(chunk: bytes, lines: int) -> tuple[pl.DataFrame, pl.Series] | None:
     can decode it with one row per line (it has `lines`) and the decode explains the raw text, else None."""
     try:
         frame = pl.read_ndjson(chunk, schema=_DECODE_SCHEMA, ignore_errors=True).with_columns(
-            pl.col(name).cast(pl.String) for name in TEXT_FIELDS)
+            pl.col(name).cast(pl.String) for name in TEXT_FIELDS if name not in SHAPED_TEXT_FIELDS)
     except pl.exceptions.PolarsError:
         return None
     if frame.height != lines:  # blank lines are skipped by Polars
@@ -250,13 +258,24 @@ def _timestamp_micros() -> pl.Expr:
     chrono's RFC 3339 reader (`%+`) accepts more spellings than `_PLAIN_TIMESTAMP`; rows that do not match the
     pattern fail the rules anyway and take the exact path, so only the pattern's spellings matter here. It is
     ~1.6x faster than slicing the text into its parts (which this replaced; the ingest tests compare both paths).
+    No cache: almost every instant is unique, and hashing them made the parse ~15 % slower.
     """
-    return (pl.col("occurred_at").str.to_datetime("%+", time_unit="us", time_zone="UTC", strict=False)
+    return (pl.col("occurred_at").str.to_datetime("%+", time_unit="us", time_zone="UTC", strict=False, cache=False)
             .dt.epoch("us"))
 
 
-def _allowed_pairs() -> list[str]:
-    return [f"{t}|{s}" for t, sources in ALLOWED_SOURCES.items() for s in sorted(sources)]
+def _source_allowed() -> pl.Expr:
+    """The source is one the event type allows (null if either is): string comparisons against the shorter of
+    each type's allowed and disallowed lists, ~2x faster than looking up "type|source" strings."""
+    checks = []
+    for event_type, allowed in ALLOWED_SOURCES.items():
+        disallowed = [s for s in SOURCES if s not in allowed]
+        if len(disallowed) <= len(allowed):
+            fits = ~pl.any_horizontal(pl.col("source") == s for s in disallowed) if disallowed else pl.lit(True)
+        else:
+            fits = pl.any_horizontal(pl.col("source") == s for s in sorted(allowed))
+        checks.append((pl.col("event_type") != event_type) | fits)
+    return pl.all_horizontal(checks)
 
 
 def fast_rules(rules: ValidationRules) -> pl.Expr:
@@ -270,7 +289,7 @@ def fast_rules(rules: ValidationRules) -> pl.Expr:
         c("event_id").str.contains("[0-9A-Za-z]"),  # certainly not blank, whatever Python calls whitespace
         c("event_type").is_in(EVENT_TYPES),
         c("source").is_in(SOURCES),
-        pl.concat_str("event_type", pl.lit("|"), "source").is_in(_allowed_pairs()),
+        _source_allowed(),
         c("occurred_at").str.contains(_PLAIN_TIMESTAMP),
         c("occurred_micros").is_between(EARLIEST_MICROS, rules.latest_micros),
         (c("event_type") != CONNECTED) | c("channel_id").is_not_null(),

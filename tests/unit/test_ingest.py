@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl import ingest
+from etl.contract import ALLOWED_SOURCES, EVENT_TYPES, SOURCES
 from etl.ingest import _PLAIN_TIMESTAMP, Batch, LandingFile, _timestamp_micros, events_frame, read_files
 from etl.validate import EARLIEST_MICROS, ValidationRules, parse_timestamp
 from tests.helpers import event
@@ -134,6 +135,23 @@ def test_free_text_that_spells_json_tokens_stays_on_the_fast_path() -> None:
     assert fast.exact_lines == 0 and fast.quarantine == []
     stored = set(events_frame(fast)["contact_name"].to_list())
     assert set(names) <= stored
+
+
+def test_every_event_type_and_source_pair() -> None:
+    """Allowed pairs are kept and the others quarantined, as the exact validator does, with every source name the
+    contract knows plus one it does not."""
+    lines = [valid_line(i) for i in range(100)]
+    for t, kind in enumerate(EVENT_TYPES):
+        for s, source in enumerate((*SOURCES, "fax")):
+            body = json.loads(valid_line(2))  # a user's deletion: no channel, a user
+            body.update(event_id=f"pair-{t}-{s}", event_type=kind, source=source, merged_contact_id=7, channel_id=5,
+                        channel_name="WA", channel_type="whatsapp")
+            lines.insert(t * 10 + s, json.dumps(body))
+    fast, exact = read_both(as_file(lines))
+    assert_same(fast, exact)
+    kept = {tuple(r) for r in events_frame(fast).filter(pl.col("event_id").str.starts_with("pair-"))
+            .select("event_type", "source").rows()}
+    assert kept == {(kind, source) for kind, sources in ALLOWED_SOURCES.items() for source in sources}
 
 
 def test_crlf_and_a_missing_final_newline() -> None:
