@@ -226,7 +226,7 @@ def _numbered(frame: pl.DataFrame, odd: pl.Series, first: int, exact: list[int])
 def _chunks(pieces: list[bytes], ends: list[np.ndarray]) -> list[Chunk]:
     """The files' text (each piece ends with a newline; `ends`: its newline offsets) cut at line ends into
     chunks of about CHUNK_BYTES, each copied once from the pieces; a file of a quarter chunk up to a chunk is a
-    chunk by itself, not copied at all (copying 10 M lines cost ~2 CPU-s, mostly page faults)."""
+    chunk by itself, not copied at all (−0.8 CPU-s at 10 M lines, and less memory)."""
     chunks: list[Chunk] = []
     parts: list[memoryview] = []
     size, lines, first = 0, 0, 1
