@@ -108,7 +108,7 @@ _CHART_TEXTS = """() => [...document.querySelectorAll('svg.chart-svg')].flatMap(
 
 
 def _stress_page(site: Path, folder: Path) -> Path:
-    """A page with the site's own style and charts at their most crowded: 31 days, six-digit counts, and
+    """A page with the site's own style and charts at their most crowded: 31 days, six- and seven-digit counts, and
     category names at the length the charts keep."""
     from etl import charts
 
