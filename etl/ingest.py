@@ -4,12 +4,12 @@ Every line ends as exactly one of: a valid event row, a quarantine row with a re
 `etl.validate` is the contract's reference implementation (one line at a time, ~20 k lines/s). This module gets
 the same answer at Polars speed for the lines that are plainly valid, and hands every other line to it:
 
-1. A chunk (~8 MB of the day's files, concatenated) is decoded by Polars with a strict schema: free-text fields
-   as Binary (anything but a JSON string decodes to null), ids as Int64 (anything but an integer in range decodes
-   to null); the event type, source and timestamp as String (a number or bool there becomes text that fails its
-   rule in step 2). A decoding error, a blank line, or token counts that do not add up (see `_tokens_add_up`) split
-   the chunk in two, down to a few lines, which go to the exact validator. Good chunks keep line numbers, because
-   a chunk without blank lines gives one row per line.
+1. A chunk (~8 MB of the day's files: one file as it is, or several joined) is decoded by Polars with a strict
+   schema: free-text fields as Binary (anything but a JSON string decodes to null), ids as Int64 (anything but an
+   integer in range decodes to null); the event type, source and timestamp as String (a number or bool there
+   becomes text that fails its rule in step 2). A decoding error, a blank line, or token counts that do not add
+   up (see `_tokens_add_up`) split the chunk in two, down to a few lines, which go to the exact validator. Good
+   chunks keep line numbers, because a chunk without blank lines gives one row per line.
 2. Every rule of the contract is checked as one Polars expression over the decoded rows. Rows that fail any rule,
    or that the fast path cannot judge (unusual timestamp spellings, NUL characters, ...), are re-read by the
    exact validator, which gives the reason. The fast path only ever *accepts*; it never names a reason.
