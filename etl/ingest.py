@@ -106,6 +106,13 @@ def _count_null_tokens(view: np.ndarray) -> int:
                for shift in range(4))
 
 
+def _count_openings(view: np.ndarray) -> int:
+    """Occurrences of `{` and `[` in a byte array in one pass: setting bit 0x20 maps `[` (0x5B) onto `{` (0x7B)
+    and no other byte onto it; done in place, it is ~2x cheaper than counting each."""
+    folded = np.bitwise_or(view, np.uint8(0x20))
+    return int(np.count_nonzero(np.equal(folded, np.uint8(ord("{")), out=folded.view(bool))))
+
+
 def _tokens_add_up(chunk: np.ndarray, frame: pl.DataFrame, rare: pl.DataFrame) -> bool:
     """The raw text holds no JSON token the decoded rows do not explain.
 
@@ -121,8 +128,7 @@ def _tokens_add_up(chunk: np.ndarray, frame: pl.DataFrame, rare: pl.DataFrame) -
     inside_nulls, inside_opens = _inside_texts(rare)
     nulls = sum(frame[c].null_count() for c in frame.columns) + inside_nulls
     opens = frame.height + inside_opens
-    braces = int(np.count_nonzero(chunk == ord("{"))) + int(np.count_nonzero(chunk == ord("[")))
-    return _count_null_tokens(chunk) == nulls and braces == opens
+    return _count_null_tokens(chunk) == nulls and _count_openings(chunk) == opens
 
 
 def _rare_rows(frame: pl.DataFrame) -> pl.Series:
@@ -425,8 +431,15 @@ def events_frame(batch: Batch) -> pl.DataFrame:
     return pl.concat(batch.valid, how="vertical", rechunk=False)
 
 
-def arrival_keys(ranks: pl.Expr, files: list[str]) -> pl.Expr:
+def arrival_keys(ranks: pl.Series, files: list[str]) -> pl.Series:
     """`arrival_rank` -> the stored `arrival_key`: the landing file under events/ and the line, `…:000000042`."""
     names = pl.Series([f.removeprefix("events/") + ":" for f in files], dtype=pl.String())
-    # concat_str and pad_start (the line is never negative): ~20 % faster than `+` and zfill
-    return pl.concat_str(pl.lit(names).gather(ranks // 2**32), (ranks % 2**32).cast(pl.String).str.pad_start(9, "0"))
+    lines = ranks % 2**32
+    last = int(lines.max() or 0)  # type: ignore[arg-type]
+    if last <= max(len(ranks), 1 << 16):
+        # every line number's label up to the last, looked up: ~2.5x cheaper than formatting each row
+        labels = pl.int_range(0, last + 1, eager=True).cast(pl.String).str.pad_start(9, "0").gather(lines)
+    else:  # a few rows with huge line numbers: a table that long would cost more than it saves
+        labels = lines.cast(pl.String).str.pad_start(9, "0")
+    return pl.select(pl.concat_str(pl.lit(names.gather(ranks // 2**32)), pl.lit(labels))).to_series().alias(
+        "arrival_key")

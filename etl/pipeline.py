@@ -320,8 +320,8 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     touched |= stale
 
     conflicts = lost_all.filter(pl.col("conflict"))
-    conflict_keys = night[conflicts["row"]].select(arrival_keys(pl.col("arrival_rank"), batch.files))
-    for event_id, arrival_key in zip(conflicts["event_id"], conflict_keys.to_series(), strict=True):
+    conflict_keys = arrival_keys(night[conflicts["row"]]["arrival_rank"], batch.files)
+    for event_id, arrival_key in zip(conflicts["event_id"], conflict_keys, strict=True):
         file, _, line = arrival_key.rpartition(":")
         batch.quarantine.append((ingest_date, file, int(line), "conflicting_duplicate", event_id, None))
     quarantine = pl.DataFrame(batch.quarantine, schema=QUARANTINE_SCHEMA, orient="row")
@@ -377,7 +377,7 @@ def _stored_rows(rows: pl.DataFrame, ingest_date: date, files: list[str], zones:
     """Gathered night rows -> the stored event schema (arrival key and zone name spelt out only now)."""
     return rows.with_columns(
         ingest_date=pl.lit(ingest_date, dtype=pl.Date()),
-        arrival_key=arrival_keys(pl.col("arrival_rank"), files),
+        arrival_key=arrival_keys(rows["arrival_rank"], files),
         timezone=pl.lit(pl.Series(zones, dtype=pl.String())).gather(pl.col("tz_code")),
     ).select(STORED_COLUMNS)
 

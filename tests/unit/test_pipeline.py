@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.contract import CONTENT_COLUMNS
+from etl.ingest import arrival_keys
 from etl.pipeline import (
     EtlError,
     day_files,
@@ -287,3 +288,16 @@ def test_storage_permutation_is_workspace_time_arrival_order(rows: list[tuple[in
     frame = frame.with_columns(occurred_at=pl.col("micros").cast(pl.Datetime("us", "UTC")))
     expected = frame.sort("workspace_id", "occurred_at", "arrival_rank")["row"]
     assert storage_permutation(frame.select("workspace_id", "occurred_at", "arrival_rank", "row")).equals(expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0, 1, 9, 42, 70_000, 999_999_999, 2**32 - 1])),
+                max_size=50))
+def test_arrival_keys_name_the_file_and_the_zero_padded_line(rows: list[tuple[int, int]]) -> None:
+    """Both ways of spelling line numbers (a looked-up table of labels, and formatting each row when a line
+    number is too large for a table) give `file:line` with the line padded to nine digits."""
+    files = ["events/ingest_date=2026-03-10/hour=00/a.ndjson", "events/ingest_date=2026-03-10/hour=07/b.ndjson.gz",
+             "events/ingest_date=2026-03-10/hour=23/c.ndjson"]
+    ranks = pl.Series([(file << 32) + line for file, line in rows], dtype=pl.Int64)
+    expected = [f"{files[file].removeprefix('events/')}:{line:09d}" for file, line in rows]
+    assert arrival_keys(ranks, files).to_list() == expected
