@@ -9,10 +9,10 @@ DEMO := data/demo
 OUT ?= reports_out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo airflow test lint bench clean help
+.PHONY: install system-deps demo airflow test lint bench bench-ab clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install: $(STAMP)  ## create .venv and install the project with every extra (idempotent)
 
@@ -41,6 +41,10 @@ airflow: install  ## Airflow UI on the demo's data: airflow standalone on http:/
 bench: install  ## benchmarks against a DuckDB reference in the same run (not part of make test; ~30 min, ~14 GB of bench/data)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
+
+bench-ab: install  ## the ETL of BASE (default HEAD) against the working tree: make bench-ab BASE=main~1 SIZE=1M
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/ab.py --base $(or $(BASE),HEAD) --size $(or $(SIZE),10M)
 
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
