@@ -15,43 +15,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from run import DAYS, ETL, START, ensure_catchup, ensure_data
+from run import DAYS, ETL, ROOT, START, Measure, child, ensure_catchup, ensure_data
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"1M": 1_000_000, "10M": 10_000_000}
 
 
-@dataclass(frozen=True)
-class Run:
-    seconds: float
-    cpu_seconds: float
-    peak_mb: float
-
-
-def etl_run(source: Path, landing: Path, warehouse: Path, day: str) -> Run:
+def etl_run(source: Path, landing: Path, warehouse: Path, day: str) -> Measure:
     """One ETL of `day` with the code under `source`, into an empty `warehouse`."""
     subprocess.run(["rm", "-rf", str(warehouse)], check=True)
-    code = ETL.format(landing=str(landing), warehouse=str(warehouse), day=day)
-    env = {**os.environ, "NO_PROGRESS": "1", "PYTHONPATH": str(source)}
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=source, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if status != 0:
-        error = process.stderr.read().decode()[-3000:] if process.stderr else ""
-        raise SystemExit(f"the ETL of {source} failed:\n{error}")
-    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    return child(f"the ETL of {source}", ETL.format(landing=str(landing), warehouse=str(warehouse), day=day),
+                 env={"PYTHONPATH": str(source)}, cwd=source)
 
 
 def fingerprint(warehouse: Path) -> dict[str, str]:
@@ -88,7 +68,7 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--quiet", "--detach", str(base), args.base],
                        check=True)
         try:
-            sides: dict[str, list[Run]] = {"base": [], "work": []}
+            sides: dict[str, list[Measure]] = {"base": [], "work": []}
             for number in range(1, args.rounds + 1):
                 for side, source in (("base", base), ("work", ROOT)):
                     sides[side].append(etl_run(source, catchup, Path(scratch) / f"wh-{side}", str(day)))
@@ -100,7 +80,7 @@ def main() -> None:
     print(report(args.base, args.size, sides, changed))
 
 
-def report(base: str, size: str, sides: dict[str, list[Run]], changed: list[str]) -> str:
+def report(base: str, size: str, sides: dict[str, list[Measure]], changed: list[str]) -> str:
     def median(side: str, figure: str) -> float:
         return statistics.median(getattr(run, figure) for run in sides[side])
 

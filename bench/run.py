@@ -28,6 +28,7 @@ class Measure:
     seconds: float
     peak_mb: float
     rows: int | None = None
+    cpu_seconds: float = 0.0  # user + system
 
     @property
     def rows_per_s(self) -> str:
@@ -37,16 +38,17 @@ class Measure:
         return f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"
 
 
-def child(name: str, code: str, rows: int | None = None, env: dict[str, str] | None = None) -> Measure:
-    """Run `code` in a fresh Python process; wall time and the child's own peak RSS."""
+def child(name: str, code: str, rows: int | None = None, env: dict[str, str] | None = None,
+          cwd: Path = ROOT) -> Measure:
+    """Run `code` in a fresh Python process (in `cwd`); wall time, the child's own CPU time and peak RSS."""
     started = time.perf_counter()
-    process = subprocess.Popen([PY, "-c", code], cwd=ROOT, env={**os.environ, "NO_PROGRESS": "1", **(env or {})},
+    process = subprocess.Popen([PY, "-c", code], cwd=cwd, env={**os.environ, "NO_PROGRESS": "1", **(env or {})},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"{name} failed:\n{process.stderr.read().decode()[-3000:] if process.stderr else ''}")
-    return Measure(name, seconds, usage.ru_maxrss / 1024, rows)
+    return Measure(name, seconds, usage.ru_maxrss / 1024, rows, usage.ru_utime + usage.ru_stime)
 
 
 def ensure_data(folder: Path, events: int, workspaces: int, seed: int) -> Path:
@@ -211,7 +213,7 @@ open({result!r}, "w").write(str(charts / total))
 def median(measures: list[Measure]) -> Measure:
     """The median measurement by time, with the highest peak RSS of all."""
     middle = sorted(measures, key=lambda m: m.seconds)[len(measures) // 2]
-    return Measure(middle.name, middle.seconds, max(m.peak_mb for m in measures), middle.rows)
+    return Measure(middle.name, middle.seconds, max(m.peak_mb for m in measures), middle.rows, middle.cpu_seconds)
 
 
 def mid(values: list[float]) -> float:
