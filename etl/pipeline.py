@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -30,14 +30,15 @@ import polars as pl
 
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from etl.ingest import (
+    DECODE_THREADS,
     Batch,
-    DecodedGroup,
+    DecodingGroup,
     LandingFile,
     arrival_keys,
-    decode_group,
     decompress,
     events_frame,
     judge_group,
+    start_decoding,
 )
 from etl.progress import Progress
 from etl.storage import Storage, read_parquet, write_parquet
@@ -132,15 +133,15 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
     batch = Batch()
     group: list[LandingFile] = []
     group_bytes = 0
-    # Three steps overlap: this thread reads and hashes a group's files, a second thread decodes the previous
-    # group, and this thread then judges the group before that (file reads, gunzip, SHA-256, numpy and Polars
-    # release the GIL). Only this thread adds to the batch.
-    with Progress(len(keys), "reading", " files") as bar, ThreadPoolExecutor(max_workers=1) as decoder:
-        decoding: Future[DecodedGroup] | None = None
+    # Three steps overlap: this thread reads, hashes and cuts a group's files into chunks, a pool of threads decodes
+    # chunks without pause (the next group's as soon as a thread is free), and this thread then judges the group
+    # before (file reads, gunzip, SHA-256, numpy and Polars release the GIL). Only this thread adds to the batch.
+    with Progress(len(keys), "reading", " files") as bar, ThreadPoolExecutor(DECODE_THREADS) as pool:
+        decoding: DecodingGroup | None = None
 
         def decode_next(files: list[LandingFile]) -> None:
             nonlocal decoding
-            previous, decoding = decoding, decoder.submit(decode_group, files, rules, exact_only)
+            previous, decoding = decoding, start_decoding(files, rules, pool, exact_only)
             if previous is not None:
                 judge_group(previous.result(), rules, batch)
 

@@ -122,6 +122,32 @@ def test_clean_files_never_touch_the_exact_validator() -> None:
     assert fast.exact_lines == 0 and fast.lines_read == 500
 
 
+def test_a_wrong_type_sends_only_its_own_line_to_the_exact_validator() -> None:
+    """A number where text belongs decodes to null without a `null` token: the chunk's counts disagree, and only
+    the lines that do not add up are judged by the exact validator, at every chunk size (the chunk used to be
+    bisected down to 32 lines, decoding it again at every split)."""
+    lines = [valid_line(i) for i in range(300)]
+    for n in (10, 150, 290):
+        lines[n] = json.dumps({**json.loads(valid_line(n)), "contact_name": n})
+    for chunk_bytes in CHUNK_SIZES:
+        with patch.object(ingest, "CHUNK_BYTES", chunk_bytes):
+            fast, exact = read_both(as_file(lines))
+        assert_same(fast, exact)
+        assert fast.exact_lines == 3
+        assert [(q[3], q[4]) for q in fast.quarantine] == [("bad_type:contact_name", f"ok-{n}") for n in (10, 150, 290)]
+
+
+def test_a_producer_that_leaves_out_optional_fields_is_judged_exactly() -> None:
+    """Optional fields left out instead of written as null make every line's token counts disagree: every line
+    goes to the exact validator (docs/performance.md), including chunks of which no line stays on the fast path."""
+    lines = [json.dumps({k: v for k, v in json.loads(valid_line(i)).items() if v is not None}) for i in range(300)]
+    for chunk_bytes in CHUNK_SIZES:
+        with patch.object(ingest, "CHUNK_BYTES", chunk_bytes):
+            fast, exact = read_both(as_file(lines))
+        assert_same(fast, exact)
+        assert fast.exact_lines == 300 and fast.quarantine == []
+
+
 def test_free_text_that_spells_json_tokens_stays_on_the_fast_path() -> None:
     """Names holding `null`, braces, brackets and quotes are ordinary text: counted inside the decoded strings,
     they neither break the token check nor send the chunk to the exact validator."""
