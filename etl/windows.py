@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 WINDOW_NAMES: tuple[str, ...] = (
@@ -66,10 +67,17 @@ def window(name: str, report_day: date) -> Window:
     raise ValueError(f"unknown window {name!r}; expected one of {', '.join(WINDOW_NAMES)}")
 
 
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """The tz database's zone `name`, read once per process. ZoneInfo's own cache holds only the eight most recent
+    zones for sure: over 1,000 workspaces in ~20 zones a night read zone files ~2,000 times (~0.3 s a night)."""
+    return ZoneInfo(name)
+
+
 def local_date(instant: datetime, timezone: str) -> date:
     if instant.tzinfo is None:
         raise ValueError("instant must be timezone-aware")
-    return instant.astimezone(ZoneInfo(timezone)).date()
+    return instant.astimezone(zone(timezone)).date()
 
 
 def report_day_for(cutoff: datetime, timezone: str) -> date:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 import polars as pl
+
+from etl.windows import zone
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def _valid_timezone(name: object) -> bool:
     if not isinstance(name, str) or not name or name.startswith(("/", ".")) or ".." in name:
         return False
     try:
-        ZoneInfo(name)
+        zone(name)
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
