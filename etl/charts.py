@@ -1,8 +1,9 @@
 """Matplotlib charts as inline SVG: deterministic bytes, unique ids per chart, user text kept as inert text.
 
 * `svg.hashsalt` fixed and `metadata={'Date': None}`: the same data gives the same bytes in any process.
-* `text.parse_math` off: a name like "cost $5 vs $6" is text, not mathtext.
-* `svg.fonttype='none'`: labels are <text> elements (escaped by Matplotlib's XML writer), half the bytes.
+* Labels are <text> elements written here, escaped (`html.escape`): Matplotlib measured every label again for
+  each chart (its metrics cache is keyed by the renderer, and each SVG is a new renderer), ~a fifth of the render.
+  `text.parse_math` stays off should Matplotlib ever draw text here: "cost $5 vs $6" must stay text.
 * Every id in a chart gets the chart's own prefix, because several charts share one HTML page.
 
 Speed (docs/performance.md, "Render"): a chart is a bare Figure with a handful of artists placed in points
@@ -13,10 +14,11 @@ the chart (they wrap on a phone and cost nothing to draw). Nice tick values stil
 
 from __future__ import annotations
 
+import html
 import io
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -25,7 +27,6 @@ import numpy as np
 from matplotlib.figure import Figure  # pyplot is never imported: no global figure state, no GUI backend
 from matplotlib.patches import PathPatch, Wedge
 from matplotlib.path import Path
-from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import IdentityTransform
 
@@ -35,6 +36,7 @@ KIND_COLOURS: dict[str, str] = {"added": "#0072B2", "deleted": "#D55E00", "merge
 GRID, BASELINE, INK = "#dddddd", "#888888", "#333333"
 POINTS_PER_INCH = 72
 
+FONT_POINTS = 9
 STYLE: dict[Any, Any] = {  # Any: Matplotlib types rc keys as a Literal union
     "svg.hashsalt": "contacts-report",
     "svg.fonttype": "none",
@@ -42,7 +44,7 @@ STYLE: dict[Any, Any] = {  # Any: Matplotlib types rc keys as a Literal union
     "text.usetex": False,
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],
-    "font.size": 9,
+    "font.size": FONT_POINTS,
     "path.simplify": True,
 }
 
@@ -69,18 +71,49 @@ class Plot:
     height: float
 
 
-def _canvas(width: float, height: float) -> Figure:
-    return Figure(figsize=(width / POINTS_PER_INCH, height / POINTS_PER_INCH), dpi=POINTS_PER_INCH)
+# How far below a label's vertical centre its baseline lies, in points: what Matplotlib's `va="center"` gave for
+# digits in DejaVu Sans at 9 points.
+_CENTRE_TO_BASELINE = 2.34
+_LABEL_STYLE = f"font-size: {FONT_POINTS}px; font-family: 'DejaVu Sans', sans-serif; fill: {INK}"
 
 
-def to_svg(fig: Figure, namespace: str, css_class: str = "chart-svg") -> str:
-    """The figure as an inline <svg> element whose ids all start with `namespace`. Call it inside
+@dataclass
+class _Canvas:
+    """A chart being drawn: Matplotlib draws the shapes, the labels are written as SVG text by `to_svg`."""
+
+    fig: Figure
+    height: float
+    labels: list[str] = field(default_factory=list)
+
+    def text(self, x: float, y: float, text: str, anchor: str = "start", centred: bool = False) -> None:
+        """A label at (x, y) points from the bottom left: y is its baseline, or its middle if `centred`;
+        `anchor` (start, middle, end) is where x falls on it."""
+        baseline = self.height - y + (_CENTRE_TO_BASELINE if centred else 0.0)
+        self.labels.append(f'<text x="{_number(x)}" y="{_number(baseline)}" text-anchor="{anchor}">'
+                           f"{html.escape(text, quote=False)}</text>")
+
+
+def _number(value: float) -> str:
+    """A coordinate as Matplotlib's SVG writer spells one: up to six decimals, no trailing zeros."""
+    return f"{value:f}".rstrip("0").rstrip(".")
+
+
+def _canvas(width: float, height: float) -> _Canvas:
+    fig = Figure(figsize=(width / POINTS_PER_INCH, height / POINTS_PER_INCH), dpi=POINTS_PER_INCH)
+    return _Canvas(fig, height)
+
+
+def to_svg(canvas: _Canvas, namespace: str, css_class: str = "chart-svg") -> str:
+    """The chart as an inline <svg> element whose ids all start with `namespace`. Call it inside
     `rc_context(STYLE)` (every chart function does: one context per chart, each costs ~0.5 ms)."""
     buffer = io.StringIO()
     mpl.rcParams["svg.hashsalt"] = namespace  # restored when the chart's rc_context exits
-    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    canvas.fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
+    if canvas.labels:
+        labels = "\n   ".join(canvas.labels)
+        svg = svg.replace("\n</svg>", f'\n <g style="{_LABEL_STYLE}">\n   {labels}\n </g>\n</svg>', 1)
     ids = set(_ID.findall(svg))
     svg = _ID_OR_REF.sub(lambda m: f"{m.group(1)}{namespace}-{m.group(2)}" if m.group(2) in ids else m.group(0), svg)
     svg = re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"', rf'<svg\1 class="{css_class}" aria-hidden="true"',
@@ -107,10 +140,6 @@ def _lines(fig: Figure, segments: Sequence[tuple[float, float, float, float]], c
                              transform=_PIXELS))
 
 
-def _text(fig: Figure, x: float, y: float, text: str, **style: Any) -> None:
-    fig.add_artist(Text(x, y, text, transform=_PIXELS, color=INK, **style))
-
-
 def _value_axis(top: float) -> list[int]:
     """Whole-number ticks from 0 to at least `top`: Matplotlib's own choice of nice numbers."""
     ticks = MaxNLocator(nbins=4, integer=True).tick_values(0, max(top, 1))
@@ -133,19 +162,20 @@ def _day_labels(days: Sequence[date]) -> list[tuple[int, str]]:
     return [(i, days[i].strftime("%b %d")) for i in range(0, len(days), step)]
 
 
-def _daily_frame(fig: Figure, plot: Plot, days: Sequence[date], top: float) -> float:
+def _daily_frame(canvas: _Canvas, plot: Plot, days: Sequence[date], top: float) -> float:
     """Gridlines, value labels and day labels; returns points per unit of value."""
     ticks = _value_axis(top)
     scale = plot.height / ticks[-1]
     right = plot.left + plot.width
-    _lines(fig, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]], GRID, 0.6)
-    _lines(fig, [(plot.left, plot.bottom, right, plot.bottom)], BASELINE, 0.8)
+    _lines(canvas.fig, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]],
+           GRID, 0.6)
+    _lines(canvas.fig, [(plot.left, plot.bottom, right, plot.bottom)], BASELINE, 0.8)
     for t in ticks[1:]:  # the baseline needs no "0", which would touch the first day's label
-        _text(fig, plot.left - 4, plot.bottom + t * scale, _axis_value(t), ha="right", va="center")
+        canvas.text(plot.left - 4, plot.bottom + t * scale, _axis_value(t), anchor="end", centred=True)
     slot = plot.width / len(days)
     for i, label in _day_labels(days):
         # baselines, not tops: a phone's larger font (templates/base.html.j2) grows up from the baseline
-        _text(fig, plot.left + (i + 0.5) * slot, plot.bottom - 17, label, ha="center", va="baseline")
+        canvas.text(plot.left + (i + 0.5) * slot, plot.bottom - 17, label, anchor="middle")
     return scale
 
 
@@ -156,9 +186,9 @@ DAILY_PLOT = Plot(left=46, bottom=24, width=464, height=158)  # room below for d
 def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
     """Added vs deleted vs merged per day, side by side."""
     with mpl.rc_context(STYLE):
-        fig, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
+        canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
         top = max((max(v, default=0) for v in series.values()), default=0)
-        scale = _daily_frame(fig, plot, days, top)
+        scale = _daily_frame(canvas, plot, days, top)
         slot = plot.width / len(days)
         width = min(slot * 0.8 / max(len(series), 1), 40.0)  # one day must not fill the chart with slabs
         starts = plot.left + np.arange(len(days)) * slot + (slot - width * len(series)) / 2
@@ -167,18 +197,18 @@ def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
             colour = KIND_COLOURS.get(kind, PALETTE[i % len(PALETTE)])
             x0 = starts + i * width
             heights = np.asarray(values, dtype=float) * scale
-            _rectangles(fig, np.stack([x0, np.full_like(x0, plot.bottom), x0 + width, plot.bottom + heights], 1),
-                        colour)
+            _rectangles(canvas.fig,
+                        np.stack([x0, np.full_like(x0, plot.bottom), x0 + width, plot.bottom + heights], 1), colour)
             legend.append((colour, kind.capitalize()))
-        return Chart(to_svg(fig, namespace), tuple(legend))
+        return Chart(to_svg(canvas, namespace), tuple(legend))
 
 
 def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
     """One bar per day, stacked by category (sources)."""
     with mpl.rc_context(STYLE):
-        fig, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
+        canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
         totals = np.sum([np.asarray(v, dtype=float) for v in series.values()], axis=0) if series else [0.0]
-        scale = _daily_frame(fig, plot, days, float(np.max(totals)))
+        scale = _daily_frame(canvas, plot, days, float(np.max(totals)))
         slot = plot.width / len(days)
         x0 = plot.left + np.arange(len(days)) * slot + slot * 0.125
         bottom = np.full(len(days), float(plot.bottom))
@@ -186,10 +216,10 @@ def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
         for i, (label, values) in enumerate(series.items()):
             colour = PALETTE[i % len(PALETTE)]
             top = bottom + np.asarray(values, dtype=float) * scale
-            _rectangles(fig, np.stack([x0, bottom, x0 + slot * 0.75, top], 1), colour)
+            _rectangles(canvas.fig, np.stack([x0, bottom, x0 + slot * 0.75, top], 1), colour)
             legend.append((colour, label))
             bottom = top
-        return Chart(to_svg(fig, namespace), tuple(legend))
+        return Chart(to_svg(canvas, namespace), tuple(legend))
 
 
 def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
@@ -198,17 +228,18 @@ def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) 
     with mpl.rc_context(STYLE):
         row, pad = 46.0, 6.0  # per category: the name, the bar, a gap (room for a phone's larger font)
         height = len(labels) * row + 2 * pad
-        fig = _canvas(DAILY_SIZE[0], height)
+        canvas = _canvas(DAILY_SIZE[0], height)
         left, width = 6.0, 400.0  # the count after the longest bar still fits at the phone font size
         longest = max(values, default=0) or 1
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
             top = height - pad - i * row
             end = left + width * value / longest
             # placed by baselines, as in `_daily_frame`
-            _text(fig, left, top - 15, _short(label), ha="left", va="baseline")
-            _rectangles(fig, np.array([[left, top - 40, max(end, left + 1), top - 24]]), PALETTE[i % len(PALETTE)])
-            _text(fig, max(end, left + 1) + 4, top - 36, f"{value:,}", ha="left", va="baseline")
-        return Chart(to_svg(fig, namespace))
+            canvas.text(left, top - 15, _short(label))
+            _rectangles(canvas.fig, np.array([[left, top - 40, max(end, left + 1), top - 24]]),
+                        PALETTE[i % len(PALETTE)])
+            canvas.text(max(end, left + 1) + 4, top - 36, f"{value:,}")
+        return Chart(to_svg(canvas, namespace))
 
 
 def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
@@ -216,18 +247,18 @@ def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
     total = sum(values) or 1
     size = 160.0
     with mpl.rc_context(STYLE):
-        fig = _canvas(size, size)
+        canvas = _canvas(size, size)
         angle = 90.0  # clockwise from twelve o'clock, like the bar chart's order
         legend = []
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
             colour = PALETTE[i % len(PALETTE)]
             sweep = 360.0 * value / total
             if sweep > 0:
-                fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle, facecolor=colour,
+                canvas.fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle, facecolor=colour,
                                      edgecolor="white", linewidth=1, transform=_PIXELS))
             angle -= sweep
             legend.append((colour, f"{label} — {value / total:.1%} ({value:,})"))  # HTML wraps: no cut
-        return Chart(to_svg(fig, namespace, "chart-svg chart-pie"), tuple(legend))
+        return Chart(to_svg(canvas, namespace, "chart-svg chart-pie"), tuple(legend))
 
 
 def _short(text: str, limit: int = 28) -> str:
