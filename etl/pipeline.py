@@ -22,6 +22,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 _LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+\.ndjson(?:\.gz)?)$")
 _DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$")
 DECODE_BYTES = 64 * 1024 * 1024  # landing text per group (three groups are in flight): bounds memory
+HISTORY_READERS = 4  # stored files listed and read at once by `against_history` (round trips on S3)
+HISTORY_BATCH_FILES = 32  # stored files decoded in one query (~4x faster than one by one) and held at once
 STORED_COLUMNS = (*EVENT_SCHEMA, "timezone", "local_ts", "local_date")
 
 
@@ -202,12 +205,22 @@ def _content_hashes(events: pl.DataFrame) -> pl.DataFrame:
     return with_content_hash(events.lazy()).select("event_id", kept_hash="content_hash").collect()
 
 
-def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
+def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame, on: list[str] | None = None
+                    ) -> pl.DataFrame:
     """`conflict` for each lost row (`row`, `event_id`): its content differs from the kept copy's
-    (`kept`: event_id, kept_hash). Only the few rows involved are hashed."""
+    (`kept`: the `on` keys, event_id by default, and kept_hash). Only the few rows involved are hashed."""
     lost_hash = with_content_hash(night[lost["row"]].lazy()).select("content_hash").collect()["content_hash"]
-    kept_hash = lost.join(kept, on="event_id", how="left", maintain_order="left")["kept_hash"]
+    kept_hash = lost.join(kept, on=on or ["event_id"], how="left", maintain_order="left")["kept_hash"]
     return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
+
+
+def _stored(files: dict[tuple[date, date], bytes], wanted: Iterable[tuple[date, date]]) -> pl.LazyFrame:
+    """The events of some stored files (`files`: (local day, arrival day) -> Parquet bytes), with `arrival` and
+    the file's `local_date`. One query over many files: Polars decodes them in parallel (~4x faster than a read
+    per file)."""
+    return pl.concat([pl.scan_parquet(files[(day, arrival)]).with_columns(local_date=pl.lit(day, dtype=pl.Date()),
+                                                                         arrival=pl.lit(arrival, dtype=pl.Date()))
+                      for day, arrival in sorted(wanted)], how="vertical")
 
 
 def _first_open_days(workspaces: pl.DataFrame, ingest_date: date) -> pl.DataFrame:
@@ -233,8 +246,9 @@ def _previous_days_touched(warehouse: Storage, ingest_date: date) -> set[date]:
 def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, ingest_date: date
                     ) -> tuple[pl.DataFrame, dict[tuple[date, date], set[str]]]:
     """Compare the night's rows that `kept` selects (an expression of their `row`) with what other arrival
-    days stored for the same local days, a day at a time (only one day's ids are copied at once). Reads only
-    the event_id column of those files.
+    days stored for the same local days (a redelivery has the same occurred_at, hence the same local day). The
+    files are read HISTORY_BATCH_FILES at a time, and each batch is one query that decodes only their event_id
+    column; full rows are read only from files that already hold some of the night's events.
 
     Returns (lost, displaced): rows an earlier arrival day already delivered are lost (flagged `conflict` when
     they differ); rows a *later* arrival day stored (a night re-run or back-filled out of order) stay here, and
@@ -242,21 +256,28 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
     """
     lost_parts, displaced = [], {}
     rows = night.lazy().select("event_id", "local_date").with_row_index("row").filter(kept)
-    for day in sorted(night["local_date"].unique().to_list()):
-        others = sorted((arrival, key) for arrival, key in day_files(warehouse, "events", day).items()
-                        if arrival != ingest_date)
-        if not others:  # nothing stored for this day by another night: no ids to copy
-            continue
-        ids = rows.filter(pl.col("local_date") == day).select("row", "event_id").collect()
-        for arrival, key in others:
-            seen = read_parquet(warehouse, key, columns=["event_id"]).join(ids, on="event_id", how="inner")
-            if seen.is_empty():
-                continue
-            if arrival < ingest_date:
-                stored = read_parquet(warehouse, key).join(seen.select("event_id"), on="event_id", how="semi")
-                lost_parts.append(_flag_conflicts(seen, night, _content_hashes(stored)))
-            else:
-                displaced[(day, arrival)] = set(seen["event_id"].to_list())
+    days = sorted(night["local_date"].unique().to_list())
+    with ThreadPoolExecutor(HISTORY_READERS) as pool:
+        listings = pool.map(lambda day: day_files(warehouse, "events", day), days)
+        stored = [(day, arrival, key) for day, files in zip(days, listings, strict=True)
+                  for arrival, key in sorted(files.items()) if arrival != ingest_date]
+        for first in range(0, len(stored), HISTORY_BATCH_FILES):
+            batch = stored[first:first + HISTORY_BATCH_FILES]
+            files = dict(zip(((day, arrival) for day, arrival, _ in batch),
+                             pool.map(warehouse.read_bytes, [key for _, _, key in batch]), strict=True))
+            matches = (_stored(files, files.keys()).select("event_id", "local_date", "arrival")
+                       .join(rows, on=["event_id", "local_date"]).collect())
+            earlier = matches.filter(pl.col("arrival") < ingest_date)
+            if not earlier.is_empty():
+                # the copies already stored, read in full only from the files that hold some
+                keys = ["event_id", "local_date", "arrival"]
+                copies = _stored(files, set(earlier.select("local_date", "arrival").iter_rows())).join(
+                    earlier.lazy().select(keys), on=keys, how="semi")
+                kept_hashes = with_content_hash(copies).select(*keys, kept_hash="content_hash").collect()
+                lost_parts.append(_flag_conflicts(earlier, night, kept_hashes, on=keys))
+            later = matches.filter(pl.col("arrival") > ingest_date)
+            for (day, arrival), ids in later.group_by("local_date", "arrival"):
+                displaced[(day, arrival)] = set(ids["event_id"].to_list())
     empty = pl.DataFrame(schema={"row": pl.UInt32(), "event_id": pl.String(), "conflict": pl.Boolean()})
     return pl.concat([empty, *lost_parts], how="vertical"), displaced
 

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etl import pipeline
 from etl.contract import CONTENT_COLUMNS
 from etl.ingest import arrival_keys
 from etl.pipeline import (
@@ -301,3 +302,28 @@ def test_arrival_keys_name_the_file_and_the_zero_padded_line(rows: list[tuple[in
     ranks = pl.Series([(file << 32) + line for file, line in rows], dtype=pl.Int64)
     expected = [f"{files[file].removeprefix('events/')}:{line:09d}" for file, line in rows]
     assert arrival_keys(ranks, files).to_list() == expected
+
+
+def test_stored_files_read_one_at_a_time_give_the_same_night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The history check decodes stored files in batches; where a batch ends must not matter, for the copies an
+    earlier arrival day holds (dropped, or quarantined as conflicts) and for those a later one holds (displaced)."""
+    deliveries: dict[str, list[dict[str, Any]]] = {}
+    for n in range(4):  # events of four local days, each delivered again (once with other content) later on
+        first = event(f"e{n}", f"2026-03-1{n}T08:00:00Z", contact_name="Ana")
+        deliveries[f"2026-03-1{n}/09"] = [first, event(f"r{n}", f"2026-03-1{n}T09:00:00Z")]
+        deliveries[f"2026-03-1{n + 1}/10"] = [first, event(f"r{n}", f"2026-03-1{n}T09:00:00Z", contact_name="Bo")]
+    landing = write_landing(tmp_path / "landing", MADRID, deliveries)
+    days = [d.isoformat() for d in landing_dates(LocalStorage(landing))]
+    nights = [*reversed(days), *days]  # later arrivals stored first, then every night again in order
+
+    def without_timing(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in s.items() if k != "seconds"} for s in summaries]
+
+    batched = etl(landing, tmp_path / "batched", *nights)
+    monkeypatch.setattr(pipeline, "HISTORY_BATCH_FILES", 1)
+    one_by_one = etl(landing, tmp_path / "one_by_one", *nights)
+    assert warehouse_state(tmp_path / "one_by_one") == warehouse_state(tmp_path / "batched")
+    assert without_timing(one_by_one) == without_timing(batched)
+    assert sum(s["displaced_later_copies"] for s in batched) == 8
+    assert [s["duplicates_dropped"] for s in batched[len(days):]] == [0, 1, 1, 1, 1]
+    assert [s["quarantined_by_reason"] for s in batched[len(days):]] == [{}] + [{"conflicting_duplicate": 1}] * 4
