@@ -10,8 +10,8 @@ Warehouse layout (docs/warehouse.md):
   _runs/ingest_date=YYYY-MM-DD.json                         the run summary, written last
 
 A night writes only files named after its own arrival day, so its cost follows its own events and the days they
-touch, not the size of the warehouse. It reads only the `event_id` column of the other arrival days' files of
-the days it touches (a redelivery has the same occurred_at, hence the same local day).
+touch, not the size of the warehouse. Of the other arrival days' files of the days it touches (a redelivery has
+the same occurred_at, hence the same local day) it decodes only the `event_id` column, unless some ids match.
 """
 
 from __future__ import annotations
