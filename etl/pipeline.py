@@ -265,8 +265,10 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
             batch = stored[first:first + HISTORY_BATCH_FILES]
             files = dict(zip(((day, arrival) for day, arrival, _ in batch),
                              pool.map(warehouse.read_bytes, [key for _, _, key in batch]), strict=True))
+            days_in_batch = sorted({day for day, _, _ in batch})  # the night's rows of other days stay out of the join
             matches = (_stored(files, files.keys()).select("event_id", "local_date", "arrival")
-                       .join(rows, on=["event_id", "local_date"]).collect())
+                       .join(rows.filter(pl.col("local_date").is_in(days_in_batch)), on=["event_id", "local_date"])
+                       .collect())
             earlier = matches.filter(pl.col("arrival") < ingest_date)
             if not earlier.is_empty():
                 # the copies already stored, read in full only from the files that hold some
