@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -61,7 +61,8 @@ _LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2}
 _DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$")
 DECODE_BYTES = 64 * 1024 * 1024  # landing text per group (three groups are in flight): bounds memory
 HISTORY_READERS = 4  # stored files listed and read at once by `against_history` (round trips on S3)
-HISTORY_BATCH_FILES = 32  # stored files decoded in one query (~4x faster than one by one) and held at once
+HISTORY_BATCH_FILES = 32  # stored files decoded in one query (~4x faster than one by one) and held at once,
+HISTORY_BATCH_BYTES = 8 * 1024 * 1024  # up to this much Parquet (a 10 M-event day's main file is ~12 MB alone)
 STORED_COLUMNS = (*EVENT_SCHEMA, "timezone", "local_ts", "local_date")
 
 
@@ -214,6 +215,26 @@ def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame,
     return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
 
 
+def _batches(warehouse: Storage, stored: list[tuple[date, date, str]], pool: ThreadPoolExecutor
+             ) -> Iterator[dict[tuple[date, date], bytes]]:
+    """The `stored` files ((local day, arrival day, key), in that order) fetched HISTORY_READERS at a time and
+    handed out in batches of HISTORY_BATCH_FILES files or HISTORY_BATCH_BYTES, whichever comes first: small
+    files go many to a query, and a night whose history is big holds no more than a batch of it at once."""
+    batch: dict[tuple[date, date], bytes] = {}
+    size = 0
+    for first in range(0, len(stored), HISTORY_READERS):
+        window = stored[first:first + HISTORY_READERS]
+        for (day, arrival, _), data in zip(window, pool.map(warehouse.read_bytes, [k for _, _, k in window]),
+                                           strict=True):
+            batch[(day, arrival)] = data
+            size += len(data)
+            if len(batch) >= HISTORY_BATCH_FILES or size >= HISTORY_BATCH_BYTES:
+                yield batch
+                batch, size = {}, 0
+    if batch:
+        yield batch
+
+
 def _stored(files: dict[tuple[date, date], bytes], wanted: Iterable[tuple[date, date]]) -> pl.LazyFrame:
     """The events of some stored files (`files`: (local day, arrival day) -> Parquet bytes), with `arrival` and
     the file's `local_date`. One query over many files: Polars decodes them in parallel (~4x faster than a read
@@ -247,8 +268,8 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
                     ) -> tuple[pl.DataFrame, dict[tuple[date, date], set[str]]]:
     """Compare the night's rows that `kept` selects (an expression of their `row`) with what other arrival
     days stored for the same local days (a redelivery has the same occurred_at, hence the same local day). The
-    files are read HISTORY_BATCH_FILES at a time, and each batch is one query that decodes only their event_id
-    column; full rows are read only from files that already hold some of the night's events.
+    files are read in batches (`_batches`), and each batch is one query that decodes only their event_id column;
+    full rows are decoded only from files that already hold some of the night's events.
 
     Returns (lost, displaced): rows an earlier arrival day already delivered are lost (flagged `conflict` when
     they differ); rows a *later* arrival day stored (a night re-run or back-filled out of order) stay here, and
@@ -261,11 +282,8 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
         listings = pool.map(lambda day: day_files(warehouse, "events", day), days)
         stored = [(day, arrival, key) for day, files in zip(days, listings, strict=True)
                   for arrival, key in sorted(files.items()) if arrival != ingest_date]
-        for first in range(0, len(stored), HISTORY_BATCH_FILES):
-            batch = stored[first:first + HISTORY_BATCH_FILES]
-            files = dict(zip(((day, arrival) for day, arrival, _ in batch),
-                             pool.map(warehouse.read_bytes, [key for _, _, key in batch]), strict=True))
-            days_in_batch = sorted({day for day, _, _ in batch})  # the night's rows of other days stay out of the join
+        for files in _batches(warehouse, stored, pool):
+            days_in_batch = sorted({day for day, _ in files})  # the night's rows of other days stay out of the join
             matches = (_stored(files, files.keys()).select("event_id", "local_date", "arrival")
                        .join(rows.filter(pl.col("local_date").is_in(days_in_batch)), on=["event_id", "local_date"])
                        .collect())
@@ -273,7 +291,7 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
             if not earlier.is_empty():
                 # the copies already stored, read in full only from the files that hold some
                 keys = ["event_id", "local_date", "arrival"]
-                copies = _stored(files, set(earlier.select("local_date", "arrival").iter_rows())).join(
+                copies = _stored(files, earlier.select("local_date", "arrival").unique().iter_rows()).join(
                     earlier.lazy().select(keys), on=keys, how="semi")
                 kept_hashes = with_content_hash(copies).select(*keys, kept_hash="content_hash").collect()
                 lost_parts.append(_flag_conflicts(earlier, night, kept_hashes, on=keys))
