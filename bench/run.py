@@ -342,7 +342,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated: 1M, 10M (default %(default)s)")
     parser.add_argument("--render-workspaces", type=int, default=40,
                         help="workspaces rendered for the pages/s figures (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=5,
                         help="interleaved rounds of the ETL and its references; medians reported (default %(default)s)")
     args = parser.parse_args()
     sizes = {"1M": 1_000_000, "10M": 10_000_000}
