@@ -254,8 +254,8 @@ def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
             colour = PALETTE[i % len(PALETTE)]
             sweep = 360.0 * value / total
             if sweep > 0:
-                canvas.fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle, facecolor=colour,
-                                     edgecolor="white", linewidth=1, transform=_PIXELS))
+                canvas.fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle,
+                                            facecolor=colour, edgecolor="white", linewidth=1, transform=_PIXELS))
             angle -= sweep
             legend.append((colour, f"{label} — {value / total:.1%} ({value:,})"))  # HTML wraps: no cut
         return Chart(to_svg(canvas, namespace, "chart-svg chart-pie"), tuple(legend))

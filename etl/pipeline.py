@@ -61,8 +61,10 @@ _LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2}
 _DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$")
 DECODE_BYTES = 64 * 1024 * 1024  # landing text per group (three groups are in flight): bounds memory
 HISTORY_READERS = 4  # stored files listed and read at once by `against_history` (round trips on S3)
-HISTORY_BATCH_FILES = 32  # stored files decoded in one query (~4x faster than one by one) and held at once,
-HISTORY_BATCH_BYTES = 8 * 1024 * 1024  # up to this much Parquet (a 10 M-event day's main file is ~12 MB alone)
+# Stored files decoded in one query (~4x faster than one by one) and held at once: this many, or this much Parquet,
+# whichever comes first (a 10 M-event day's main file is ~12 MB by itself).
+HISTORY_BATCH_FILES = 32
+HISTORY_BATCH_BYTES = 8 * 1024 * 1024
 STORED_COLUMNS = (*EVENT_SCHEMA, "timezone", "local_ts", "local_date")
 
 
