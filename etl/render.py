@@ -173,12 +173,16 @@ class DayFiles:
             self._keys[folder] = [(date.fromisoformat(m.group(1)), k) for k in self.warehouse.list(folder)
                                   if (m := _DATE_KEY.search(k))]
         keys = [k for day, k in self._keys[folder] if start <= day <= end]
-        wanted = pl.col("workspace_id").is_in(list(ids))
-        frames = [pl.read_parquet(io.BytesIO(self._fetch(k))).filter(wanted) for k in keys]
-        if not frames:
+        if not keys:
             return None
+        # One query over the files, filtered as they are decoded: a file read whole and then filtered would keep
+        # its whole text alive behind the selected rows (string views share their buffers), which held every day
+        # of every workspace in memory for a large one (loading 2.4 M events at 10 M: 2.7 GB, now 1.0 GB).
+        wanted = pl.col("workspace_id").is_in(list(ids))
+        rows = pl.concat([pl.scan_parquet(io.BytesIO(self._fetch(k))).filter(wanted) for k in keys],
+                         how="vertical").collect()
         # A day has one file per arrival day: events simply stack, aggregates add up.
-        return read_daily(frames) if folder == "daily" else pl.concat(frames, how="vertical")
+        return read_daily([rows]) if folder == "daily" else rows
 
     def _fetch(self, key: str) -> bytes:
         if key not in self._bytes:
@@ -239,8 +243,10 @@ def _split(workspaces: Sequence[Workspace], sizes: dict[int, int], budget: int |
 
 
 def _by_workspace(frame: pl.DataFrame | None) -> dict[int, pl.DataFrame]:
-    if frame is None:
+    if frame is None or frame.is_empty():
         return {}
+    if frame["workspace_id"].n_unique() == 1:  # a large workspace is a group of its own: no copy of its rows
+        return {frame["workspace_id"][0]: frame}
     return {key[0]: part for key, part in frame.partition_by("workspace_id", as_dict=True).items()}
 
 
@@ -350,6 +356,7 @@ def _render_workspace(job: RenderJob, out: Storage, view: WarehouseView, filters
                           view.freshness.latest_ingest_date, latest)
     prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
     prepared = PreparedInputs.of(filtered_inputs(inputs, filters))
+    del inputs  # the caller holds no other reference: the events go before the pages are built
     for name in job.windows:
         page = build_page(prepared, name, day, filters, freshness, job.page_log_rows)
         key = page_key(workspace.workspace_id, day, name, filters)

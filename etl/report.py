@@ -297,6 +297,8 @@ def needed_days(report_day: date, windows: tuple[str, ...] = WINDOW_NAMES) -> tu
 
 
 def filtered_inputs(inputs: WorkspaceInputs, filters: Filters) -> WorkspaceInputs:
+    if not filters.active:
+        return inputs
     events = inputs.events.filter(filters.rows_predicate(with_contact=True))
     if filters.contact is not None:
         facts = daily_aggregates(events.lazy()).collect()
@@ -339,16 +341,18 @@ class DayCounts:
 
 @dataclass(frozen=True)
 class PreparedInputs:
-    """What every window of one (filtered) workspace shares: day counts, channel names and formatted logs."""
+    """What every window of one (filtered) workspace shares: day counts, channel names and formatted logs. It
+    holds no events: the caller can free them once the logs are formatted (they are as large)."""
 
-    inputs: WorkspaceInputs
+    workspace: Workspace
     counts: DayCounts
     channels: dict[int, tuple[str, str]]
     logs: dict[str, pl.DataFrame]
 
     @classmethod
     def of(cls, inputs: WorkspaceInputs) -> PreparedInputs:
-        return cls(inputs, DayCounts.of(inputs.facts), channel_names(inputs.events), log_frames(inputs.events))
+        events = inputs.events
+        return cls(inputs.workspace, DayCounts.of(inputs.facts), channel_names(events), log_frames(events))
 
 
 def build_page(prepared: PreparedInputs, window_name: str, report_day: date, filters: Filters,
@@ -404,7 +408,7 @@ def build_page(prepared: PreparedInputs, window_name: str, report_day: date, fil
         "overview": None if any((m.value or 0) for m in metrics.values() if m.kind != "connected") else (
             NO_DATA_FILTERED if filters.active else NO_DATA),
     }
-    return ReportPage(prepared.inputs.workspace, span, report_day, filters, metrics, daily, added_by_source,
+    return ReportPage(prepared.workspace, span, report_day, filters, metrics, daily, added_by_source,
                       added_by_source_daily, connected_by_channel, logs, freshness, notices)
 
 
