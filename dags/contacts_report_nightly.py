@@ -131,7 +131,7 @@ def contacts_report_nightly() -> None:
     def plan_render_batches(checked: dict[str, Any]) -> list[list[int]]:
         from etl.nightly import plan_batches
 
-        return list(plan_batches(_settings()))
+        return list(plan_batches(_settings(), _night()))
 
     @task(max_active_tis_per_dagrun=2)
     def render(workspace_ids: list[int]) -> dict[str, int]:

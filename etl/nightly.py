@@ -17,7 +17,7 @@ from typing import Any
 from etl.pipeline import EtlError, landing_dates, run_etl, run_key
 from etl.publish import S3Target, link, upload
 from etl.quality import Thresholds, gate
-from etl.render import RenderJob, read_view, render_batch, report_days, write_indexes
+from etl.render import RenderJob, planned_batches, read_view, render_batch, report_days, write_indexes
 from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.settings import Settings
 from etl.storage import open_storage
@@ -73,16 +73,23 @@ def quality_gate(settings: Settings, night: date) -> dict[str, Any]:
     return gate(open_storage(settings.warehouse), night, limits)
 
 
-def plan_batches(settings: Settings) -> list[list[int]]:
-    """Workspace batches for the mapped render tasks (ids only: XCom carries no data)."""
+def plan_batches(settings: Settings, night: date) -> list[list[int]]:
+    """Workspace batches for the mapped render tasks (ids only: XCom carries no data): one per `render_batch_size`
+    workspaces, of about equal work (a workspace with a quarter of all events can be a batch of its own), the
+    batch with the most work first so that it starts first."""
     ids = sorted(read_view(open_storage(settings.warehouse)).workspaces)
-    size = max(1, settings.render_batch_size)
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+    if not ids:
+        return []
+    count = -(-len(ids) // max(1, settings.render_batch_size))
+    return [list(batch) for batch in planned_batches(_render_job(settings, night, ids), count)]
 
 
 def render_workspaces(settings: Settings, night: date, workspace_ids: list[int]) -> dict[str, int]:
-    job = RenderJob(settings.warehouse, settings.out, tuple(workspace_ids), None, cutoff_of(night), WINDOW_NAMES, ())
-    return render_batch(job)
+    return render_batch(_render_job(settings, night, workspace_ids))
+
+
+def _render_job(settings: Settings, night: date, workspace_ids: list[int]) -> RenderJob:
+    return RenderJob(settings.warehouse, settings.out, tuple(workspace_ids), None, cutoff_of(night), WINDOW_NAMES, ())
 
 
 def finalize_indexes(settings: Settings) -> int:

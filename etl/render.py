@@ -10,6 +10,7 @@ Output layout (mirrored to S3 by the publish step):
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import logging
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 _DATE_KEY = re.compile(r"local_date=(\d{4}-\d{2}-\d{2})/")
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+# A workspace's render work beyond its events, in events' worth: its seven pages, charts and files take ~0.3-0.5 s
+# whatever its size, an event ~5 µs more (measured at 10 M: docs/performance.md, "Render").
+WORKSPACE_COST = 75_000
 
 
 class RenderError(Exception):
@@ -169,20 +173,25 @@ class DayFiles:
         self._bytes: dict[str, bytes] = {}
 
     def read(self, folder: str, start: date, end: date, ids: Sequence[int]) -> pl.DataFrame | None:
+        rows = self.scan(folder, start, end, ids)
+        if rows is None:
+            return None
+        # A day has one file per arrival day: events simply stack, aggregates add up.
+        return read_daily([rows.collect()]) if folder == "daily" else rows.collect()
+
+    def scan(self, folder: str, start: date, end: date, ids: Sequence[int]) -> pl.LazyFrame | None:
+        """The rows of the workspaces `ids` in the folder's files of days start..end, as one query (None: no files).
+        Filtered as the files are decoded: a file read whole and then filtered would keep its whole text alive
+        behind the selected rows (string views share their buffers), which held every day of every workspace in
+        memory for a large one (loading 2.4 M events at 10 M: 2.7 GB, now 1.0 GB)."""
         if folder not in self._keys:
             self._keys[folder] = [(date.fromisoformat(m.group(1)), k) for k in self.warehouse.list(folder)
                                   if (m := _DATE_KEY.search(k))]
         keys = [k for day, k in self._keys[folder] if start <= day <= end]
         if not keys:
             return None
-        # One query over the files, filtered as they are decoded: a file read whole and then filtered would keep
-        # its whole text alive behind the selected rows (string views share their buffers), which held every day
-        # of every workspace in memory for a large one (loading 2.4 M events at 10 M: 2.7 GB, now 1.0 GB).
         wanted = pl.col("workspace_id").is_in(list(ids))
-        rows = pl.concat([pl.scan_parquet(io.BytesIO(self._fetch(k))).filter(wanted) for k in keys],
-                         how="vertical").collect()
-        # A day has one file per arrival day: events simply stack, aggregates add up.
-        return read_daily([rows]) if folder == "daily" else rows
+        return pl.concat([pl.scan_parquet(io.BytesIO(self._fetch(k))).filter(wanted) for k in keys], how="vertical")
 
     def _fetch(self, key: str) -> bytes:
         if key not in self._bytes:
@@ -208,13 +217,19 @@ def load_groups(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int
     `rows_per_group` (sizes from the daily aggregates), so that a worker holds one group's rows at a time whatever
     the batch's size. A workspace larger than the budget is a group of its own; None puts all in one group."""
     fact_start, event_start, end = _span(workspaces, days, windows, need_all_events)
-    sizes: dict[int, int] = {}
-    if rows_per_group is not None:
-        counted = files.read("daily", event_start, end, [w.workspace_id for w in workspaces])
-        if counted is not None:
-            sizes = dict(counted.group_by("workspace_id").agg(pl.col("events").sum()).rows())
+    sizes = event_counts(files, workspaces, days, windows, need_all_events) if rows_per_group is not None else {}
     for group in _split(workspaces, sizes, rows_per_group):
         yield _load_group(files, group, fact_start, event_start, end)
+
+
+def event_counts(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
+                 need_all_events: bool) -> dict[int, int]:
+    """workspace id -> the events its pages load (from the daily aggregates: small files)."""
+    _, event_start, end = _span(workspaces, days, windows, need_all_events)
+    counted = files.scan("daily", event_start, end, [w.workspace_id for w in workspaces])
+    if counted is None:
+        return {}
+    return dict(counted.group_by("workspace_id").agg(pl.col("events").sum()).collect().rows())
 
 
 def _load_group(files: DayFiles, group: list[Workspace], fact_start: date, event_start: date, end: date
@@ -376,15 +391,39 @@ def _end_of(ingest_date: str) -> datetime:
     return datetime.combine(date.fromisoformat(ingest_date) + timedelta(days=1), datetime.min.time(), UTC)
 
 
-def batches(ids: Sequence[int], count: int) -> list[tuple[int, ...]]:
-    """Round-robin batches: workspace sizes are skewed and ids roughly follow size, so interleave them."""
+def balanced_batches(ids: Sequence[int], sizes: dict[int, int], count: int) -> list[tuple[int, ...]]:
+    """`ids` in `count` batches of about equal render work, the batch with the most work first (parallel tasks
+    start in that order). Work is a workspace's events (`sizes`) plus WORKSPACE_COST; each workspace, largest
+    first, joins the batch with the least work so far (longest-processing-time-first scheduling): sizes are very
+    skewed, and one large workspace can be a batch's whole share. Each batch lists its ids in ascending order."""
     count = max(1, min(count, len(ids)))
-    return [tuple(ids[i::count]) for i in range(count)]
+    members: list[list[int]] = [[] for _ in range(count)]
+    loads = [(0, index) for index in range(count)]  # a heap of (work so far, batch)
+    for workspace_id in sorted(ids, key=lambda w: (-sizes.get(w, 0), w)):
+        work, index = heapq.heappop(loads)
+        members[index].append(workspace_id)
+        heapq.heappush(loads, (work + sizes.get(workspace_id, 0) + WORKSPACE_COST, index))
+    totals = {index: total for total, index in loads}
+    return [tuple(sorted(members[index])) for index in sorted(range(count), key=lambda i: (-totals[i], i))]
+
+
+def planned_batches(job: RenderJob, count: int) -> list[tuple[int, ...]]:
+    """The job's workspaces in `count` batches of about equal work (`balanced_batches`), sized from the warehouse's
+    daily aggregates over the days the job's pages load."""
+    if count <= 1 or len(job.workspace_ids) <= 1:
+        return balanced_batches(job.workspace_ids, {}, count)
+    warehouse = open_storage(job.warehouse_uri)
+    view = read_view(warehouse)
+    known = [view.workspaces[w] for w in job.workspace_ids if w in view.workspaces]  # render_batch names the rest
+    days = report_days(view, [w.workspace_id for w in known], job.report_day, job.cutoff)
+    need_all_events = Filters.parse(list(job.filters)).contact is not None
+    sizes = event_counts(DayFiles(warehouse), known, days, job.windows, need_all_events) if known else {}
+    return balanced_batches(job.workspace_ids, sizes, count)
 
 
 def render(job: RenderJob, workers: int = 1) -> dict[str, int]:
     """Render in `workers` processes (spawned: Polars and forking do not mix), then the index pages."""
-    parts = batches(job.workspace_ids, workers)
+    parts = planned_batches(job, workers)
     jobs = [RenderJob(**{**job.__dict__, "workspace_ids": part}) for part in parts]
     if len(jobs) <= 1:
         results = [render_batch(j) for j in jobs]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from etl.pipeline import landing_dates, run_etl
-from etl.render import RenderError, RenderJob, neutralise, page_key, render
+from etl.render import RenderError, RenderJob, neutralise, page_key, planned_batches, render
 from etl.report import NO_DATA_FILTERED, NOT_APPLICABLE, FilterError, Filters
 from etl.storage import LocalStorage, StorageError
 from etl.windows import WINDOW_NAMES, window
@@ -186,6 +186,26 @@ def test_same_warehouse_gives_byte_identical_output_with_one_or_two_workers(tiny
     one = digests(tmp_path / "one")
     assert one == digests(tmp_path / "two") == digests(tmp_path / "grouped")
     assert len([k for k in one if k.endswith(".html")]) == 2 * 7 + 3  # pages + three index pages
+
+
+def test_parallel_workers_get_batches_sized_by_the_events_their_pages_load(tiny_site: tuple[Path, Path]) -> None:
+    import polars as pl
+
+    from etl.render import DayFiles, event_counts, read_view
+
+    warehouse, _ = tiny_site
+    day = date(2026, 3, 30)  # its windows reach back to January: every stored event up to the day counts
+    stored = (pl.scan_parquet(warehouse / "events" / "**" / "*.parquet")
+              .filter(pl.col("local_date") <= day).group_by("workspace_id").len().collect())
+    view = read_view(LocalStorage(warehouse))
+    workspaces = [view.workspaces[w] for w in (1, 2)]
+    counted = event_counts(DayFiles(LocalStorage(warehouse)), workspaces, {1: day, 2: day}, WINDOW_NAMES, False)
+    assert counted == dict(stored.rows())
+
+    job = RenderJob(str(warehouse), "unused", (2, 1), day, None, WINDOW_NAMES, ())
+    busier = max(counted, key=counted.__getitem__)
+    assert planned_batches(job, 2) == [(busier,), (3 - busier,)]  # the batch with more work starts first
+    assert planned_batches(job, 1) == [(1, 2)]
 
 
 def digests(root: Path) -> dict[str, str]:
