@@ -17,7 +17,8 @@ from __future__ import annotations
 import html
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -98,16 +99,28 @@ def _number(value: float) -> str:
     return f"{value:f}".rstrip("0").rstrip(".")
 
 
+@contextmanager
+def _styled() -> Iterator[None]:
+    """STYLE while one chart is drawn, and the previous values back afterwards: what `mpl.rc_context(STYLE)` does,
+    without copying and validating all ~300 parameters twice (~10 % of a small workspace's render time)."""
+    saved = {key: mpl.rcParams[key] for key in STYLE}
+    mpl.rcParams.update(STYLE)
+    try:
+        yield
+    finally:
+        mpl.rcParams.update(saved)
+
+
 def _canvas(width: float, height: float) -> _Canvas:
     fig = Figure(figsize=(width / POINTS_PER_INCH, height / POINTS_PER_INCH), dpi=POINTS_PER_INCH)
     return _Canvas(fig, height)
 
 
 def to_svg(canvas: _Canvas, namespace: str, css_class: str = "chart-svg") -> str:
-    """The chart as an inline <svg> element whose ids all start with `namespace`. Call it inside
-    `rc_context(STYLE)` (every chart function does: one context per chart, each costs ~0.5 ms)."""
+    """The chart as an inline <svg> element whose ids all start with `namespace`. Call it inside `_styled()`
+    (every chart function does)."""
     buffer = io.StringIO()
-    mpl.rcParams["svg.hashsalt"] = namespace  # restored when the chart's rc_context exits
+    mpl.rcParams["svg.hashsalt"] = namespace  # restored when the chart's `_styled()` exits
     canvas.fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
@@ -185,7 +198,7 @@ DAILY_PLOT = Plot(left=46, bottom=24, width=464, height=158)  # room below for d
 
 def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
     """Added vs deleted vs merged per day, side by side."""
-    with mpl.rc_context(STYLE):
+    with _styled():
         canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
         top = max((max(v, default=0) for v in series.values()), default=0)
         scale = _daily_frame(canvas, plot, days, top)
@@ -205,7 +218,7 @@ def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
 
 def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
     """One bar per day, stacked by category (sources)."""
-    with mpl.rc_context(STYLE):
+    with _styled():
         canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
         totals = np.sum([np.asarray(v, dtype=float) for v in series.values()], axis=0) if series else [0.0]
         scale = _daily_frame(canvas, plot, days, float(np.max(totals)))
@@ -225,7 +238,7 @@ def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
 def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
     """Horizontal bars, one per category in the given order (largest first): each category's name on a line of its
     own above its bar (a name beside the bar left too little room on a phone), its count after the bar."""
-    with mpl.rc_context(STYLE):
+    with _styled():
         row, pad = 46.0, 6.0  # per category: the name, the bar, a gap (room for a phone's larger font)
         height = len(labels) * row + 2 * pad
         canvas = _canvas(DAILY_SIZE[0], height)
@@ -246,7 +259,7 @@ def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
     """Share of each category; the legend beside it gives percentage and number."""
     total = sum(values) or 1
     size = 160.0
-    with mpl.rc_context(STYLE):
+    with _styled():
         canvas = _canvas(size, size)
         angle = 90.0  # clockwise from twelve o'clock, like the bar chart's order
         legend = []
