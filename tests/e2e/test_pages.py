@@ -85,7 +85,7 @@ def build(landing: Path, root: Path) -> Path:
     return root / "wh"
 
 
-def render_all(warehouse: Path, out: Path, report_day: date, workers: int = 1, filters: tuple[str, ...] = (),
+def render_all(warehouse: Path, out: Path | str, report_day: date, workers: int = 1, filters: tuple[str, ...] = (),
                ids: tuple[int, ...] | None = None, page_log_rows: int = 500,
                rows_per_group: int = 1_000_000) -> dict[str, int]:
     from etl.render import read_view
@@ -206,6 +206,23 @@ def test_parallel_workers_get_batches_sized_by_the_events_their_pages_load(tiny_
     busier = max(counted, key=counted.__getitem__)
     assert planned_batches(job, 2) == [(busier,), (3 - busier,)]  # the batch with more work starts first
     assert planned_batches(job, 1) == [(1, 2)]
+
+
+def test_pages_rendered_straight_to_s3_are_the_local_pages(tiny_site: tuple[Path, Path], s3_bucket: str,
+                                                           tmp_path: Path) -> None:
+    from etl.storage import s3_client
+
+    warehouse, _ = tiny_site
+    render_all(warehouse, tmp_path / "local", date(2026, 3, 30), workers=2)
+    render_all(warehouse, f"s3://{s3_bucket}/pages", date(2026, 3, 30), workers=2)
+
+    client = s3_client()
+    listed = client.list_objects_v2(Bucket=s3_bucket, Prefix="pages/")["Contents"]
+    remote = {o["Key"].removeprefix("pages/"): client.get_object(Bucket=s3_bucket, Key=o["Key"]) for o in listed}
+    local = digests(tmp_path / "local")
+    assert {k: hashlib.sha256(o["Body"].read()).hexdigest() for k, o in remote.items()} == local
+    assert {o["ServerSideEncryption"] for o in remote.values()} == {"AES256"}
+    assert remote["1/2026-03-30/today.html"]["ContentType"] == "text/html; charset=utf-8"
 
 
 def digests(root: Path) -> dict[str, str]:
