@@ -37,7 +37,11 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, st
     started = subprocess.run([str(SCRIPT), "start", str(folder), str(port)], capture_output=True, text=True,
                              check=False, timeout=300)
     ready = [line for line in started.stdout.splitlines() if line.startswith("RGW_READY")]
-    assert ready, f"RADOS Gateway did not start:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}"
+    if not ready:  # the daemons often exit without a word on the terminal: their logs say why
+        logs = "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
+                       for log in sorted((folder / "log").glob("*.log")))
+        pytest.fail(f"RADOS Gateway did not start (exit {started.returncode}; ceph-mon, for one, refuses to start "
+                    f"with less than 5 % of its disk free):\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}{logs}")
     _, endpoint, key, secret = ready[0].split()
     yield endpoint, key, secret
     subprocess.run([str(SCRIPT), "stop", str(folder)], check=False, timeout=60)
