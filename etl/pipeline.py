@@ -47,7 +47,6 @@ from etl.transform import (
     DAILY_KEYS,
     daily_aggregates,
     local_time_columns,
-    storage_order,
     storage_permutation,
     with_content_hash,
 )
@@ -95,12 +94,6 @@ def day_files(warehouse: Storage, folder: str, day: date) -> dict[date, str]:
         if (m := _DAY_FILE.match(key)) and m.group(1) == folder:
             found[date.fromisoformat(m.group(3))] = key
     return found
-
-
-def read_events_day(warehouse: Storage, day: date) -> pl.DataFrame | None:
-    """Every stored event of one local day, in storage order (None when the day has none)."""
-    frames = [read_parquet(warehouse, k) for _, k in sorted(day_files(warehouse, "events", day).items())]
-    return storage_order(pl.concat(frames, how="vertical").lazy()).collect() if frames else None
 
 
 def read_daily(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -89,11 +89,6 @@ def daily_aggregates(events: pl.LazyFrame, sorted_by_keys: bool = True) -> pl.La
     return grouped.sort(list(DAILY_KEYS), nulls_last=False) if sorted_by_keys else grouped
 
 
-def storage_order(events: pl.LazyFrame) -> pl.LazyFrame:
-    """A stable row order for a local day's stored events read together (its files of several arrival days)."""
-    return events.sort("workspace_id", "occurred_at", "event_id")
-
-
 def storage_permutation(rows: pl.DataFrame) -> pl.Series:
     """`row` of `rows` (workspace_id, occurred_at, arrival_rank, row) in the order of a stored events file:
     workspace, time, arrival (the same content always gives the same bytes).

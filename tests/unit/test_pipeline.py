@@ -27,7 +27,6 @@ from etl.pipeline import (
     night_duplicates,
     quarantine_key,
     read_daily,
-    read_events_day,
     run_etl,
 )
 from etl.storage import LocalStorage, read_parquet
@@ -49,9 +48,11 @@ def warehouse_state(warehouse: Path) -> dict[str, str]:
 
 
 def stored(warehouse: Path, day: str) -> pl.DataFrame:
-    frame = read_events_day(LocalStorage(warehouse), date.fromisoformat(day))
-    assert frame is not None, f"no events stored for {day}"
-    return frame
+    """Every stored event of one local day (its files of every arrival day), by workspace, time and id."""
+    files = day_files(LocalStorage(warehouse), "events", date.fromisoformat(day))
+    assert files, f"no events stored for {day}"
+    frames = [read_parquet(LocalStorage(warehouse), key) for _, key in sorted(files.items())]
+    return pl.concat(frames, how="vertical").sort("workspace_id", "occurred_at", "event_id")
 
 
 def test_summary_counts_add_up_and_name_each_reason(tmp_path: Path) -> None:
