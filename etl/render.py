@@ -340,26 +340,47 @@ def report_days(view: WarehouseView, ids: Iterable[int], report_day: date | None
     return {w: report_day_for(cutoff, view.workspaces[w].timezone) for w in ids}
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What a job's workspaces are: checked against the warehouse, with their report days and filters."""
+
+    warehouse: Storage
+    view: WarehouseView
+    filters: Filters
+    workspaces: list[Workspace]
+    days: dict[int, date]
+
+    @classmethod
+    def of(cls, job: RenderJob) -> _Scope:
+        warehouse = open_storage(job.warehouse_uri)
+        filters = Filters.parse(list(job.filters))
+        view = read_view(warehouse)
+        unknown = [w for w in job.workspace_ids if w not in view.workspaces]
+        if unknown:
+            raise RenderError(f"workspaces {unknown} are not in the warehouse's workspaces dimension")
+        workspaces = [view.workspaces[w] for w in job.workspace_ids]
+        days = report_days(view, job.workspace_ids, job.report_day, job.cutoff) if workspaces else {}
+        return cls(warehouse, view, filters, workspaces, days)
+
+    @property
+    def need_all_events(self) -> bool:
+        return self.filters.contact is not None
+
+
 def render_batch(job: RenderJob) -> dict[str, int]:
     """Render every page of the job's workspaces; the DAG maps this over workspace batches."""
-    warehouse = open_storage(job.warehouse_uri)
-    filters = Filters.parse(list(job.filters))
-    view = read_view(warehouse)
-    unknown = [w for w in job.workspace_ids if w not in view.workspaces]
-    if unknown:
-        raise RenderError(f"workspaces {unknown} are not in the warehouse's workspaces dimension")
-    selected = [view.workspaces[w] for w in job.workspace_ids]
-    if not selected:
+    scope = _Scope.of(job)
+    if not scope.workspaces:
         return {"pages": 0, "csv": 0}
-    days = report_days(view, job.workspace_ids, job.report_day, job.cutoff)
-    files = DayFiles(warehouse)
-    need_all_events = filters.contact is not None
     counts = {"pages": 0, "csv": 0}
+    groups = load_groups(DayFiles(scope.warehouse), scope.workspaces, scope.days, job.windows, scope.need_all_events,
+                         job.rows_per_group)
     with (BackgroundWrites(open_storage(job.out_uri)) as out,
-          Progress(len(selected) * len(job.windows), "rendering", " pages") as bar):
-        for group in load_groups(files, selected, days, job.windows, need_all_events, job.rows_per_group):
+          Progress(len(scope.workspaces) * len(job.windows), "rendering", " pages") as bar):
+        for group in groups:
             for workspace_id in list(group):  # popped: a rendered workspace's rows are freed at once
-                _render_workspace(job, out, view, filters, days[workspace_id], group.pop(workspace_id), counts, bar)
+                _render_workspace(job, out, scope.view, scope.filters, scope.days[workspace_id],
+                                  group.pop(workspace_id), counts, bar)
     return counts
 
 
@@ -414,12 +435,8 @@ def planned_batches(job: RenderJob, count: int) -> list[tuple[int, ...]]:
     daily aggregates over the days the job's pages load."""
     if count <= 1 or len(job.workspace_ids) <= 1:
         return balanced_batches(job.workspace_ids, {}, count)
-    warehouse = open_storage(job.warehouse_uri)
-    view = read_view(warehouse)
-    known = [view.workspaces[w] for w in job.workspace_ids if w in view.workspaces]  # render_batch names the rest
-    days = report_days(view, [w.workspace_id for w in known], job.report_day, job.cutoff)
-    need_all_events = Filters.parse(list(job.filters)).contact is not None
-    sizes = event_counts(DayFiles(warehouse), known, days, job.windows, need_all_events) if known else {}
+    scope = _Scope.of(job)
+    sizes = event_counts(DayFiles(scope.warehouse), scope.workspaces, scope.days, job.windows, scope.need_all_events)
     return balanced_batches(job.workspace_ids, sizes, count)
 
 
