@@ -268,11 +268,14 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
                   NDJSON_FLOOR.format(pattern=files, refused=refused), rows),
         ))
     etl_one, duck, duck_events, floor = (median(list(same_kind)) for same_kind in zip(*rounds, strict=True))
-    ratios = {name: [measures[0].seconds / measures[index].seconds for measures in rounds]
-              for index, name in enumerate(("duckdb", "duckdb_events", "floor"), start=1)}
+    def etl_ratios(figure: str) -> dict[str, list[float]]:
+        """Each round's ETL `figure` over each reference's."""
+        return {name: [getattr(measures[0], figure) / getattr(measures[index], figure) for measures in rounds]
+                for index, name in enumerate(("duckdb", "duckdb_events", "floor"), start=1)}
+
+    ratios = etl_ratios("seconds")
     # The same by CPU time (user + system): steadier than wall time on a shared host, and what both cores share.
-    cpu_ratios = {name: [measures[0].cpu_seconds / measures[index].cpu_seconds for measures in rounds]
-                  for index, name in enumerate(("duckdb", "duckdb_events", "floor"), start=1)}
+    cpu_ratios = etl_ratios("cpu_seconds")
     pq_floor = child("floor: parquet columns for the aggregation",
                      PARQUET_FLOOR.format(pattern=str(scratch / "wh-one-0/events/*/*.parquet")))
 
