@@ -31,7 +31,7 @@ from etl.storage import Storage
 
 log = logging.getLogger(__name__)
 
-_REV = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/rev-(\d+)/([^/]+)$")
+_REV = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/rev-(\d+)/([^/]+)$", re.ASCII)
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
 

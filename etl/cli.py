@@ -158,7 +158,7 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
     for day in days:
         try:
             summary = run_etl(landing, warehouse, day, future_tolerance=settings.future_tolerance,
-                              max_line_bytes=settings.max_line_bytes)
+                              max_line_bytes=settings.max_line_bytes, limits=settings.read_limits)
         except EtlError as err:
             log.error("%s", err)
             return EXIT_FAILED

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 import zlib
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from etl.contract import ALLOWED_SOURCES, CONNECTED, EVENT_SCHEMA, EVENT_TYPES, MERGED, REQUIRED_FIELDS, SOURCES
+from etl.settings import ReadLimits
 from etl.validate import EARLIEST_MICROS, Invalid, ValidationRules, event_id_hint, validate_line
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,9 @@ CHUNK_BYTES = 8 * 1024 * 1024  # one Polars decode; a line it cannot decode cost
 DECODE_THREADS = 3
 _SMALLEST_CHUNK = 32  # lines; a failing chunk this small goes to the exact validator whole
 # The one timestamp spelling the fast path parses itself; any other valid RFC 3339 form takes the exact path.
-_PLAIN_TIMESTAMP = (r"^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
-                    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$")
+# ASCII digits only: the regex engine's `\d` is Unicode-aware.
+_PLAIN_TIMESTAMP = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+                    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")
 
 
 # The decoder's rendering of an integer beyond 64 bits in a text field (a wrong type the token counts cannot see),
@@ -78,24 +81,116 @@ class Batch:
     lines_read: int = 0
     blank_lines: int = 0
     exact_lines: int = 0  # lines judged by the exact validator (for the run summary and the benchmark)
-    files: list[str] = field(default_factory=list)
-    damaged_files: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # the files read (arrival ranks index this list)
+    damaged_files: dict[str, str] = field(default_factory=dict)  # file -> why it was not read whole
+    skipped_files: dict[str, str] = field(default_factory=dict)  # key -> why it is not a landing file
     input_digest: Any = field(default_factory=hashlib.sha256)
 
 
-def decompress(data: bytes) -> tuple[bytes, bool]:
-    """gunzip every member; on damage keep what was readable and say so."""
-    out, rest = bytearray(), data
-    while rest.strip(b"\0"):
-        member = zlib.decompressobj(wbits=31)
+@dataclass(frozen=True)
+class Admitted:
+    """A landing file as it can be read: its text (None when the file is refused whole) and the damage or bound
+    that stopped the read, if any (a file-level quarantine reason)."""
+
+    text: bytes | None
+    problem: str | None = None
+
+
+def admit(name: str, raw: bytes, limits: ReadLimits) -> Admitted:
+    """Decompress (`.gz`) and bound one landing file. A damaged gzip keeps every line that could be read; a file past
+    a bound is refused whole, read no further than the bound (memory stays bounded)."""
+    if name.endswith(".gz"):
+        cap = min(limits.max_file_bytes, max(limits.expansion_floor, limits.max_expansion_ratio * len(raw)))
+        text, problem = decompress(raw, cap)
+        if problem == "too_large":
+            return Admitted(None, "file_too_large" if cap == limits.max_file_bytes else "expansion_ratio_exceeded")
+    else:
+        text, problem = raw, ("file_too_large" if len(raw) > limits.max_file_bytes else None)
+        if problem:
+            return Admitted(None, problem)
+    lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
+    if lines > limits.max_file_lines:
+        return Admitted(None, "too_many_lines")
+    return Admitted(text, problem)
+
+
+_INFLATE_BLOCK = 64 * 1024
+
+
+def decompress(data: bytes, max_bytes: int = 2**62) -> tuple[bytes, str | None]:
+    """gunzip every member (RFC 1952) -> (what could be read, None or what went wrong): `truncated_gzip` (the data
+    ends early), `corrupt_gzip` (a bad header or deflate stream: everything before the damage is kept),
+    `gzip_checksum_mismatch` (a member's CRC-32 or length trailer disagrees: all of it was read), or `too_large`
+    (more than `max_bytes` would come out: reading stops there)."""
+    out = bytearray()
+    problem: str | None = None
+    pos = 0
+    while data.count(b"\0", pos) < len(data) - pos:  # what follows is not only zero padding
+        body = _gzip_header_end(data, pos)
+        if body is None:
+            return bytes(out), "corrupt_gzip"
+        first = len(out)
+        end, failure = _inflate(data, body, out, max_bytes)
+        if end is None:
+            return bytes(out), failure
+        if len(data) - end < 8:
+            return bytes(out), "truncated_gzip"
+        crc, size = struct.unpack_from("<II", data, end)
+        with memoryview(out) as written:
+            if crc != zlib.crc32(written[first:]) or size != (len(out) - first) & 0xFFFFFFFF:
+                problem = problem or "gzip_checksum_mismatch"
+        pos = end + 8
+    return bytes(out), problem
+
+
+def _gzip_header_end(data: bytes, pos: int) -> int | None:
+    """Where the deflate stream of the gzip member at `pos` starts (None if there is no valid header)."""
+    if data[pos:pos + 3] != b"\x1f\x8b\x08" or len(data) - pos < 10:
+        return None
+    flags, at = data[pos + 3], pos + 10
+    if flags & 0x04:  # FEXTRA
+        if len(data) - at < 2:
+            return None
+        at += 2 + int.from_bytes(data[at:at + 2], "little")
+    for flag in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            end = data.find(b"\0", at)
+            if end < 0:
+                return None
+            at = end + 1
+    at += 2 if flags & 0x02 else 0  # FHCRC
+    return at if at <= len(data) else None
+
+
+def _inflate(data: bytes, start: int, out: bytearray, max_bytes: int) -> tuple[int | None, str | None]:
+    """Inflate the raw deflate stream at data[start:] into `out` -> (the offset just past it, None), or (None,
+    the problem). Fed in blocks; a block that fails is fed again a byte at a time from the state before it, so
+    that every byte zlib could produce before the damage is kept."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    view = memoryview(data)
+    pos, step, careful_until = start, _INFLATE_BLOCK, start
+    while pos < len(data):
+        block = view[pos:pos + step]
+        saved, kept = inflater.copy(), len(out)
         try:
-            out += member.decompress(rest)
+            pending: bytes | memoryview = block
+            while pending and not inflater.eof:
+                out += inflater.decompress(pending, max(1, max_bytes - len(out) + 1))
+                if len(out) > max_bytes:
+                    return None, "too_large"
+                pending = inflater.unconsumed_tail
         except zlib.error:
-            return bytes(out), True
-        if not member.eof:
-            return bytes(out), True
-        rest = member.unused_data
-    return bytes(out), False
+            if step == 1:
+                return None, "corrupt_gzip"
+            del out[kept:]
+            inflater, step, careful_until = saved, 1, pos + len(block)
+            continue
+        if inflater.eof:
+            return pos + len(block) - len(inflater.unused_data), None
+        pos += len(block)
+        if step == 1 and pos >= careful_until:
+            step = _INFLATE_BLOCK
+    return None, "truncated_gzip"
 
 
 # ---------------------------------------------------------------- step 1: decoding chunks

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from etl.pipeline import EtlError, landing_dates, run_etl, run_key
+from etl.pipeline import EtlError, landing_dates, landing_inventory, run_etl, run_key
 from etl.publish import S3Target, link, upload
 from etl.quality import Thresholds, gate
 from etl.render import RenderJob, planned_batches, read_view, render_batch, report_days, write_indexes
@@ -47,7 +47,7 @@ def check_landing(settings: Settings, night: date, sleep: Any = time.sleep) -> i
     landing = open_storage(settings.landing)
     deadline = time.monotonic() + settings.landing_wait_seconds
     while True:
-        keys = [k for k in landing.list(f"events/ingest_date={night.isoformat()}") if ".ndjson" in k]
+        keys = landing_inventory(landing, night)[0]
         if keys:
             return len(keys)
         if time.monotonic() >= deadline:
@@ -60,7 +60,7 @@ def check_landing(settings: Settings, night: date, sleep: Any = time.sleep) -> i
 
 def ingest(settings: Settings, night: date) -> dict[str, Any]:
     summary = run_etl(open_storage(settings.landing), open_storage(settings.warehouse), night,
-                      settings.future_tolerance, settings.max_line_bytes)
+                      settings.future_tolerance, settings.max_line_bytes, limits=settings.read_limits)
     keep = ("ingest_date", "run_id", "lines_read", "events_valid", "events_quarantined", "duplicates_dropped",
             "late_events")
     return {k: summary[k] for k in keep} | {"days_touched": len(summary["days_touched"])}
@@ -69,7 +69,8 @@ def ingest(settings: Settings, night: date) -> dict[str, Any]:
 def quality_gate(settings: Settings, night: date) -> dict[str, Any]:
     limits = Thresholds(max_quarantine_ratio=settings.max_quarantine_ratio,
                         max_schema_drift_ratio=settings.max_schema_drift_ratio,
-                        min_volume_ratio=settings.min_volume_ratio, volume_floor=settings.volume_floor)
+                        min_volume_ratio=settings.min_volume_ratio, volume_floor=settings.volume_floor,
+                        max_damaged_files=settings.max_damaged_files)
     return gate(open_storage(settings.warehouse), night, limits)
 
 
@@ -224,7 +225,8 @@ def backfill(settings: Settings, until: date) -> int:
     landing, warehouse = open_storage(settings.landing), open_storage(settings.warehouse)
     nights = [d for d in landing_dates(landing) if d < until]
     for night in nights:
-        run_etl(landing, warehouse, night, settings.future_tolerance, settings.max_line_bytes)
+        run_etl(landing, warehouse, night, settings.future_tolerance, settings.max_line_bytes,
+                limits=settings.read_limits)
     return len(nights)
 
 

@@ -32,17 +32,19 @@ import polars as pl
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from etl.ingest import (
     DECODE_THREADS,
+    Admitted,
     Batch,
     DecodingGroup,
     LandingFile,
+    admit,
     arrival_keys,
-    decompress,
     events_frame,
     judge_group,
     start_decoding,
 )
 from etl.progress import Progress
-from etl.storage import Storage, read_parquet, write_parquet
+from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
+from etl.storage import Storage, UnsafeLink, read_parquet, write_parquet
 from etl.transform import (
     DAILY_KEYS,
     daily_aggregates,
@@ -56,8 +58,9 @@ from etl.workspaces import Workspaces, parse_workspaces
 
 log = logging.getLogger(__name__)
 
-_LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+\.ndjson(?:\.gz)?)$")
-_DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$")
+_LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+\.ndjson(?:\.gz)?)$", re.ASCII)
+_DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$",
+                       re.ASCII)
 DECODE_BYTES = 64 * 1024 * 1024  # landing text per group (three groups are in flight): bounds memory
 HISTORY_READERS = 4  # stored files listed and read at once by `against_history` (round trips on S3)
 # Stored files decoded in one query (~4x faster than one by one) and held at once: this many, or this much Parquet,
@@ -119,17 +122,46 @@ def load_workspaces(landing: Storage) -> Workspaces:
     return parse_workspaces(data, f"{landing.uri}/workspaces.json")
 
 
-def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool = False) -> Batch:
-    """Validate every line of the arrival day's files; each line ends valid or quarantined."""
+_HOUR_FOLDER = re.compile(r"^hour=(?:[01]\d|2[0-3])$", re.ASCII)
+
+
+def landing_inventory(landing: Storage, ingest_date: date) -> tuple[list[str], dict[str, str]]:
+    """Every key of an arrival day's partition, sorted into (files to read, {file skipped: why}). Both storages list
+    the same keys for the same content (temporary names and links included), so they skip the same files."""
     prefix = f"events/ingest_date={ingest_date.isoformat()}"
-    keys = sorted(k for k in landing.list(prefix) if _LANDING_FILE.match(k))
+    to_read, skipped = [], {}
+    for key in landing.list(prefix, everything=True):
+        parts = key[len(prefix):].lstrip("/").split("/")
+        name = parts[-1]
+        if _LANDING_FILE.match(key) and _HOUR_FOLDER.match(parts[0]):
+            to_read.append(key)
+        elif len(parts) == 1 and (not parts[0] or _HOUR_FOLDER.match(parts[0])):
+            skipped[key] = "symbolic_link"  # a folder listed as an entry: only a link is
+        elif name.startswith("."):
+            skipped[key] = "temporary_or_hidden_name"
+        elif name.startswith("_"):
+            skipped[key] = "marker_file"
+        elif len(parts) != 2 or not _HOUR_FOLDER.match(parts[0]):
+            skipped[key] = "not_in_an_hour_folder"
+        else:
+            skipped[key] = "not_an_ndjson_name"
+    return to_read, skipped
+
+
+def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool = False,
+                   limits: ReadLimits = DEFAULT_READ_LIMITS) -> Batch:
+    """Validate every line of the arrival day's files; each line ends valid or quarantined, and each file read,
+    refused whole, or skipped (not in the layout), with its reason."""
+    prefix = f"events/ingest_date={ingest_date.isoformat()}"
+    keys, skipped = landing_inventory(landing, ingest_date)
     if not keys:
+        also = f" (skipped, not in the layout: {sorted(skipped)[:5]})" if skipped else ""
         raise EtlError(
-            f"no landing files for ingest_date={ingest_date} under {landing.uri}/{prefix}/: the feed has "
+            f"no landing files for ingest_date={ingest_date} under {landing.uri}/{prefix}/{also}: the feed has "
             "not delivered this night (or delivered it elsewhere). Refusing to report zero contacts; "
             "re-run the night once the partition is complete."
         )
-    batch = Batch()
+    batch = Batch(skipped_files=skipped)
     group: list[LandingFile] = []
     group_bytes = 0
     # Three steps overlap: this thread reads, hashes and cuts a group's files into chunks, a pool of threads decodes
@@ -144,25 +176,29 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
             if previous is not None:
                 judge_group(previous.result(), rules, batch)
 
-        for rank, key in enumerate(keys):
+        for key in keys:
+            relative = key[len("events/"):]
             try:
-                data = landing.read_bytes(key)
+                raw = landing.read_bytes(key)
+            except UnsafeLink:
+                raw, admitted = b"", Admitted(None, "symbolic_link")
             except OSError as err:
                 raise EtlError(f"cannot read landing file {landing.uri}/{key}: {err}") from err
-            batch.input_digest.update(f"{key}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+            else:
+                admitted = admit(key, raw, limits)
+            batch.input_digest.update(f"{key}\0{hashlib.sha256(raw).hexdigest()}\n".encode())
+            bar.advance()
+            if admitted.problem:
+                batch.damaged_files[key] = admitted.problem
+                batch.quarantine.append((ingest_date, relative, None, admitted.problem, None, None))
+            if admitted.text is None:
+                continue
             batch.files.append(key)
-            relative = key[len("events/"):]
-            if key.endswith(".gz"):
-                data, damaged = decompress(data)
-                if damaged:
-                    batch.damaged_files.append(key)
-                    batch.quarantine.append((ingest_date, relative, None, "truncated_gzip", None, None))
-            group.append(LandingFile(relative, rank, data))
-            group_bytes += len(data)
+            group.append(LandingFile(relative, len(batch.files) - 1, admitted.text))
+            group_bytes += len(admitted.text)
             if group_bytes >= DECODE_BYTES:
                 decode_next(group)
                 group, group_bytes = [], 0
-            bar.advance()
         if group:
             decode_next(group)
         if decoding is not None:
@@ -299,7 +335,7 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
 
 def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
             future_tolerance: timedelta = timedelta(hours=1), max_line_bytes: int = 1_000_000,
-            exact_only: bool = False) -> dict[str, Any]:
+            exact_only: bool = False, limits: ReadLimits = DEFAULT_READ_LIMITS) -> dict[str, Any]:
     """Process one arrival day end to end and return its run summary (also stored in the warehouse).
 
     `exact_only` sends every line through the exact validator (the reference the fast path is tested against).
@@ -313,7 +349,7 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         max_line_bytes=max_line_bytes,
         broken_workspaces=workspaces.broken,
     )
-    batch = read_partition(landing, ingest_date, rules, exact_only)
+    batch = read_partition(landing, ingest_date, rules, exact_only, limits)
     night = events_frame(batch)
     batch.valid.clear()  # `night` holds the only copy of the rows from here on
     night = compacted(night)
@@ -388,7 +424,8 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         "blank_lines": batch.blank_lines,
         "lines_exact_path": batch.exact_lines,
         "files_read": len(batch.files),
-        "files_damaged": batch.damaged_files,
+        "files_damaged": dict(sorted(batch.damaged_files.items())),
+        "files_skipped": dict(sorted(batch.skipped_files.items())),
         "displaced_later_copies": displaced_count,
         "workspaces_misconfigured": {str(k): v for k, v in sorted(workspaces.broken.items())},
         "landing_partitions": sorted({k.rsplit("/", 1)[0] for k in batch.files}),

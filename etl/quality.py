@@ -24,6 +24,7 @@ class Thresholds:
     max_schema_drift_ratio: float = 0.01
     min_volume_ratio: float = 0.2
     volume_floor: int = 50
+    max_damaged_files: int = 0
     baseline_nights: int = 7
 
 
@@ -42,6 +43,10 @@ def problems(summary: dict[str, Any], history: list[dict[str, Any]], limits: Thr
     lines = summary["lines_read"]
     if lines == 0:
         return ["the arrival partition holds no events: refusing to publish a report of zero contacts"]
+    damaged = summary.get("files_damaged", {})
+    if len(damaged) > limits.max_damaged_files:
+        found.append(f"{len(damaged)} landing file(s) could not be read whole (limit {limits.max_damaged_files}): "
+                     f"{damaged}; ask the feed to re-deliver them, then re-run the night")
     ratio = summary["events_quarantined"] / lines
     if ratio > limits.max_quarantine_ratio:
         found.append(f"{ratio:.1%} of lines were quarantined (limit {limits.max_quarantine_ratio:.1%}); "

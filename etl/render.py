@@ -51,7 +51,7 @@ from etl.windows import WINDOW_NAMES, WINDOW_TITLES, report_day_for
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-_DATE_KEY = re.compile(r"local_date=(\d{4}-\d{2}-\d{2})/")
+_DATE_KEY = re.compile(r"local_date=(\d{4}-\d{2}-\d{2})/", re.ASCII)
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 # A workspace's render work beyond its events, in events' worth: its seven pages, charts and files take ~0.3-0.5 s
 # whatever its size, an event ~5 µs more (measured at 10 M: docs/performance.md, "Render").
@@ -459,7 +459,7 @@ def render(job: RenderJob, workers: int = 1) -> dict[str, int]:
 
 # ---------------------------------------------------------------- index pages
 
-_PAGE = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/([a-z0-9_]+)\.html$")
+_PAGE = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/([a-z0-9_]+)\.html$", re.ASCII)
 
 
 def write_indexes(out: Storage, view: WarehouseView) -> None:

@@ -13,6 +13,19 @@ DEFAULT_DATA = Path("data")
 
 
 @dataclass(frozen=True)
+class ReadLimits:
+    """Bounds on one landing file, so that no file can take the night's time or memory (docs/contract.md)."""
+
+    max_file_lines: int = 10_000_000
+    max_file_bytes: int = 1024**3  # after decompression
+    max_expansion_ratio: int = 100  # decompressed / compressed bytes of a gzip file ...
+    expansion_floor: int = 64 * 1024  # ... though a small file may always expand to this much
+
+
+DEFAULT_READ_LIMITS = ReadLimits()
+
+
+@dataclass(frozen=True)
 class Settings:
     landing: str = str(DEFAULT_DATA / "landing")
     warehouse: str = str(DEFAULT_DATA / "warehouse")
@@ -28,17 +41,27 @@ class Settings:
     # Validation
     future_tolerance: timedelta = timedelta(hours=1)
     max_line_bytes: int = 1_000_000
+    # Bounds on one landing file (a file past one is quarantined whole: docs/contract.md)
+    max_file_lines: int = 10_000_000
+    max_file_bytes: int = 1024**3
+    max_expansion_ratio: int = 100
     # Data-quality gate (the nightly run fails loudly past these)
     max_quarantine_ratio: float = 0.05
     min_volume_ratio: float = 0.2
     volume_floor: int = 50
     max_schema_drift_ratio: float = 0.01
+    max_damaged_files: int = 0  # landing files not read whole (damaged gzip, past a bound, a link)
     # How long the nightly run waits for a late feed before failing
     landing_wait_seconds: int = 3600
     landing_poll_seconds: int = 300
     # Rendering and links
     render_batch_size: int = 50
     presign_seconds: int = 7 * 24 * 3600  # SigV4's maximum
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        return ReadLimits(max_file_lines=self.max_file_lines, max_file_bytes=self.max_file_bytes,
+                          max_expansion_ratio=self.max_expansion_ratio)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -61,6 +84,11 @@ class Settings:
             "max_schema_drift_ratio": float(env.get("CONTACTS_REPORT_MAX_SCHEMA_DRIFT_RATIO",
                                                     base.max_schema_drift_ratio)),
             "min_volume_ratio": float(env.get("CONTACTS_REPORT_MIN_VOLUME_RATIO", base.min_volume_ratio)),
+            "max_damaged_files": int(env.get("CONTACTS_REPORT_MAX_DAMAGED_FILES", base.max_damaged_files)),
+            "max_line_bytes": int(env.get("CONTACTS_REPORT_MAX_LINE_BYTES", base.max_line_bytes)),
+            "max_file_lines": int(env.get("CONTACTS_REPORT_MAX_FILE_LINES", base.max_file_lines)),
+            "max_file_bytes": int(env.get("CONTACTS_REPORT_MAX_FILE_BYTES", base.max_file_bytes)),
+            "max_expansion_ratio": int(env.get("CONTACTS_REPORT_MAX_EXPANSION_RATIO", base.max_expansion_ratio)),
             "landing_wait_seconds": int(env.get("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds)),
             "render_batch_size": int(env.get("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size)),
         }

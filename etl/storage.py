@@ -60,8 +60,23 @@ class Storage(Protocol):
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
                   retain_until: datetime | None = None, lock_mode: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
-    def list(self, prefix: str = "") -> list[str]: ...
+    def list(self, prefix: str = "", everything: bool = False) -> list[str]:
+        """Keys under `prefix`, sorted. Temporary names (`is_temporary`) and, locally, symbolic links are left out
+        unless `everything` (then both storages list the same keys for the same content)."""
+        ...
     def delete(self, key: str) -> None: ...
+
+
+class UnsafeLink(StorageError):
+    """A key whose path goes through a symbolic link: never followed (it could lead out of the root)."""
+
+
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def is_temporary(key: str) -> bool:
+    """A writer's temporary name (ours while a local write is in flight, or another tool's)."""
+    return key.rsplit("/", 1)[-1].startswith(TEMPORARY_PREFIX)
 
 
 class AlreadyExists(StorageError):
@@ -85,10 +100,22 @@ class LocalStorage:
         return str(self.root)
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        """The key's path, refusing any symbolic link between the root and it (the root itself may be one): a link
+        could send a read or a write outside the root."""
+        path = self.root / check_key(key)
+        step = self.root
+        for part in key.split("/"):
+            step = step / part
+            if step.is_symlink():
+                raise UnsafeLink(f"refusing to follow the symbolic link {step} (inside {self.root}): links are "
+                                 "never followed; replace it with the file or folder itself")
+        return path
 
     def read_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        path = self._path(key)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a link made since the check: refused too
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
 
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
@@ -128,12 +155,19 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", everything: bool = False) -> list[str]:
+        prefix = prefix.strip("/")
         base = self.root / prefix if prefix else self.root
-        if not base.is_dir():
-            return []
-        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
-        return sorted(k for k in keys if not Path(k).name.startswith(".tmp-"))
+        linked = [p for p in [base, *base.parents] if self.root in p.parents and p.is_symlink()]
+        if linked:  # the prefix itself goes through a link: listed as that one entry, never entered
+            return [linked[-1].relative_to(self.root).as_posix()] if everything else []
+        keys = []
+        for folder, dirs, files in os.walk(base):  # links to folders are listed, not entered
+            for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
+                path = os.path.join(folder, name)
+                if everything or not (name.startswith(TEMPORARY_PREFIX) or os.path.islink(path)):
+                    keys.append(Path(path).relative_to(self.root).as_posix())
+        return sorted(keys)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -242,8 +276,8 @@ class S3Storage:
             for item in page.get("Contents", []):
                 yield item["Key"][skip:]
 
-    def list(self, prefix: str = "") -> list[str]:
-        return sorted(self._iter_keys(prefix.rstrip("/")))
+    def list(self, prefix: str = "", everything: bool = False) -> list[str]:
+        return sorted(k for k in self._iter_keys(prefix.rstrip("/")) if everything or not is_temporary(k))
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

@@ -23,8 +23,10 @@ from etl.contract import (
     TEXT_FIELDS,
 )
 
+# ASCII digits only (`\d` would take any script's digits) and the whole text (`$` would allow a final newline).
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
@@ -41,7 +43,7 @@ class Invalid(Exception):
 
 def parse_timestamp(text: str) -> int:
     """RFC 3339 with a mandatory offset -> microseconds since the epoch (UTC). Raises Invalid."""
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)
     if not m:
         raise Invalid("bad_timestamp")
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])

@@ -37,11 +37,14 @@ class Workspaces:
 
 
 def _valid_timezone(name: object) -> bool:
+    """A zone both engines that use it know: zoneinfo (report days, windows) and Polars (local times). zoneinfo
+    alone accepts names Polars refuses (`Factory`, `posixrules`, `right/UTC`) and raises on folders (`Europe`)."""
     if not isinstance(name, str) or not name or name.startswith(("/", ".")) or ".." in name:
         return False
     try:
         zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
+        pl.Series([0], dtype=pl.Datetime("us", "UTC")).dt.convert_time_zone(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError, pl.exceptions.PolarsError):
         return False
     return True
 

@@ -172,7 +172,7 @@ def test_gzip_files_are_read_and_a_truncated_one_keeps_its_readable_lines(tmp_pa
     damaged = gzip.compress(lines("damaged"))
     (folder / "damaged.ndjson.gz").write_bytes(damaged[: len(damaged) // 2])
     [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
-    assert summary["files_damaged"] == ["events/ingest_date=2026-03-10/hour=09/damaged.ndjson.gz"]
+    assert summary["files_damaged"] == {"events/ingest_date=2026-03-10/hour=09/damaged.ndjson.gz": "truncated_gzip"}
     assert 400 < summary["events_valid"] < 800
     assert summary["lines_read"] == summary["events_valid"] + summary["events_quarantined"]
     quarantine = read_parquet(LocalStorage(tmp_path / "wh"), quarantine_key(date(2026, 3, 10)))
