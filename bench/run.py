@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,15 +68,17 @@ generate(LocalStorage({str(landing)!r}), GenerateOptions(start=date({START.year}
 def ensure_catchup(folder: Path, landing: Path, day: date) -> Path:
     """The whole dataset as ONE arrival day (a feed catching up after an outage): the same files, linked under
     `ingest_date=day`. This is the ETL-vs-DuckDB measurement: at 1 M / 10 M events fixed costs (process start,
-    imports) no longer hide the per-row cost."""
+    imports) no longer hide the per-row cost. Hard links: the ETL never follows a symbolic link."""
     catchup = folder / "catchup"
+    if (catchup / "workspaces.json").is_symlink():  # made by an earlier version
+        shutil.rmtree(catchup)
     if not (catchup / "workspaces.json").exists():
         for source in sorted(landing.glob("events/ingest_date=*/hour=*/*.ndjson")):
             arrival = source.parts[-3].split("=", 1)[1]
             target = catchup / f"events/ingest_date={day}" / source.parts[-2] / f"part-{arrival}.ndjson"
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source.resolve())
-        (catchup / "workspaces.json").symlink_to((landing / "workspaces.json").resolve())
+            target.hardlink_to(source)
+        (catchup / "workspaces.json").hardlink_to(landing / "workspaces.json")
     return catchup
 
 
