@@ -24,16 +24,22 @@ from typing import Any
 
 import polars as pl
 
+from etl.errors import InputError
 from etl.publish import content_type
-from etl.render import environment, load_inputs, log_csv, read_view, report_days
+from etl.render import WarehouseView, environment, load_inputs, log_csv, read_view, report_days
 from etl.report import KINDS, Workspace, log_frame
 from etl.storage import Storage
+from etl.windows import report_day_for
 
 log = logging.getLogger(__name__)
 
 _REV = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/rev-(\d+)/([^/]+)$", re.ASCII)
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
+
+
+class ArchiveError(InputError):
+    """The archive cannot be written as asked; the message says why and what to do."""
 
 
 def code_version() -> str:
@@ -150,10 +156,16 @@ def _change(previous: dict[str, Any], files: dict[str, tuple[bytes, int]]) -> di
 
 def write_archive(warehouse: Storage, archive: Storage, workspace_ids: list[int] | None, report_day: date | None,
                   cutoff: datetime | None, lock: Lock = Lock()) -> dict[str, int]:
-    """Snapshot each selected workspace's report day (same report-day rule as `render`)."""
+    """Snapshot each selected workspace's report day (same report-day rule as `render`). Only days that had fully
+    ended when the warehouse's latest arrival day ended: a snapshot is immutable, so a day still open would be
+    frozen incomplete."""
     view = read_view(warehouse)
     ids = workspace_ids or sorted(view.workspaces)
+    unknown = sorted(set(ids) - set(view.workspaces))
+    if unknown:
+        raise ArchiveError(f"workspaces {unknown} are not in {warehouse.uri}'s workspaces dimension; check the ids")
     days = report_days(view, ids, report_day, cutoff)
+    _refuse_open_days(view, days)
     selected = [view.workspaces[w] for w in ids]
     inputs = load_inputs(warehouse, selected, days, ("today",), need_all_events=False)
     outcome: dict[str, int] = {"written": 0, "revised": 0, "unchanged": 0}
@@ -164,6 +176,20 @@ def write_archive(warehouse: Storage, archive: Storage, workspace_ids: list[int]
         write_index(archive, workspace)
     log.info("archive %s: %s", archive.uri, outcome)
     return outcome
+
+
+def _refuse_open_days(view: WarehouseView, days: dict[int, date]) -> None:
+    if view.freshness.latest_ingest_date is None:
+        raise ArchiveError("the warehouse has no finished night (no run summary): run `contacts-report etl` first")
+    data_end = datetime.combine(date.fromisoformat(view.freshness.latest_ingest_date) + timedelta(days=1),
+                                datetime.min.time(), UTC)
+    open_days = {w: d for w, d in sorted(days.items()) if d > report_day_for(data_end, view.workspaces[w].timezone)}
+    if open_days:
+        first = next(iter(open_days.items()))
+        raise ArchiveError(
+            f"report day {first[1]} of workspace {first[0]} (and {len(open_days) - 1} more) had not ended when the "
+            f"warehouse's latest arrival day {view.freshness.latest_ingest_date} ended ({data_end:%Y-%m-%dT%H:%MZ}):"
+            " snapshots are immutable, so only finished days are archived; archive it after a later night")
 
 
 def write_index(archive: Storage, workspace: Workspace) -> None:
@@ -191,16 +217,21 @@ def verify(archive: Storage, workspace_ids: list[int] | None = None, start: date
            end: date | None = None) -> tuple[list[Problem], dict[str, int]]:
     """Recompute every hash and count; check revisions, days and the chain. Returns (problems, counts)."""
     tree: dict[int, dict[date, dict[int, set[str]]]] = {}
+    problems: list[Problem] = []
     for key in archive.list():
         m = _REV.match(key)
         if not m:
             continue
-        wid, day = int(m.group(1)), date.fromisoformat(m.group(2))
+        try:
+            wid, day = int(m.group(1)), date.fromisoformat(m.group(2))
+        except ValueError:
+            problems.append(Problem(key, "not a snapshot: the folder name is not a calendar date"))
+            continue
         if workspace_ids and wid not in workspace_ids:
             continue
         tree.setdefault(wid, {}).setdefault(day, {}).setdefault(int(m.group(3)), set()).add(m.group(4))
-    problems: list[Problem] = []
     counts = {"workspaces": len(tree), "snapshots": 0, "files": 0}
+    archive_uri = archive.uri
     archive = _OriginalVersions.wrap(archive, problems)
     for wid, days in sorted(tree.items()):
         chain: list[tuple[int, str, str | None, str]] = []
@@ -211,11 +242,23 @@ def verify(archive: Storage, workspace_ids: list[int] | None = None, start: date
                 if rev not in revs:
                     problems.append(Problem(where, f"missing: rev-{rev + 1} exists without its predecessor"))
                     continue
-                entry = _check_revision(archive, wid, day, rev, revs[rev], problems, counts, check_files=in_range)
+                try:
+                    entry = _check_revision(archive, wid, day, rev, revs[rev], problems, counts,
+                                            check_files=in_range)
+                except _Malformed as err:
+                    problems.append(Problem(f"{where}/{MANIFEST}", f"manifest is malformed: {err}"))
+                    entry = None
                 if entry:
                     chain.append(entry)
         problems += _check_days(wid, sorted(days))
         problems += _check_chain(wid, chain)
+    checked_days = [d for days in tree.values() for d in days
+                    if (start is None or d >= start) and (end is None or d <= end)]
+    if not checked_days:
+        scope = f" of workspaces {sorted(workspace_ids)}" if workspace_ids else ""
+        span = f" between {start or 'the first day'} and {end or 'the last day'}" if start or end else ""
+        problems.append(Problem(archive_uri, f"no snapshots{scope}{span} found: a wrong path or an empty archive "
+                                             "verifies nothing"))
     return problems, counts
 
 
@@ -260,9 +303,10 @@ def _check_revision(archive: Any, wid: int, day: date, rev: int, names: set[str]
         problems.append(Problem(f"{folder}/{MANIFEST}", "manifest does not match manifest.sha256 (edited)"))
     try:
         manifest = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         problems.append(Problem(f"{folder}/{MANIFEST}", "manifest is not valid JSON"))
         return None
+    _check_shape(manifest)
     if (manifest.get("workspace_id"), manifest.get("report_day"), manifest.get("revision")) != (
             wid, day.isoformat(), rev):
         described = f"{manifest.get('workspace_id')}/{manifest.get('report_day')}/rev-{manifest.get('revision')}"
@@ -276,6 +320,24 @@ def _check_revision(archive: Any, wid: int, day: date, rev: int, names: set[str]
             problems += _check_file(archive, f"{folder}/{name}", name in names, expected)
             counts["files"] += 1
     return int(manifest.get("sequence", 0)), digest, manifest.get("previous_manifest_sha256"), folder
+
+
+class _Malformed(Exception):
+    """A manifest that is JSON but not of the manifest's shape."""
+
+
+def _check_shape(manifest: Any) -> None:
+    """Raise _Malformed unless `manifest` has the fields verification reads, each of its type."""
+    if not isinstance(manifest, dict):
+        raise _Malformed(f"a JSON {type(manifest).__name__}, not an object")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and type(e.get("bytes")) is int and type(e.get("rows")) is int
+            and isinstance(e.get("sha256"), str) for e in files.values()):
+        raise _Malformed("`files` must map each file name to its bytes, rows and sha256")
+    if type(manifest.get("sequence", 0)) is not int or not isinstance(manifest.get("previous_manifest_sha256"),
+                                                                        str | None):
+        raise _Malformed("`sequence` must be a whole number and `previous_manifest_sha256` a hash or null")
 
 
 def _check_file(archive: Any, key: str, present: bool, expected: dict[str, Any]) -> list[Problem]:

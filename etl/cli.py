@@ -10,21 +10,41 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from etl.errors import InputError
 from etl.settings import Settings
 from etl.storage import StorageError, open_storage
 from etl.windows import WINDOW_NAMES
 
+_S3_ERRORS = (BotoCoreError, ClientError)
+
 log = logging.getLogger("contacts_report")
 
-EXIT_USAGE = 2
-EXIT_FAILED = 1
+# Exit codes (also in `--help` and the README).
+EXIT_FAILED = 1  # the work could not be done or did not pass: no landing data, archive problems found
+EXIT_USAGE = 2  # an argument or an input file is unusable: fix it and run again
+EXIT_STORAGE = 3  # storage could not be reached or refused us, after the retries: check the endpoint and access
+EXIT_CODES = ("exit codes: 0 done; 1 the work failed or did not verify (the message says why); 2 an argument or "
+              "an input file is unusable; 3 storage unreachable or refusing access after retries")
+# Dates the product handles: events from 2000 on, and a margin before the calendar's end (a day + 1 is computed).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)
+
+
+def _in_range(day: date, text: str) -> None:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; use a day from {FIRST_DAY} to {LAST_DAY}")
 
 
 def _date(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text) if text.isascii() else None
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+        day = None
+    if day is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD")
+    _in_range(day, text)
+    return day
 
 
 def _instant(text: str) -> datetime:
@@ -34,12 +54,13 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO instant; use e.g. 2026-03-12T00:00Z") from None
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
+    _in_range(moment.date(), text)
     return moment
 
 
 def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
+    if not 0 < value < 2**63:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number")
     return value
 
@@ -48,6 +69,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contacts-report",
         description="Nightly ETL and static pages for the Reports → Contacts page of every workspace.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -123,17 +145,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "generate":
-            return _generate(args)
-        if args.command == "etl":
-            return _etl(args, settings)
-        if args.command == "render":
-            return _render(args)
-        if args.command == "archive":
-            return _archive(args, settings)
-    except StorageError as err:
+        return _run(args, settings)
+    except (StorageError, InputError) as err:
         log.error("%s", err)
         return EXIT_USAGE
+    except OSError as err:  # a path that is a folder, a file where a folder belongs, no permission
+        log.error("cannot use %s: %s; check the path", err.filename or "a path", err.strerror or err)
+        return EXIT_USAGE
+    except _S3_ERRORS as err:
+        log.error("S3 storage failed after the retries (%s): %s; check AWS_ENDPOINT_URL, the bucket and the "
+                  "credentials", os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint"), err)
+        return EXIT_STORAGE
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "generate":
+        return _generate(args)
+    if args.command == "etl":
+        return _etl(args, settings)
+    if args.command == "render":
+        return _render(args)
+    if args.command == "archive":
+        return _archive(args, settings)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -151,7 +184,11 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
     from etl.pipeline import EtlError, landing_dates, run_etl
 
     landing, warehouse = open_storage(args.landing), open_storage(args.warehouse)
-    days = landing_dates(landing) if args.all else sorted(set(args.ingest_date))
+    try:
+        days = landing_dates(landing) if args.all else sorted(set(args.ingest_date))
+    except EtlError as err:
+        log.error("%s", err)
+        return EXIT_FAILED
     if not days:
         log.error("no arrival days under %s/events/; generate or deliver data first", landing.uri)
         return EXIT_FAILED
@@ -170,6 +207,9 @@ def _render(args: argparse.Namespace) -> int:
     from etl.render import RenderError, RenderJob, read_view, render
     from etl.report import FilterError, Filters
 
+    if "://" not in args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        log.error("--out %s is a file; give a folder (created if missing) or s3://bucket/prefix", args.out)
+        return EXIT_USAGE
     try:
         Filters.parse(args.filter)
         view = read_view(open_storage(args.warehouse))

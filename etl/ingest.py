@@ -29,6 +29,7 @@ import struct
 import zlib
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,8 @@ _PLAIN_TIMESTAMP = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9
 _BIG_INTEGER_PREFIX = "Static("
 _NUL = "\x00"
 # Free text that needs a closer look: a JSON token (counted by `_tokens_add_up`) or one of the values above.
-_RARE_TEXT = ("null", "{", "[", _NUL, _BIG_INTEGER_PREFIX)
+_TOKENS = ("null", "{", "[", '"')
+_RARE_TEXT = (*_TOKENS, ":", _NUL, _BIG_INTEGER_PREFIX)
 
 
 @dataclass
@@ -209,59 +211,105 @@ def _openings(view: np.ndarray) -> np.ndarray:
     return np.equal(folded, np.uint8(ord("{")), out=folded.view(bool))
 
 
-def _tokens_add_up(chunk: np.ndarray, frame: pl.DataFrame, inside: pl.DataFrame) -> bool:
-    """The raw text holds no JSON token the decoded rows do not explain.
-
-    Every `null` token must be a field that decoded to null or text inside a decoded string, and every `{` or
-    `[` a line's own object or text inside a decoded string. A value of the wrong JSON type in a free-text or id
-    field also decodes to null (step 1) but without a `null` token: the count falls short and the lines that do
-    not add up take the exact path (`_rows_not_adding_up`). So do nested objects and arrays (also where a String
-    field writes them as text), a field left out rather than written as null, and a key given twice.
-    `inside` holds the tokens inside the free text of the rows that have any (see `_rare_rows`).
-    """
-    # Only free text can hold these characters and still pass the rules; in any other field they fail the
-    # rules anyway, after their lines have been sent to the exact validator for them: conservative, so exact.
-    nulls = sum(frame[c].null_count() for c in frame.columns) + inside["nulls"].sum()
-    opens = frame.height + inside["opens"].sum()
-    raw_nulls = sum(int(np.count_nonzero(matches)) for _, matches in _null_tokens(chunk))
-    return raw_nulls == nulls and int(np.count_nonzero(_openings(chunk))) == opens
+# JSON escapes of the characters the token counts look for (`"`, `:`, `{`, `[`, and the letters of `null`): decoded
+# text then holds a token its raw line does not spell (see `_rows_not_adding_up`).
+_ESCAPE_TAILS = (b"u0022", b"u003a", b"u003A", b"u007b", b"u007B", b"u005b", b"u005B", b"u006e", b"u006E", b"u0075",
+                 b"u006c", b"u006C")
 
 
-def _rows_not_adding_up(chunk: np.ndarray, frame: pl.DataFrame, positions: pl.Series, inside: pl.DataFrame
-                        ) -> np.ndarray:
-    """The check of `_tokens_add_up` line by line, for a chunk whose totals disagree: the rows (one per line) whose
-    own line holds a `null`, `{` or `[` its decoded row does not explain. Only those go to the exact validator,
-    instead of bisecting the chunk (which decoded ~1.5x the input at 1 M lines: every split is decoded again).
-    `positions`: the rows `inside` describes."""
-    newlines = np.flatnonzero(chunk == ord("\n"))
-    null_at = np.concatenate([np.flatnonzero(matches) * 4 + shift for shift, matches in _null_tokens(chunk)])
-    open_at = np.flatnonzero(_openings(chunk))
-    raw_nulls, raw_opens = (np.bincount(np.searchsorted(newlines, at), minlength=frame.height)
-                            for at in (null_at, open_at))
-    nulls = np.array(frame.select(pl.sum_horizontal(pl.col(c).is_null() for c in frame.columns)).to_series(),
-                     np.int64)
-    opens = np.ones(frame.height, np.int64)
+def _escaped_tokens(view: np.ndarray) -> np.ndarray:
+    """Offsets of the escapes in _ESCAPE_TAILS (backslashes are rare, so only their neighbours are looked at)."""
+    slashes = np.flatnonzero(view[:max(len(view) - 5, 0)] == ord("\\"))
+    slashes = slashes[view[slashes + 1] == ord("u")]
+    if not len(slashes):
+        return slashes
+    following = np.stack([view[slashes + k] for k in range(1, 6)], axis=1).copy().view("S5")[:, 0]
+    return slashes[np.isin(following, np.array(_ESCAPE_TAILS, "S5"))]
+
+
+class _LineEnds:
+    """Where a chunk's lines end, found only when asked (a chunk whose totals agree never asks)."""
+
+    def __init__(self, view: np.ndarray) -> None:
+        self.view = view
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        return np.flatnonzero(self.view == ord("\n"))
+
+
+def _rows_not_adding_up(chunk: np.ndarray, newlines: _LineEnds, row_lines: np.ndarray, frame: pl.DataFrame,
+                        positions: pl.Series, inside: pl.DataFrame) -> np.ndarray:
+    """The rows (one per line) whose line holds a JSON token its decoded row does not explain; they go to the exact
+    validator. Four tokens are counted: `null` (a field that decoded to null, or text inside a decoded value),
+    `:` (one per field of the contract, or text), `"` (two per key and per text value, or text) and `{`/`[` (the
+    line's own object, or text).
+
+    A number or bool of the wrong type decodes to null without a `null` token (one `null` short); a string of the
+    wrong type adds two quotes; an object or array a bracket. A field left out is one `null`, one `:` and two
+    quotes short; an unknown field or a key given twice is one `:` and two quotes over, plus its value's tokens.
+    So on a line whose four counts agree, quotes minus twice the colons (never negative) show no stray string,
+    brackets no nested value, and then the colons say that extra keys and missing fields are as many, so the
+    `null` tokens of the extra keys, at most one each, make up for the missing fields and leave no room for a
+    wrong-typed value. The same argument holds for a chunk's totals, provided no line can be short of a token
+    some other way: no required field decoded null (such rows fail the rules anyway) and no text spelling a
+    token with an escape (`\\u003a`). Otherwise the counts are compared line by line, and lines holding such an
+    escape are suspect.
+
+    `inside` holds the tokens inside the text of the rows at `positions` (see `_rare_rows`); `row_lines` each
+    row's line (`newlines`: where the lines end)."""
+    expected = frame.select(
+        nulls=pl.sum_horizontal(pl.col(c).is_null() for c in frame.columns),
+        colons=len(VALIDATED_COLUMNS) + pl.sum_horizontal(
+            pl.col(c).str.count_matches(":", literal=True).fill_null(0) for c in SHAPED_TEXT_FIELDS),
+        quotes=2 * len(VALIDATED_COLUMNS) + 2 * pl.sum_horizontal(pl.col(c).is_not_null() for c in TEXT_FIELDS),
+        opens=pl.lit(1, pl.Int64),
+        missing_key=pl.any_horizontal(pl.col(c).is_null() for c in REQUIRED_FIELDS),
+    )
+    counts = {name: expected[name].to_numpy().astype(np.int64) for name in ("nulls", "colons", "quotes", "opens")}
     rows = positions.to_numpy()
-    nulls[rows] += inside["nulls"].to_numpy()
-    opens[rows] += inside["opens"].to_numpy()
-    return np.flatnonzero((raw_nulls != nulls) | (raw_opens != opens))
+    for name, values in counts.items():
+        values[rows] += inside[name].to_numpy()
+    null_tokens = _null_tokens(chunk)
+    found = {"colons": chunk == ord(":"), "quotes": chunk == ord('"'), "opens": _openings(chunk)}
+    escaped = _escaped_tokens(chunk)
+    if (not len(escaped) and not expected["missing_key"].any()
+            and sum(int(np.count_nonzero(matches)) for _, matches in null_tokens) == counts["nulls"].sum()
+            and all(int(np.count_nonzero(found[name])) == counts[name].sum() for name in found)):
+        return np.empty(0, np.int64)
+
+    def per_row(offsets: np.ndarray) -> np.ndarray:
+        """How many of `offsets` fall on each row's line."""
+        ends = newlines.offsets
+        return np.bincount(np.searchsorted(ends, offsets), minlength=len(ends))[row_lines]
+
+    found_at = {name: np.flatnonzero(where) for name, where in found.items()}
+    found_at["nulls"] = np.concatenate([np.flatnonzero(matches) * 4 + shift for shift, matches in null_tokens])
+    suspect = per_row(escaped) > 0
+    for name, values in counts.items():
+        suspect |= per_row(found_at[name]) != values
+    return np.flatnonzero(suspect)
 
 
 def _rare_rows(frame: pl.DataFrame) -> pl.Series:
-    """Positions of the rows whose free text holds a JSON token (`null`, `{`, `[`) or an odd value
-    (`_BIG_INTEGER_PREFIX`, NUL): one multi-pattern (Aho-Corasick) scan per column, ~15 % cheaper than a regex of
-    the same alternatives."""
-    rare = pl.any_horizontal(pl.col(c).str.contains_any(list(_RARE_TEXT)) for c in FREE_TEXT_FIELDS)
+    """Positions of the rows whose text holds a token `_rows_not_adding_up` counts (`null`, `{`, `[`, `"`, and `:` in
+    free text) or an odd value (`_BIG_INTEGER_PREFIX`, NUL): one multi-pattern (Aho-Corasick) scan per column, ~15 %
+    cheaper than a regex of the same alternatives."""
+    rare = pl.any_horizontal(
+        *(pl.col(c).str.contains_any(list(_RARE_TEXT)) for c in FREE_TEXT_FIELDS),
+        *(pl.col(c).str.contains_any(list(_TOKENS)) for c in SHAPED_TEXT_FIELDS))
     return frame.select(rare.fill_null(False).arg_true()).to_series()
 
 
 def _inside_texts(rare: pl.DataFrame) -> pl.DataFrame:
-    """`nulls` (`null` tokens) and `opens` (`{` and `[`) inside the decoded free-text values of each `rare` row."""
-    def count(token: str) -> pl.Expr:
+    """`nulls` (`null` tokens), `opens` (`{` and `[`) and `quotes` inside the decoded text values of each `rare` row,
+    and `colons` inside its free text (the colons of the other text fields are counted for every row)."""
+    def count(token: str, fields: tuple[str, ...] = TEXT_FIELDS) -> pl.Expr:
         return pl.sum_horizontal(pl.col(c).str.count_matches(token, literal=True).fill_null(0)
-                                 for c in FREE_TEXT_FIELDS).cast(pl.Int64)
+                                 for c in fields).cast(pl.Int64)
 
-    return rare.select(nulls=count("null"), opens=count("{") + count("["))
+    return rare.select(nulls=count("null"), opens=count("{") + count("["), quotes=count('"'),
+                       colons=count(":", FREE_TEXT_FIELDS))
 
 
 def _odd(rare: pl.DataFrame) -> pl.Series:
@@ -271,25 +319,43 @@ def _odd(rare: pl.DataFrame) -> pl.Series:
         for c in FREE_TEXT_FIELDS).fill_null(False)).to_series()
 
 
-def _decode(chunk: bytes, lines: int) -> tuple[pl.DataFrame, pl.Series] | None:
-    """(the chunk's rows with text as String, positions of rows only the exact validator may judge) if Polars
-    can decode it with one row per line (it has `lines`), else None. Rows whose line holds a JSON token the decode
-    does not explain are among those positions."""
+@dataclass(frozen=True)
+class _Decoded:
+    frame: pl.DataFrame  # the chunk's rows, text as String
+    odd: pl.Series  # positions of the rows only the exact validator may judge
+    row_lines: np.ndarray  # each row's line in the chunk (0-based)
+    blank: np.ndarray  # the chunk's blank lines (0-based), which Polars skips
+
+
+def _blank_lines(view: np.ndarray, newlines: np.ndarray) -> np.ndarray:
+    """Lines holding nothing but JSON whitespace (space, tab, CR): Polars skips them."""
+    filled = np.cumsum(~np.isin(view, np.array([9, 10, 13, 32], np.uint8)))
+    per_line = np.diff(np.concatenate([[0], filled[newlines]]))
+    return np.flatnonzero(per_line == 0)
+
+
+def _decode(chunk: bytes, lines: int) -> _Decoded | None:
+    """The chunk decoded with one row per non-blank line (it has `lines`), or None. Rows whose line holds a JSON
+    token the decode does not explain are among the odd ones."""
     try:
         frame = pl.read_ndjson(chunk, schema=_DECODE_SCHEMA, ignore_errors=True).with_columns(
             pl.col(name).cast(pl.String) for name in TEXT_FIELDS if name not in SHAPED_TEXT_FIELDS)
     except pl.exceptions.PolarsError:
         return None
-    if frame.height != lines:  # blank lines are skipped by Polars
-        return None
     view = np.frombuffer(chunk, np.uint8)
+    newlines = _LineEnds(view)
+    blank = np.empty(0, np.int64)
+    if frame.height != lines:  # blank lines are skipped by Polars: rows are the other lines, if that is all
+        blank = _blank_lines(view, newlines.offsets)
+        if frame.height != lines - len(blank):
+            return None
+    row_lines = np.setdiff1d(np.arange(lines), blank, assume_unique=True) if len(blank) else np.arange(lines)
     positions = _rare_rows(frame)
     rare = frame[positions]
     inside = _inside_texts(rare)
-    odd = positions.filter(_odd(rare))
-    if not _tokens_add_up(view, frame, inside):
-        odd = pl.Series(np.union1d(odd.to_numpy(), _rows_not_adding_up(view, frame, positions, inside)))
-    return frame, odd
+    odd = positions.filter(_odd(rare)).to_numpy()
+    suspect = _rows_not_adding_up(view, newlines, row_lines, frame, positions, inside)
+    return _Decoded(frame, pl.Series(np.union1d(odd, suspect)), row_lines, blank)
 
 
 def _longest_line_fits(data: bytes, limit: int) -> bool:
@@ -302,7 +368,7 @@ def _longest_line_fits(data: bytes, limit: int) -> bool:
 Chunk = tuple[bytes, int, int]
 
 
-def _attempt(chunk: Chunk, max_line_bytes: int) -> tuple[pl.DataFrame, pl.Series] | None:
+def _attempt(chunk: Chunk, max_line_bytes: int) -> _Decoded | None:
     """`_decode` of one chunk, unless a line is over the size limit (the exact validator names those)."""
     text, _, lines = chunk
     return _decode(text, lines) if _longest_line_fits(text, max_line_bytes) else None
@@ -323,7 +389,7 @@ def decode_chunk(chunk: Chunk, max_line_bytes: int) -> tuple[list[tuple[int, pl.
         text, first, lines = part = pending.pop()
         decoded = _attempt(part, max_line_bytes)
         if decoded is not None:
-            frames.append((first, _numbered(*decoded, first, exact)))
+            frames.append((first, _numbered(decoded, first, exact)))
         elif lines <= _SMALLEST_CHUNK:
             exact.extend(range(first, first + lines))
         else:
@@ -334,11 +400,13 @@ def decode_chunk(chunk: Chunk, max_line_bytes: int) -> tuple[list[tuple[int, pl.
     return frames, exact
 
 
-def _numbered(frame: pl.DataFrame, odd: pl.Series, first: int, exact: list[int]) -> pl.DataFrame:
-    """A decoded chunk with `line_no`, its `odd` rows moved to `exact`."""
-    frame = frame.with_columns(line_no=pl.int_range(first, first + frame.height, dtype=pl.Int64))
+def _numbered(decoded: _Decoded, first: int, exact: list[int]) -> pl.DataFrame:
+    """A decoded chunk with `line_no`, its `odd` rows and blank lines moved to `exact` (which counts blank lines)."""
+    frame, odd = decoded.frame, decoded.odd
+    frame = frame.with_columns(line_no=pl.Series(decoded.row_lines + first, dtype=pl.Int64))
+    exact.extend((decoded.blank + first).tolist())
     if len(odd):
-        exact.extend(first + n for n in odd.to_list())
+        exact.extend((decoded.row_lines[odd.to_numpy()] + first).tolist())
         frame = frame.filter(~pl.int_range(pl.len()).is_in(odd.implode()))
     return frame
 

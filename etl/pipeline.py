@@ -54,7 +54,7 @@ from etl.transform import (
 )
 from etl.validate import ValidationRules
 from etl.windows import local_date
-from etl.workspaces import Workspaces, parse_workspaces
+from etl.workspaces import Workspaces, WorkspacesError, parse_workspaces
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,26 @@ def read_daily(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 def landing_dates(landing: Storage) -> list[date]:
     """Every arrival day present in the landing zone, oldest first."""
-    days = {m.group(1) for k in landing.list("events") if (m := _LANDING_FILE.match(k))}
-    return sorted(date.fromisoformat(d) for d in days)
+    names = {m.group(1) for k in landing.list("events") if (m := _LANDING_FILE.match(k))}
+    days = []
+    for name in sorted(names):
+        try:
+            days.append(check_arrival_day(date.fromisoformat(name)))
+        except ValueError:
+            raise EtlError(f"landing partition events/ingest_date={name} is not a calendar date: rename or remove "
+                           "it, then re-run") from None
+    return days
+
+
+FIRST_ARRIVAL_DAY, LAST_ARRIVAL_DAY = date(2000, 1, 1), date(9998, 12, 31)
+
+
+def check_arrival_day(day: date) -> date:
+    """The day, if the ETL can process it (its end plus the clock-skew allowance must be a representable instant)."""
+    if not FIRST_ARRIVAL_DAY <= day <= LAST_ARRIVAL_DAY:
+        raise EtlError(f"arrival day {day} is out of range: the ETL processes {FIRST_ARRIVAL_DAY} to "
+                       f"{LAST_ARRIVAL_DAY}")
+    return day
 
 
 def load_workspaces(landing: Storage) -> Workspaces:
@@ -119,6 +137,9 @@ def load_workspaces(landing: Storage) -> Workspaces:
             f"{landing.uri}/workspaces.json is missing: the landing zone must provide the workspaces "
             "dimension (see docs/contract.md) before a night can be processed"
         ) from None
+    except OSError as err:  # a folder, no permission
+        raise WorkspacesError(f"{landing.uri}/workspaces.json cannot be read ({err.strerror or err}); it must be "
+                              "a JSON file (see docs/contract.md)") from None
     return parse_workspaces(data, f"{landing.uri}/workspaces.json")
 
 
@@ -133,14 +154,14 @@ def landing_inventory(landing: Storage, ingest_date: date) -> tuple[list[str], d
     for key in landing.list(prefix, everything=True):
         parts = key[len(prefix):].lstrip("/").split("/")
         name = parts[-1]
-        if _LANDING_FILE.match(key) and _HOUR_FOLDER.match(parts[0]):
-            to_read.append(key)
-        elif len(parts) == 1 and (not parts[0] or _HOUR_FOLDER.match(parts[0])):
+        if len(parts) == 1 and (not parts[0] or _HOUR_FOLDER.match(parts[0])):
             skipped[key] = "symbolic_link"  # a folder listed as an entry: only a link is
-        elif name.startswith("."):
+        elif name.startswith("."):  # `.tmp-…` while a writer is at work, or hidden
             skipped[key] = "temporary_or_hidden_name"
-        elif name.startswith("_"):
+        elif name.startswith("_"):  # `_SUCCESS` and the like
             skipped[key] = "marker_file"
+        elif _LANDING_FILE.match(key) and _HOUR_FOLDER.match(parts[0]):
+            to_read.append(key)
         elif len(parts) != 2 or not _HOUR_FOLDER.match(parts[0]):
             skipped[key] = "not_in_an_hour_folder"
         else:
@@ -341,6 +362,7 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     `exact_only` sends every line through the exact validator (the reference the fast path is tested against).
     """
     started = time.monotonic()
+    check_arrival_day(ingest_date)
     workspaces = load_workspaces(landing)
     rules = ValidationRules(
         workspace_ids=workspaces.ids,

@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from etl import charts
 from etl.contract import SOURCE_LABELS, SOURCE_MEANINGS
+from etl.errors import InputError
 from etl.pipeline import read_daily
 from etl.progress import Progress
 from etl.report import (
@@ -58,7 +59,7 @@ CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 WORKSPACE_COST = 75_000
 
 
-class RenderError(Exception):
+class RenderError(InputError):
     """The render cannot proceed; the message says why."""
 
 

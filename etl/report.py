@@ -52,7 +52,7 @@ class Filters:
             if key in values:
                 raise FilterError(f"filter {key!r} given twice; each key may be used once")
             if key in ("channel", "user"):
-                if not value.isdigit() or int(value) <= 0:
+                if not (value.isascii() and value.isdigit() and len(value) <= 19) or not 0 < int(value) < 2**63:
                     raise FilterError(f"{key} filter takes a numeric {key} id, not {value!r}")
                 values[key] = int(value)
             elif key == "source":

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 import polars as pl
 
+from etl.errors import InputError
 from etl.windows import zone
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ WORKSPACE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-class WorkspacesError(Exception):
+class WorkspacesError(InputError):
     """workspaces.json is missing or unusable as a whole."""
 
 
@@ -49,11 +50,20 @@ def _valid_timezone(name: object) -> bool:
     return True
 
 
+def _storable(text: str) -> bool:
+    """Text UTF-8 can hold (JSON can spell a lone surrogate such as "\\ud800"; UTF-8 cannot store it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_workspaces(data: bytes, source: str = "workspaces.json") -> Workspaces:
     """Parse the dimension; a workspace with a bad time zone is listed in `broken`, the others proceed."""
     try:
         items = json.loads(data)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise WorkspacesError(f"{source} is not valid JSON ({err}); fix the file and re-run the night") from None
     if not isinstance(items, list):
         raise WorkspacesError(f"{source} must be a JSON array of workspace objects")
@@ -61,14 +71,14 @@ def parse_workspaces(data: bytes, source: str = "workspaces.json") -> Workspaces
     broken: dict[int, str] = {}
     for position, item in enumerate(items):
         wid = item.get("workspace_id") if isinstance(item, dict) else None
-        if type(wid) is not int or wid <= 0:
+        if type(wid) is not int or not 0 < wid < 2**63:
             log.error("%s entry %d has no valid workspace_id; skipped", source, position)
             continue
         name, tz = item.get("name"), item.get("timezone")
         if wid in rows or wid in broken:
             broken[wid] = "duplicate_workspace_id"
             rows.pop(wid, None)
-        elif not isinstance(name, str):
+        elif not isinstance(name, str) or not _storable(name):
             broken[wid] = "bad_name"
         elif not _valid_timezone(tz):
             broken[wid] = f"unknown_timezone:{tz}"

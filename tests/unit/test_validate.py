@@ -112,3 +112,29 @@ def test_any_input_is_either_valid_or_quarantined_with_a_reason(raw: bytes) -> N
         assert bad.reason
     else:
         assert isinstance(row[0], str) and row[3] in RULES.workspace_ids
+
+
+# Every spelling RFC 3339 does not allow, though a permissive parser would: digits of other scripts (which `\d`
+# and int() accept), a line break or other whitespace inside the string, a sign on the year, a comma for the dot.
+NOT_RFC3339 = [
+    "٢٠٢٦-٠٣-١٠T10:00:00Z",  # Arabic-Indic digits
+    "２０２６-03-10T10:00:00Z",  # fullwidth
+    "2026-03-10T१०:00:00Z",  # Devanagari
+    "2026-03-10T10:00:00.１２Z",
+    "2026-03-10T10:00:00+0５:30",
+    "2026-03-10T10:00:00Z\n",
+    "2026-03-10T10:00:00Z\r",
+    "\n2026-03-10T10:00:00Z",
+    " 2026-03-10T10:00:00Z",
+    "2026-03-10T10:00:00Z ",
+    "2026-03-10T10:00:00\nZ",
+    "2026-03-10T10:00:00,5Z",
+    "+2026-03-10T10:00:00Z",
+]
+
+
+@pytest.mark.parametrize("stamp", NOT_RFC3339, ids=repr)
+def test_timestamps_outside_rfc3339_are_quarantined(stamp: str) -> None:
+    assert reason({**OK, "occurred_at": stamp}) == "bad_timestamp"
+    with pytest.raises(Invalid):
+        parse_timestamp(stamp)
