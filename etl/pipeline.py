@@ -17,13 +17,15 @@ the same occurred_at, hence the same local day) it decodes only the `event_id` c
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -267,33 +269,23 @@ def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame,
     return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
 
 
-def _batches(warehouse: Storage, stored: list[tuple[date, date, str]], pool: ThreadPoolExecutor
-             ) -> Iterator[dict[tuple[date, date], bytes]]:
-    """The `stored` files ((local day, arrival day, key), in that order) fetched HISTORY_READERS at a time and
-    handed out in batches of HISTORY_BATCH_FILES files or HISTORY_BATCH_BYTES, whichever comes first: small
-    files go many to a query, and a night whose history is big holds no more than a batch of it at once."""
-    batch: dict[tuple[date, date], bytes] = {}
+def _batches(warehouse: Storage, stored: list[tuple[date, str]], pool: ThreadPoolExecutor
+             ) -> Iterator[dict[date, bytes]]:
+    """The `stored` files ((arrival day, key)) fetched HISTORY_READERS at a time and handed out in batches of
+    HISTORY_BATCH_FILES files or HISTORY_BATCH_BYTES, whichever comes first: small files go many to a query, and a
+    night whose history is big holds no more than a batch of it at once."""
+    batch: dict[date, bytes] = {}
     size = 0
     for first in range(0, len(stored), HISTORY_READERS):
         window = stored[first:first + HISTORY_READERS]
-        for (day, arrival, _), data in zip(window, pool.map(warehouse.read_bytes, [k for _, _, k in window]),
-                                           strict=True):
-            batch[(day, arrival)] = data
+        for (arrival, _), data in zip(window, pool.map(warehouse.read_bytes, [k for _, k in window]), strict=True):
+            batch[arrival] = data
             size += len(data)
             if len(batch) >= HISTORY_BATCH_FILES or size >= HISTORY_BATCH_BYTES:
                 yield batch
                 batch, size = {}, 0
     if batch:
         yield batch
-
-
-def _stored(files: dict[tuple[date, date], bytes], wanted: Iterable[tuple[date, date]]) -> pl.LazyFrame:
-    """The events of some stored files (`files`: (local day, arrival day) -> Parquet bytes), with `arrival` and
-    the file's `local_date`. One query over many files: Polars decodes them in parallel (~4x faster than a read
-    per file)."""
-    return pl.concat([pl.scan_parquet(files[(day, arrival)]).with_columns(local_date=pl.lit(day, dtype=pl.Date()),
-                                                                         arrival=pl.lit(arrival, dtype=pl.Date()))
-                      for day, arrival in sorted(wanted)], how="vertical")
 
 
 def _first_open_days(workspaces: pl.DataFrame, ingest_date: date) -> pl.DataFrame:
@@ -316,42 +308,83 @@ def _previous_days_touched(warehouse: Storage, ingest_date: date) -> set[date]:
     return {date.fromisoformat(d) for d in summary.get("days_touched", [])}
 
 
-def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, ingest_date: date
-                    ) -> tuple[pl.DataFrame, dict[tuple[date, date], set[str]]]:
-    """Compare the night's rows that `kept` selects (an expression of their `row`) with what other arrival
-    days stored for the same local days (a redelivery has the same occurred_at, hence the same local day). The
-    files are read in batches (`_batches`), and each batch is one query that decodes only their event_id column;
-    full rows are decoded only from files that already hold some of the night's events.
+# ---------------------------------------------------------------- the id index
 
-    Returns (lost, displaced): rows an earlier arrival day already delivered are lost (flagged `conflict` when
-    they differ); rows a *later* arrival day stored (a night re-run or back-filled out of order) stay here, and
-    `displaced[(day, later_arrival)]` names the ids to take out of that later file.
-    """
-    lost_parts, displaced = [], {}
-    rows = night.lazy().select("event_id", "local_date").with_row_index("row").filter(kept)
-    days = sorted(night["local_date"].unique().to_list())
+def ids_key(ingest_date: date) -> str:
+    return f"ids/ingest_date={ingest_date.isoformat()}.parquet"
+
+
+_IDS_FILE = re.compile(r"^ids/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$", re.ASCII)
+_RUN_FILE = re.compile(r"^_runs/ingest_date=(\d{4}-\d{2}-\d{2})\.json$", re.ASCII)
+IDS_SCHEMA: dict[str, pl.DataType] = {"event_id": pl.String(), "local_date": pl.Date()}
+IDS_ROW_GROUP = 64 * 1024  # rows per row group: the statistics of ids sorted by value let a lookup skip most groups
+
+
+def id_index(events: pl.DataFrame) -> pl.DataFrame:
+    """An arrival day's index: the event_id and local day of every event it stored, sorted by event_id."""
+    return events.select(*IDS_SCHEMA).sort("event_id")
+
+
+def write_id_index(warehouse: Storage, ingest_date: date, index: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    index.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True,
+                        row_group_size=IDS_ROW_GROUP)
+    warehouse.write_bytes(ids_key(ingest_date), buffer.getvalue(), content_type="application/vnd.apache.parquet")
+
+
+def indexed_arrivals(warehouse: Storage) -> dict[date, str]:
+    """arrival day -> its id index, building the index of any finished night that has none (a warehouse written
+    before the index existed: its events files are read once)."""
+    found = {date.fromisoformat(m.group(1)): k for k in warehouse.list("ids") if (m := _IDS_FILE.match(k))}
+    finished = {date.fromisoformat(m.group(1)) for k in warehouse.list("_runs") if (m := _RUN_FILE.match(k))}
+    missing = sorted(finished - set(found))
+    if missing:
+        log.warning("building the id index of %d arrival days written before it existed", len(missing))
+        names = {d.isoformat() for d in missing}
+        files: dict[date, list[str]] = {}
+        for key in warehouse.list("events"):
+            if (m := _DAY_FILE.match(key)) and m.group(3) in names:
+                files.setdefault(date.fromisoformat(m.group(3)), []).append(key)
+        for arrival in missing:
+            frames = [read_parquet(warehouse, k, columns=list(IDS_SCHEMA)) for k in files.get(arrival, [])]
+            write_id_index(warehouse, arrival, id_index(pl.concat([pl.DataFrame(schema=IDS_SCHEMA), *frames])))
+            found[arrival] = ids_key(arrival)
+    return found
+
+
+@dataclass(frozen=True)
+class HistoryCheck:
+    """What the other arrival days already hold of a night's kept rows."""
+
+    lost: pl.DataFrame  # rows (`row`, `event_id`, `conflict`) an earlier arrival day already delivered
+    later: dict[date, set[str]]  # later arrival day -> the ids it holds (a night run out of order)
+
+
+def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, ingest_date: date) -> HistoryCheck:
+    """Look the night's rows that `kept` selects (an expression of their `row`) up in every other arrival day's id
+    index, whatever local day holds them (a workspace may have changed its time zone; a reused id may carry
+    another time). The indexes are read in batches (`_batches`), a query each; only the events files that hold
+    a match are read, to tell a redelivery from a conflicting reuse of the id."""
+    rows = night.lazy().select("event_id").with_row_index("row").filter(kept).collect()
+    ids = rows["event_id"].implode()
+    indexes = sorted((a, k) for a, k in indexed_arrivals(warehouse).items() if a != ingest_date)
+    parts = [pl.DataFrame(schema={**IDS_SCHEMA, "arrival": pl.Date()})]
     with ThreadPoolExecutor(HISTORY_READERS) as pool:
-        listings = pool.map(lambda day: day_files(warehouse, "events", day), days)
-        stored = [(day, arrival, key) for day, files in zip(days, listings, strict=True)
-                  for arrival, key in sorted(files.items()) if arrival != ingest_date]
-        for files in _batches(warehouse, stored, pool):
-            days_in_batch = sorted({day for day, _ in files})  # the night's rows of other days stay out of the join
-            matches = (_stored(files, files.keys()).select("event_id", "local_date", "arrival")
-                       .join(rows.filter(pl.col("local_date").is_in(days_in_batch)), on=["event_id", "local_date"])
-                       .collect())
-            earlier = matches.filter(pl.col("arrival") < ingest_date)
-            if not earlier.is_empty():
-                # the copies already stored, read in full only from the files that hold some
-                keys = ["event_id", "local_date", "arrival"]
-                copies = _stored(files, earlier.select("local_date", "arrival").unique().iter_rows()).join(
-                    earlier.lazy().select(keys), on=keys, how="semi")
-                kept_hashes = with_content_hash(copies).select(*keys, kept_hash="content_hash").collect()
-                lost_parts.append(_flag_conflicts(earlier, night, kept_hashes, on=keys))
-            later = matches.filter(pl.col("arrival") > ingest_date)
-            for (day, arrival), ids in later.group_by("local_date", "arrival"):
-                displaced[(day, arrival)] = set(ids["event_id"].to_list())
-    empty = pl.DataFrame(schema={"row": pl.UInt32(), "event_id": pl.String(), "conflict": pl.Boolean()})
-    return pl.concat([empty, *lost_parts], how="vertical"), displaced
+        for files in _batches(warehouse, indexes, pool):
+            parts.append(pl.concat([pl.scan_parquet(io.BytesIO(data)).filter(pl.col("event_id").is_in(ids))
+                                    .with_columns(arrival=pl.lit(arrival, dtype=pl.Date()))
+                                    for arrival, data in sorted(files.items())]).collect())
+    matches = pl.concat(parts).sort("arrival", "event_id")
+    earlier = matches.filter(pl.col("arrival") < ingest_date).unique("event_id", keep="first", maintain_order=True)
+    later = {arrival: set(group["event_id"].to_list())
+             for (arrival,), group in matches.filter(pl.col("arrival") > ingest_date).group_by("arrival")}
+    lost = earlier.join(rows, on="event_id")
+    copies = [read_parquet(warehouse, events_key(day, arrival)).filter(pl.col("event_id").is_in(group["event_id"]
+                                                                                                  .implode()))
+              for (day, arrival), group in lost.group_by("local_date", "arrival")]
+    kept_hashes = (with_content_hash(pl.concat(copies).lazy()).select("event_id", kept_hash="content_hash").collect()
+                   if copies else pl.DataFrame(schema={"event_id": pl.String(), "kept_hash": pl.UInt64()}))
+    return HistoryCheck(_flag_conflicts(lost.select("row", "event_id"), night, kept_hashes), later)
 
 
 def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
@@ -379,8 +412,8 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
 
     lost_in_night = night_duplicates(night)
     kept_in_night = ~pl.col("row").is_in(lost_in_night["row"].implode())
-    lost_to_history, displaced = against_history(warehouse, kept_in_night, night, ingest_date)
-    lost_all = pl.concat([lost_in_night, lost_to_history], how="vertical")
+    history = against_history(warehouse, kept_in_night, night, ingest_date)
+    lost_all = pl.concat([lost_in_night, history.lost], how="vertical")
     # What is kept, as row numbers grouped by local day; each day is put in storage order (workspace, time,
     # arrival) by its own writer thread, and its wide rows are gathered once.
     kept = (night.select("local_date", "workspace_id", "occurred_at").with_row_index("row")
@@ -391,7 +424,7 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     touched = set(days["local_date"].to_list())
     stale = _previous_days_touched(warehouse, ingest_date) - touched
     zones = sorted(set(workspaces.frame["timezone"].to_list()))
-    with Progress(len(touched) + len(stale) + len(displaced), "writing", " days") as bar:
+    with Progress(len(touched) + len(stale), "writing", " days") as bar:
         starts = [0, *days["len"].cum_sum().to_list()]
 
         def write(position: int) -> None:
@@ -408,11 +441,7 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         for day in stale:  # an earlier run of this night delivered to days this run does not
             _write_day(warehouse, day, ingest_date, None)
             bar.advance()
-        for (day, arrival), ids in sorted(displaced.items()):
-            later = read_parquet(warehouse, events_key(day, arrival))
-            _write_day(warehouse, day, arrival, later.filter(~pl.col("event_id").is_in(sorted(ids))))
-            bar.advance()
-    touched |= stale
+    write_id_index(warehouse, ingest_date, id_index(night.select(*IDS_SCHEMA)[kept["row"]]))
 
     conflicts = lost_all.filter(pl.col("conflict"))
     conflict_keys = arrival_keys(night[conflicts["row"]]["arrival_rank"], batch.files)
@@ -422,15 +451,15 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     quarantine = pl.DataFrame(batch.quarantine, schema=QUARANTINE_SCHEMA, orient="row")
     write_parquet(warehouse, quarantine_key(ingest_date), quarantine.sort("file", "line_no", nulls_last=False))
     write_parquet(warehouse, "workspaces.parquet", workspaces.frame)
+    if history.later:  # nights processed out of order: they kept copies of events this night delivered first
+        _rerun_later(landing, warehouse, history.later, {"future_tolerance": future_tolerance,
+                                                        "max_line_bytes": max_line_bytes, "exact_only": exact_only,
+                                                        "limits": limits})
 
     opens = _first_open_days(workspaces.frame, ingest_date)
     first_open_day = pl.col("workspace_id").replace_strict(opens["workspace_id"], opens["first_open_day"])
     late_events = kept.select((pl.col("local_date") < first_open_day).sum()).item()  # no join materialised
     line_reasons = Counter(r[3] for r in batch.quarantine if r[2] is not None)
-    displaced_count = sum(len(ids) for ids in displaced.values())
-    if displaced_count:
-        log.warning("%d copies from later arrival days were replaced by earlier arrivals of the same events",
-                    displaced_count)
     summary: dict[str, Any] = {
         "ingest_date": ingest_date.isoformat(),
         "run_id": f"{ingest_date.isoformat()}#{batch.input_digest.hexdigest()[:12]}",
@@ -448,7 +477,6 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         "files_read": len(batch.files),
         "files_damaged": dict(sorted(batch.damaged_files.items())),
         "files_skipped": dict(sorted(batch.skipped_files.items())),
-        "displaced_later_copies": displaced_count,
         "workspaces_misconfigured": {str(k): v for k, v in sorted(workspaces.broken.items())},
         "landing_partitions": sorted({k.rsplit("/", 1)[0] for k in batch.files}),
         "input_sha256": batch.input_digest.hexdigest(),
@@ -460,6 +488,27 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
              ingest_date, summary["lines_read"], summary["events_valid"], summary["events_quarantined"],
              summary["duplicates_dropped"], len(touched))
     return summary
+
+
+def _rerun_later(landing: Storage, warehouse: Storage, later: dict[date, set[str]], options: dict[str, Any]) -> None:
+    """Process again, oldest first, the later arrival days that kept copies of events an earlier night has just
+    delivered: each then drops them or quarantines them as conflicts, exactly as if the nights had run in order
+    (and re-runs the nights after it that it affects in turn). Without its landing partition a later night can only
+    have the copies taken out of its files (its summary and quarantine are left as they were)."""
+    for arrival, ids in sorted(later.items()):
+        if landing_inventory(landing, arrival)[0]:
+            log.warning("arrival day %s kept %d events an earlier arrival day delivered first: processing it again",
+                        arrival, len(ids))
+            run_etl(landing, warehouse, arrival, **options)
+            continue
+        log.error("arrival day %s kept %d events an earlier arrival day delivered first, and its landing partition "
+                  "is gone: taking the copies out of its files; re-deliver it and re-run it to mend its summary",
+                  arrival, len(ids))
+        index = read_parquet(warehouse, ids_key(arrival))
+        for day in sorted(set(index.filter(pl.col("event_id").is_in(sorted(ids)))["local_date"].to_list())):
+            stored = read_parquet(warehouse, events_key(day, arrival))
+            _write_day(warehouse, day, arrival, stored.filter(~pl.col("event_id").is_in(sorted(ids))))
+        write_id_index(warehouse, arrival, index.filter(~pl.col("event_id").is_in(sorted(ids))))
 
 
 def _last_event_at(events: pl.DataFrame) -> str | None:

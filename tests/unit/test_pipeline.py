@@ -198,6 +198,11 @@ def landing_zones(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
         events.append((arrival.isoformat(), body))
         if draw(st.booleans()) and draw(st.booleans()):
             events.append(((moment + timedelta(days=draw(st.integers(0, 2)), minutes=2)).date().isoformat(), body))
+        if draw(st.integers(0, 5)) == 0:  # the id reused with another time, often on another local day
+            shift = timedelta(hours=draw(st.sampled_from([-30, -5, 5, 30])))
+            other = {**body, "occurred_at": (moment + shift).isoformat().replace("+00:00", "Z")}
+            events.append(((max(moment, moment + shift) + timedelta(days=draw(st.integers(0, 2)), minutes=3))
+                           .date().isoformat(), other))
     return events
 
 
@@ -223,11 +228,9 @@ def test_daily_aggregates_equal_a_naive_count_in_any_order(tmp_path: Path, zone:
     })
     reference = naive_events(landing)
     expected: Counter[tuple[int, date, str]] = Counter()
-    for workspace in range(1, 6):
-        for offset in range(7):
-            day = date(2026, 3, 6) + timedelta(days=offset)
-            for kind, n in naive_counts(reference, workspace, day, day).items():
-                expected[(workspace, day, kind)] = n
+    for workspace, day in {(e["workspace_id"], e["local_date"]) for e in reference}:
+        for kind, n in naive_counts(reference, workspace, day, day).items():
+            expected[(workspace, day, kind)] = n
     assert got == expected
     assert sum(got.values()) == len(reference)
     shutil.rmtree(root)
@@ -306,8 +309,9 @@ def test_arrival_keys_name_the_file_and_the_zero_padded_line(rows: list[tuple[in
 
 
 def test_stored_files_read_one_at_a_time_give_the_same_night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The history check decodes stored files in batches; where a batch ends must not matter, for the copies an
-    earlier arrival day holds (dropped, or quarantined as conflicts) and for those a later one holds (displaced)."""
+    """The history check reads the id indexes in batches; where a batch ends must not matter, for the copies an
+    earlier arrival day holds (dropped, or quarantined as conflicts) and for those a later one holds (that night
+    is processed again)."""
     deliveries: dict[str, list[dict[str, Any]]] = {}
     for n in range(4):  # events of four local days, each delivered again (once with other content) later on
         first = event(f"e{n}", f"2026-03-1{n}T08:00:00Z", contact_name="Ana")
@@ -317,14 +321,90 @@ def test_stored_files_read_one_at_a_time_give_the_same_night(tmp_path: Path, mon
     days = [d.isoformat() for d in landing_dates(LocalStorage(landing))]
     nights = [*reversed(days), *days]  # later arrivals stored first, then every night again in order
 
-    def without_timing(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in s.items() if k != "seconds"} for s in summaries]
-
     batched = etl(landing, tmp_path / "batched", *nights)
     monkeypatch.setattr(pipeline, "HISTORY_BATCH_FILES", 1)
     one_by_one = etl(landing, tmp_path / "one_by_one", *nights)
+    in_order = etl(landing, tmp_path / "in_order", *days)
     assert warehouse_state(tmp_path / "one_by_one") == warehouse_state(tmp_path / "batched")
+    assert warehouse_state(tmp_path / "batched") == warehouse_state(tmp_path / "in_order")
     assert without_timing(one_by_one) == without_timing(batched)
-    assert sum(s["displaced_later_copies"] for s in batched) == 8
-    assert [s["duplicates_dropped"] for s in batched[len(days):]] == [0, 1, 1, 1, 1]
-    assert [s["quarantined_by_reason"] for s in batched[len(days):]] == [{}] + [{"conflicting_duplicate": 1}] * 4
+    assert without_timing(batched[len(days):]) == without_timing(in_order)
+    assert [s["duplicates_dropped"] for s in in_order] == [0, 1, 1, 1, 1]
+    assert [s["quarantined_by_reason"] for s in in_order] == [{}] + [{"conflicting_duplicate": 1}] * 4
+
+
+def without_timing(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in s.items() if k != "seconds"} for s in summaries]
+
+
+# ---------------------------------------------------------------- one event, one row, wherever its copies land
+
+def test_a_redelivery_after_the_workspace_changed_time_zone_is_counted_once(tmp_path: Path) -> None:
+    """23:30 UTC is 2026-03-10 in UTC but 2026-03-11 in Tokyo: the copy lands on another local day."""
+    e = event("a", "2026-03-10T23:30:00Z")
+    landing = write_landing(tmp_path / "landing", [(1, "W", "UTC")], {"2026-03-10/23": [e]})
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    write_landing(landing, [(1, "W", "Asia/Tokyo")], {"2026-03-12/01": [e, event("b", "2026-03-11T23:30:00Z")]})
+    [second] = etl(landing, tmp_path / "wh", "2026-03-12")
+    assert (second["events_valid"], second["duplicates_dropped"]) == (1, 1)
+    wh = LocalStorage(tmp_path / "wh")
+    days = {d: sum(read_parquet(wh, k)["events"].sum() for k in day_files(wh, "daily", d).values())
+            for d in (date(2026, 3, 10), date(2026, 3, 11), date(2026, 3, 12))}
+    assert days == {date(2026, 3, 10): 1, date(2026, 3, 11): 0, date(2026, 3, 12): 1}
+
+
+@pytest.mark.parametrize("later", ["2026-03-12T08:00:00Z", "2026-03-09T20:00:00Z", "2026-03-10T08:00:00.000001Z"])
+def test_an_id_back_with_another_time_is_a_conflict_wherever_it_lands(tmp_path: Path, later: str) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {
+        "2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")],
+        "2026-03-13/09": [event("a", later)],
+    })
+    _, second = etl(landing, tmp_path / "wh", "2026-03-10", "2026-03-13")
+    assert second["quarantined_by_reason"] == {"conflicting_duplicate": 1}
+    assert second["events_valid"] == 0
+    assert stored(tmp_path / "wh", "2026-03-10")["occurred_at"].dt.to_string("%H:%M").to_list() == ["08:00"]
+
+
+CROSSING = {  # copies and reuses of ids across local days and arrival days, the first arrival always on 03-10
+    "2026-03-10/09": [event("a", "2026-03-10T08:00:00Z"), event("b", "2026-03-10T09:00:00Z"),
+                      event("c", "2026-03-10T22:30:00Z")],
+    "2026-03-11/09": [event("a", "2026-03-11T08:00:00Z"), event("b", "2026-03-10T09:00:00Z"),
+                      event("d", "2026-03-11T07:00:00Z")],
+    "2026-03-12/09": [event("c", "2026-03-10T22:30:00Z", contact_name="Changed"), event("d", "2026-03-11T07:00:00Z"),
+                      event("a", "2026-03-10T08:00:00Z")],
+    "2026-03-14/09": [event("b", "2026-03-13T09:00:00Z"), event("e", "2026-03-14T09:00:00Z")],
+}
+
+
+@pytest.mark.parametrize("order", [(3, 2, 1, 0), (1, 3, 0, 2), (2, 0, 3, 1), (0, 2, 1, 3, 0, 3)])
+def test_any_order_of_nights_converges_quarantine_included(tmp_path: Path, order: tuple[int, ...]) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, CROSSING)
+    days = [d.isoformat() for d in landing_dates(LocalStorage(landing))]
+    in_order = etl(landing, tmp_path / "in_order", *days)
+    etl(landing, tmp_path / "shuffled", *(days[i] for i in order))
+    assert warehouse_state(tmp_path / "shuffled") == warehouse_state(tmp_path / "in_order")
+    runs = [json.loads((tmp_path / f"shuffled/_runs/ingest_date={d}.json").read_text()) for d in days]
+    assert without_timing(runs) == without_timing(in_order)
+    assert [s["quarantined_by_reason"] for s in in_order] == [{}] + [{"conflicting_duplicate": 1}] * 3
+    assert [s["duplicates_dropped"] for s in in_order] == [0, 1, 2, 0]
+    assert sum(s["events_valid"] for s in in_order) == 5  # a, b, c, d, e
+
+
+def test_a_later_night_whose_landing_is_gone_still_loses_its_copies(tmp_path: Path) -> None:
+    e = event("a", "2026-03-10T08:00:00Z")
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [e], "2026-03-11/09": [e]})
+    etl(landing, tmp_path / "wh", "2026-03-11")
+    shutil.rmtree(landing / "events/ingest_date=2026-03-11")
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    assert stored(tmp_path / "wh", "2026-03-10")["ingest_date"].to_list() == [date(2026, 3, 10)]
+
+
+def test_a_warehouse_without_the_id_index_gets_one_and_still_deduplicates(tmp_path: Path) -> None:
+    e = event("a", "2026-03-10T23:30:00Z")
+    landing = write_landing(tmp_path / "landing", [(1, "W", "UTC")], {"2026-03-10/23": [e]})
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    shutil.rmtree(tmp_path / "wh/ids")  # as a warehouse written before the index existed
+    write_landing(landing, [(1, "W", "Asia/Tokyo")], {"2026-03-12/01": [e]})
+    [second] = etl(landing, tmp_path / "wh", "2026-03-12")
+    assert second["duplicates_dropped"] == 1
+    assert (tmp_path / "wh/ids/ingest_date=2026-03-10.parquet").exists()
