@@ -31,6 +31,8 @@ from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import IdentityTransform
 
+from etl.bidi import isolated
+
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 KIND_COLOURS: dict[str, str] = {"added": "#0072B2", "deleted": "#D55E00", "merged": "#009E73"}
@@ -248,7 +250,7 @@ def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) 
             top = height - pad - i * row
             end = left + width * value / longest
             # placed by baselines, as in `_daily_frame`
-            canvas.text(left, top - 15, _short(label))
+            canvas.text(left, top - 15, isolated(_short(label)))
             _rectangles(canvas.fig, np.array([[left, top - 40, max(end, left + 1), top - 24]]),
                         PALETTE[i % len(PALETTE)])
             canvas.text(max(end, left + 1) + 4, top - 36, f"{value:,}")
@@ -270,7 +272,7 @@ def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
                 canvas.fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle,
                                             facecolor=colour, edgecolor="white", linewidth=1, transform=_PIXELS))
             angle -= sweep
-            legend.append((colour, f"{label} — {value / total:.1%} ({value:,})"))  # HTML wraps: no cut
+            legend.append((colour, f"{isolated(label)} — {value / total:.1%} ({value:,})"))  # HTML wraps: no cut
         return Chart(to_svg(canvas, namespace, "chart-svg chart-pie"), tuple(legend))
 
 

@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from etl import charts
+from etl.bidi import bdi, isolated
 from etl.contract import SOURCE_LABELS, SOURCE_MEANINGS
 from etl.errors import InputError
 from etl.pipeline import read_daily
@@ -85,6 +86,8 @@ def environment(templates: Path = TEMPLATES) -> Environment:
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["script_json"] = script_json
     env.filters["thousands"] = lambda n: "—" if n is None else f"{n:,}"
+    env.filters["bdi"] = bdi  # user-provided text in HTML
+    env.filters["isolate"] = isolated  # user-provided text where no markup goes (titles, attributes, plain text)
     env.globals.update(WINDOW_TITLES=WINDOW_TITLES, WINDOW_NAMES=WINDOW_NAMES, SOURCE_LABELS=SOURCE_LABELS,
                        source_meanings=SOURCE_MEANINGS, not_applicable=NOT_APPLICABLE)
     return env

@@ -19,7 +19,8 @@ from etl.windows import WINDOW_NAMES
 from tests.conftest import TINY
 from tests.helpers import event, write_landing
 
-DAYS = [date(2026, 3, 27), date(2026, 3, 28), date(2026, 3, 29), date(2026, 3, 30)]
+# Days that had ended in both zones when the last arrival day (2026-03-30) ended: only those are archived.
+DAYS = [date(2026, 3, 26), date(2026, 3, 27), date(2026, 3, 28), date(2026, 3, 29)]
 
 
 @pytest.fixture
@@ -126,11 +127,11 @@ def test_late_events_make_a_new_revision_and_leave_the_old_one_untouched(tmp_pat
 def test_archived_rows_equal_the_report_logs_of_the_day(tiny_archive: tuple[LocalStorage, LocalStorage],
                                                         tmp_path: Path) -> None:
     warehouse, archive = tiny_archive
-    render(RenderJob(str(warehouse.root), str(tmp_path / "out"), (1, 2), date(2026, 3, 30), None, WINDOW_NAMES, ()))
+    render(RenderJob(str(warehouse.root), str(tmp_path / "out"), (1, 2), date(2026, 3, 29), None, WINDOW_NAMES, ()))
     for workspace in (1, 2):
         for kind in ("added", "connected", "deleted", "merged"):
-            page_csv = (tmp_path / f"out/{workspace}/2026-03-30/today.contacts_{kind}.csv").read_bytes()
-            assert (archive.root / f"{workspace}/2026-03-30/rev-1/contacts_{kind}.csv").read_bytes() == page_csv
+            page_csv = (tmp_path / f"out/{workspace}/2026-03-29/today.contacts_{kind}.csv").read_bytes()
+            assert (archive.root / f"{workspace}/2026-03-29/rev-1/contacts_{kind}.csv").read_bytes() == page_csv
     pages = [p.read_text() for p in archive.root.rglob("*.html")]
     assert not any("<b>bold</b>" in page for page in pages)
     assert any("&lt;b&gt;bold&lt;/b&gt;" in page for page in pages)
@@ -166,17 +167,17 @@ def test_s3_writes_are_create_only_with_retention(tiny_archive: tuple[LocalStora
     assert len(snapshot_puts) == copied
     assert all(h["If-None-Match"] == b"*" and h["x-amz-object-lock-mode"] == b"COMPLIANCE" and "Content-MD5" in h
                for h in snapshot_puts)
-    stored = client.head_object(Bucket="audit", Key="archive/1/2026-03-30/rev-1/manifest.json")
+    stored = client.head_object(Bucket="audit", Key="archive/1/2026-03-29/rev-1/manifest.json")
     assert stored["ObjectLockMode"] == "COMPLIANCE"
     retain_days = (stored["ObjectLockRetainUntilDate"].date() - datetime.now(UTC).date()).days
     assert 365 <= retain_days <= 366  # counted from the write: a past report day still gets a future date
     assert stored["ServerSideEncryption"] == "AES256"
-    assert mirror(archive, remote, {1: date(2026, 3, 30)}, lock) == 14  # a re-run: identical objects are fine
+    assert mirror(archive, remote, {1: date(2026, 3, 29)}, lock) == 14  # a re-run: identical objects are fine
     with pytest.raises(AlreadyExists):
-        remote.write_new("1/2026-03-30/rev-1/contacts_added.csv", b"forged")
+        remote.write_new("1/2026-03-29/rev-1/contacts_added.csv", b"forged")
     assert verify(remote)[0] == []
-    assert remote.read_bytes("1/2026-03-30/rev-1/contacts_added.csv") == archive.read_bytes(
-        "1/2026-03-30/rev-1/contacts_added.csv")
+    assert remote.read_bytes("1/2026-03-29/rev-1/contacts_added.csv") == archive.read_bytes(
+        "1/2026-03-29/rev-1/contacts_added.csv")
 
 
 def test_verify_reads_the_original_version_and_names_a_second_one(tiny_archive: tuple[LocalStorage, LocalStorage],

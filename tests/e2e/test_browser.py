@@ -141,3 +141,59 @@ def test_chart_labels_are_legible_on_phones_and_do_not_collide(browser: Any, sit
                       if a["chart"] == b["chart"] and a["left"] < b["right"] and b["left"] < a["right"]
                       and a["top"] < b["bottom"] and b["top"] < a["bottom"]]
         assert collisions == [], f"chart labels overlap at {width} px wide"
+
+
+# A right-to-left override left open in user text: without isolation it reverses everything after it on the line.
+RLO = "\u202e"
+HOSTILE_NAMES = {"workspace": f"Acme {RLO}Ltd", "channel": f"WA {RLO}shop\u2069\u2069", "contact": f"{RLO}Ana"}
+
+
+@pytest.fixture(scope="module")
+def bidi_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.helpers import event, write_landing
+
+    root = tmp_path_factory.mktemp("bidi-site")
+    day = "2026-03-11"
+    landing = write_landing(root / "landing", [(1, HOSTILE_NAMES["workspace"], "UTC")], {f"{day}/09": [
+        event("a", f"{day}T08:00:00Z", contact_name=HOSTILE_NAMES["contact"]),
+        event("c", f"{day}T08:30:00Z", event_type="contact.connected", source="broadcast",
+              channel_name=HOSTILE_NAMES["channel"]),
+    ]})
+    render_all(build(landing, root), root / "out", date(2026, 3, 11))
+    return root / "out"
+
+
+# The x position of each character of the first text node after `after` within the element `selector`.
+_POSITIONS = """([selector, after]) => {
+  const walker = document.createTreeWalker(document.querySelector(selector), NodeFilter.SHOW_TEXT);
+  let node;
+  while ((node = walker.nextNode()) && !node.data.includes(after)) {}
+  const start = node.data.indexOf(after), xs = [];
+  for (let k = start; k < node.data.length; k++) {
+    if (node.data[k] === " ") continue;
+    const range = document.createRange();
+    range.setStart(node, k); range.setEnd(node, k + 1);
+    xs.push(range.getBoundingClientRect().left);
+  }
+  return xs;
+}"""
+
+
+@pytest.mark.parametrize(("page_name", "selector", "after"), [
+    ("1/2026-03-11/today.html", "header.top p.meta:nth-of-type(2)", "(workspace 1)"),
+    ("1/2026-03-11/today.html", "header.top p.meta", "› Reports › Contacts"),
+    ("1/2026-03-11/today.html", "#connected ul.legend li", "—"),
+    ("index.html", "tbody tr td", "#1"),
+    ("1/index.html", "header.top", "Workspace 1"),
+])
+def test_an_open_right_to_left_override_does_not_turn_the_text_after_it(browser: Any, bidi_site: Path,
+                                                                       page_name: str, selector: str,
+                                                                       after: str) -> None:
+    page, errors, _ = open_page(browser, (bidi_site / page_name).as_uri(), 1280)
+    assert errors == []
+    xs = page.evaluate(_POSITIONS, [selector, after])
+    assert len(xs) >= 2
+    assert xs == sorted(xs), f"text after the user's name runs right to left: {xs}"
+    title = page.title()
+    assert title.count("\u2068") == title.count("\u2069") >= ("Acme" in title)  # the name isolated in the title
+    page.close()

@@ -19,7 +19,7 @@ from tests.conftest import _free_port
 from tests.dags.conftest import Inbox
 from tests.helpers import event, write_landing
 
-HOSTILE_WORKSPACE = "Evil\r\nBcc: victim@example.com <script>alert(1)</script>"
+HOSTILE_WORKSPACE = "Evil\r\nBcc: victim@example.com <script>alert(1)</script> \u202eOverride"
 
 
 @pytest.fixture
@@ -67,8 +67,11 @@ def test_hostile_names_are_inert_in_subject_and_body(night: Settings) -> None:
     message = email.message_from_bytes(raw, policy=policy.default)
     assert "Bcc" not in message and "victim@example.com" not in message["To"]
     assert "\n" not in str(message["Subject"]) and "Evil Bcc: victim@example.com" in str(message["Subject"])
+    assert "\u202e" not in str(message["Subject"])  # controls folded to spaces: the subject cannot turn
     html = message.get_body(("html",)).get_content()
     assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<bdi>Evil" in html and "\u202eOverride</bdi>" in html  # the right-to-left override stays inside
     text = message.get_body(("plain",)).get_content()
     assert "Contacts added: 1" in text
+    assert "\u2068Evil" in text and "\u202eOverride\u2069" in text
     assert sorted(r for r, _ in inbox.messages) == ["a@example.com", "b@example.com", "c@example.com"]

@@ -109,20 +109,20 @@ def test_object_lock_bucket_keeps_the_snapshot_and_verify_reads_the_original(cli
     warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
     for d in landing_dates(LocalStorage(TINY / "landing")):
         run_etl(LocalStorage(TINY / "landing"), warehouse, d)
-    write_archive(warehouse, archive, None, date(2026, 3, 30), None)
+    write_archive(warehouse, archive, None, date(2026, 3, 29), None)
     bucket = fresh_bucket(client, "audit", locked=True)
     remote = S3Storage(bucket, "archive", client)
     lock = Lock("COMPLIANCE", 1)
-    assert mirror(archive, remote, {1: date(2026, 3, 30), 2: date(2026, 3, 30)}, lock) == 28
-    key = "archive/1/2026-03-30/rev-1/contacts_added.csv"
+    assert mirror(archive, remote, {1: date(2026, 3, 29), 2: date(2026, 3, 29)}, lock) == 28
+    key = "archive/1/2026-03-29/rev-1/contacts_added.csv"
     head = client.head_object(Bucket=bucket, Key=key)
     assert head["ObjectLockMode"] == "COMPLIANCE"
     # RGW 16.2 accepts a conditional put on an Object Lock bucket as a new version: the writer looks first.
     with pytest.raises(AlreadyExists):
-        remote.write_new("1/2026-03-30/rev-1/contacts_added.csv", b"forged")
+        remote.write_new("1/2026-03-29/rev-1/contacts_added.csv", b"forged")
     client.put_object(Bucket=bucket, Key=key, Body=b"forged", IfNoneMatch="*")  # what a careless writer gets
     found = [f"{p.where}: {p.what}" for p in verify(remote)[0]]
-    assert found == ["1/2026-03-30/rev-1/contacts_added.csv: 2 versions: the object was written again after its "
+    assert found == ["1/2026-03-29/rev-1/contacts_added.csv: 2 versions: the object was written again after its "
                      "snapshot; checked the original version"]
     original = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
     oldest = min(original, key=lambda v: v["LastModified"])

@@ -85,13 +85,13 @@ def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy, tmp
     warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
     for d in landing_dates(LocalStorage(TINY / "landing")):
         run_etl(LocalStorage(TINY / "landing"), warehouse, d)
-    write_archive(warehouse, archive, None, date(2026, 3, 30), None)
+    write_archive(warehouse, archive, None, date(2026, 3, 29), None)
     direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
     direct.create_bucket(Bucket=BUCKET)
     direct.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     proxy.add("PUT", "manifest.json", "apply_then_drop", times=2)  # the retry then meets our own object: 412
     remote = S3Storage(BUCKET, "archive", client_via(proxy))
-    assert mirror(archive, remote, {1: date(2026, 3, 30), 2: date(2026, 3, 30)}) == 28
+    assert mirror(archive, remote, {1: date(2026, 3, 29), 2: date(2026, 3, 29)}) == 28
     assert [a for _, p, a in proxy.seen if "manifest.json" in p].count("apply_then_drop") == 2
     versions = direct.list_object_versions(Bucket=BUCKET).get("Versions", [])
     assert len(versions) == len({v["Key"] for v in versions}) == 28 + 2 * 2  # one version each (+ HEAD, index)
