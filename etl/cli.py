@@ -85,6 +85,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
 
     etl = commands.add_parser("etl", help="process arrival days into the warehouse",
+                              epilog=EXIT_CODES,
                               description="Validate, quarantine, de-duplicate and aggregate arrival days. "
                               "Prints one JSON run summary per day on stdout.")
     etl.add_argument("--landing", default=settings.landing, help="folder or s3://… (default %(default)s)")
@@ -95,6 +96,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every arrival day in the landing zone, oldest first")
 
     ren = commands.add_parser("render", help="render the report pages of a report day",
+                              epilog=EXIT_CODES,
                               description="Render one page per workspace and preset window, the CSV logs and the "
                               "index pages. Prints a JSON summary on stdout.")
     ren.add_argument("--warehouse", default=settings.warehouse, help="folder or s3://… (default %(default)s)")
@@ -112,6 +114,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                      help="render processes (default %(default)s)")
 
     arc = commands.add_parser("archive", help="auditors' archive of the contact logs: write, verify, show",
+                              epilog=EXIT_CODES,
                               description="Immutable, verifiable snapshots of the four contact logs of each "
                               "report day.")
     verbs = arc.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -124,14 +127,14 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     when.add_argument("--cutoff", type=_instant, metavar="ISO-INSTANT")
     write.add_argument("--workspace", type=_positive, action="append", metavar="ID", help="repeatable (default: all)")
     check = verbs.add_parser("verify", help="recompute every hash, count and chain link; exit 0 only if all hold",
-                             description="Verify the archive: one line per problem, a summary last.")
+                             epilog=EXIT_CODES, description="Verify the archive: one line per problem, a summary last.")
     check.add_argument("--archive", default=settings.archive, help="folder or s3://… (default %(default)s)")
     check.add_argument("--workspace", type=_positive, action="append", metavar="ID")
     check.add_argument("--from", dest="start", type=_date, metavar="YYYY-MM-DD", help="first report day to check")
     check.add_argument("--to", dest="end", type=_date, metavar="YYYY-MM-DD", help="last report day to check")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     look = verbs.add_parser("show", help="print a snapshot's manifest and where its files are",
-                            description="Print a snapshot's manifest and the location of its files.")
+                            epilog=EXIT_CODES, description="Print a snapshot's manifest and the location of its files.")
     look.add_argument("--archive", default=settings.archive, help="folder or s3://… (default %(default)s)")
     look.add_argument("--workspace", type=_positive, required=True, metavar="ID")
     look.add_argument("--day", type=_date, required=True, metavar="YYYY-MM-DD")

@@ -7,18 +7,15 @@ the same answer at Polars speed for the lines that are plainly valid, and hands 
 1. A chunk (~8 MB of the day's files: one file as it is, or several joined) is decoded by Polars with a strict
    schema: free-text fields as Binary (anything but a JSON string decodes to null), ids as Int64 (anything but an
    integer in range decodes to null); the event type, source and timestamp as String (a number or bool there
-   becomes text that fails its rule in step 2). A decoding error or a blank line splits the chunk in two, down
-   to a few lines, which go to the exact validator. Decoded chunks keep line numbers, because a chunk without
-   blank lines gives one row per line; if its token counts do not add up (see `_tokens_add_up`), they are
-   compared line by line, and the lines that do not add up go to the exact validator.
+   becomes text that fails its rule in step 2). Blank lines, which Polars skips, are located and numbered apart; a
+   decoding error splits the chunk in two, down to a few lines, which go to the exact validator. The `null`, `:`,
+   `"` and bracket tokens of the raw text must be what the decoded rows explain (`_rows_not_adding_up`), over the
+   chunk or else line by line: the lines that do not add up go to the exact validator.
 2. Every rule of the contract is checked as one Polars expression over the decoded rows. Rows that fail any rule,
    or that the fast path cannot judge (unusual timestamp spellings, NUL characters, ...), are re-read by the
    exact validator, which gives the reason. The fast path only ever *accepts*; it never names a reason.
 
-`tests/unit/test_ingest.py` runs both paths over hostile input and demands identical results. The one blind spot
-(docs/performance.md): an optional field that does not apply to the event holding a value of the wrong type that
-carries its own `null` token (`"user_id": "null"`), or sharing its chunk with an unknown field set to null, is
-read as absent where the exact validator says `bad_type`.
+`tests/unit/test_ingest.py` runs both paths over hostile input and demands identical results.
 """
 
 from __future__ import annotations
@@ -69,7 +66,7 @@ _PLAIN_TIMESTAMP = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9
 # validator. Other text fields holding them fail the rules anyway.
 _BIG_INTEGER_PREFIX = "Static("
 _NUL = "\x00"
-# Free text that needs a closer look: a JSON token (counted by `_tokens_add_up`) or one of the values above.
+# Free text that needs a closer look: a token `_rows_not_adding_up` counts, or one of the values above.
 _TOKENS = ("null", "{", "[", '"')
 _RARE_TEXT = (*_TOKENS, ":", _NUL, _BIG_INTEGER_PREFIX)
 

@@ -6,12 +6,14 @@ Warehouse layout (docs/warehouse.md):
                                    the events of a workspace-local day first delivered on an arrival day
   daily/local_date=YYYY-MM-DD/ingest_date=YYYY-MM-DD.parquet
                                    their daily aggregates (readers add up a day's files: `read_daily`)
-  quarantine/ingest_date=YYYY-MM-DD/part-0.parquet          rejected lines with their reason
+  ids/ingest_date=YYYY-MM-DD.parquet                        every event_id an arrival day stored, with its local day
+  quarantine/ingest_date=YYYY-MM-DD/part-0.parquet          rejected lines and files with their reason
   _runs/ingest_date=YYYY-MM-DD.json                         the run summary, written last
 
-A night writes only files named after its own arrival day, so its cost follows its own events and the days they
-touch, not the size of the warehouse. Of the other arrival days' files of the days it touches (a redelivery has
-the same occurred_at, hence the same local day) it decodes only the `event_id` column, unless some ids match.
+A night writes the files named after its own arrival day. De-duplication looks the night's ids up in the other
+arrival days' id indexes (an id may come back on another local day: the workspace changed time zone, or the id was
+reused with another time), then reads only the events files that hold a match. A night processed after a later
+one has that later night processed again, so that any order of nights gives the same warehouse.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ from etl.publish import S3Target, upload
 from etl.storage import LocalStorage, client_config
 
 CLI = [sys.executable, "-m", "etl.cli"]
+# The last arrival day is 2026-03-10; its local day 2026-03-09 had ended everywhere when it ended (archives take
+# only finished days).
+ARCHIVED_DAY = "2026-03-09"
 
 
 def kill_when(cmd: list[str], ready: Callable[[], bool], env: dict[str, str] | None = None) -> None:
@@ -58,7 +61,7 @@ def clean(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([*CLI, "render", "--warehouse", str(root / "wh"), "--out", str(root / "out"), "--report-day",
                     "2026-03-10", "--workers", "1"], check=True, capture_output=True)
     subprocess.run([*CLI, "archive", "write", "--warehouse", str(root / "wh"), "--archive", str(root / "archive"),
-                    "--report-day", "2026-03-10"], check=True, capture_output=True)
+                    "--report-day", ARCHIVED_DAY], check=True, capture_output=True)
     return root
 
 
@@ -82,8 +85,8 @@ def test_killed_render_converges_on_rerun(clean: Path, tmp_path: Path) -> None:
 def test_killed_archive_converges_on_rerun_and_verifies(clean: Path, tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     write = [*CLI, "archive", "write", "--warehouse", str(clean / "wh"), "--archive", str(archive), "--report-day",
-             "2026-03-10"]
-    kill_when(write, lambda: len(list(archive.glob("*/2026-03-10/rev-1/manifest.json"))) >= 3)
+             ARCHIVED_DAY]
+    kill_when(write, lambda: len(list(archive.glob(f"*/{ARCHIVED_DAY}/rev-1/manifest.json"))) >= 3)
     subprocess.run(write, check=True, capture_output=True)
     assert state(archive) == state(clean / "archive")
     assert verify(LocalStorage(archive))[0] == []
