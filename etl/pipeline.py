@@ -368,24 +368,28 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
     another time). The indexes are read in batches (`_batches`), a query each; only the events files that hold
     a match are read, to tell a redelivery from a conflicting reuse of the id."""
     rows = night.lazy().select("event_id").with_row_index("row").filter(kept).collect()
-    ids = rows["event_id"].implode()
+    ids = rows.lazy().select("event_id")
     indexes = sorted((a, k) for a, k in indexed_arrivals(warehouse).items() if a != ingest_date)
     parts = [pl.DataFrame(schema={**IDS_SCHEMA, "arrival": pl.Date()})]
     with ThreadPoolExecutor(HISTORY_READERS) as pool:
-        for files in _batches(warehouse, indexes, pool):
-            parts.append(pl.concat([pl.scan_parquet(io.BytesIO(data)).filter(pl.col("event_id").is_in(ids))
-                                    .with_columns(arrival=pl.lit(arrival, dtype=pl.Date()))
-                                    for arrival, data in sorted(files.items())]).collect())
+        for files in _batches(warehouse, indexes, pool):  # a semi-join: ~2x faster than `is_in` here
+            parts.append(pl.concat([pl.scan_parquet(io.BytesIO(data)).with_columns(arrival=pl.lit(arrival,
+                                                                                                  dtype=pl.Date()))
+                                    for arrival, data in sorted(files.items())])
+                         .join(ids, on="event_id", how="semi").collect())
     matches = pl.concat(parts).sort("arrival", "event_id")
     earlier = matches.filter(pl.col("arrival") < ingest_date).unique("event_id", keep="first", maintain_order=True)
     later = {arrival: set(group["event_id"].to_list())
              for (arrival,), group in matches.filter(pl.col("arrival") > ingest_date).group_by("arrival")}
     lost = earlier.join(rows, on="event_id")
-    copies = [read_parquet(warehouse, events_key(day, arrival)).filter(pl.col("event_id").is_in(group["event_id"]
-                                                                                                  .implode()))
-              for (day, arrival), group in lost.group_by("local_date", "arrival")]
-    kept_hashes = (with_content_hash(pl.concat(copies).lazy()).select("event_id", kept_hash="content_hash").collect()
-                   if copies else pl.DataFrame(schema={"event_id": pl.String(), "kept_hash": pl.UInt64()}))
+    holders = [events_key(day, arrival) for day, arrival in lost.select("local_date", "arrival").unique().sort(
+        "local_date", "arrival").iter_rows()]
+    kept_hashes = pl.DataFrame(schema={"event_id": pl.String(), "kept_hash": pl.UInt64()})
+    if holders:  # the copies already stored, read in one query from the files that hold some
+        with ThreadPoolExecutor(HISTORY_READERS) as pool:
+            stored = [pl.scan_parquet(io.BytesIO(data)) for data in pool.map(warehouse.read_bytes, holders)]
+        copies = pl.concat(stored, how="vertical").join(lost.lazy().select("event_id"), on="event_id", how="semi")
+        kept_hashes = with_content_hash(copies).select("event_id", kept_hash="content_hash").collect()
     return HistoryCheck(_flag_conflicts(lost.select("row", "event_id"), night, kept_hashes), later)
 
 

@@ -42,9 +42,9 @@ class Settings:
     future_tolerance: timedelta = timedelta(hours=1)
     max_line_bytes: int = 1_000_000
     # Bounds on one landing file (a file past one is quarantined whole: docs/contract.md)
-    max_file_lines: int = 10_000_000
-    max_file_bytes: int = 1024**3
-    max_expansion_ratio: int = 100
+    max_file_lines: int = DEFAULT_READ_LIMITS.max_file_lines
+    max_file_bytes: int = DEFAULT_READ_LIMITS.max_file_bytes
+    max_expansion_ratio: int = DEFAULT_READ_LIMITS.max_expansion_ratio
     # Data-quality gate (the nightly run fails loudly past these)
     max_quarantine_ratio: float = 0.05
     min_volume_ratio: float = 0.2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from zoneinfo import ZoneInfoNotFoundError
 
 import polars as pl
@@ -38,9 +39,14 @@ class Workspaces:
 
 
 def _valid_timezone(name: object) -> bool:
+    return isinstance(name, str) and _known_zone(name)
+
+
+@lru_cache(maxsize=4096)  # a thousand workspaces share a few dozen zones
+def _known_zone(name: str) -> bool:
     """A zone both engines that use it know: zoneinfo (report days, windows) and Polars (local times). zoneinfo
     alone accepts names Polars refuses (`Factory`, `posixrules`, `right/UTC`) and raises on folders (`Europe`)."""
-    if not isinstance(name, str) or not name or name.startswith(("/", ".")) or ".." in name:
+    if not name or name.startswith(("/", ".")) or ".." in name:
         return False
     try:
         zone(name)
