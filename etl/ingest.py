@@ -86,6 +86,11 @@ class Batch:
     input_digest: Any = field(default_factory=hashlib.sha256)
 
 
+# File-level reasons for a landing file refused whole (not read); the other file-level reasons (a damaged gzip) mark
+# a file read in part.
+REFUSED_WHOLE = frozenset({"file_too_large", "expansion_ratio_exceeded", "too_many_lines", "symbolic_link"})
+
+
 @dataclass(frozen=True)
 class Admitted:
     """A landing file as it can be read: its text (None when the file is refused whole) and the damage or bound

@@ -36,6 +36,7 @@ import polars as pl
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from etl.ingest import (
     DECODE_THREADS,
+    REFUSED_WHOLE,
     Admitted,
     Batch,
     DecodingGroup,
@@ -204,13 +205,15 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
         for key in keys:
             relative = key[len("events/"):]
             try:
-                raw = landing.read_bytes(key)
+                if landing.size(key) > limits.max_file_bytes:  # refused unread: memory stays bounded
+                    raw, admitted = b"", Admitted(None, "file_too_large")
+                else:
+                    raw = landing.read_bytes(key)
+                    admitted = admit(key, raw, limits)
             except UnsafeLink:
                 raw, admitted = b"", Admitted(None, "symbolic_link")
             except OSError as err:
                 raise EtlError(f"cannot read landing file {landing.uri}/{key}: {err}") from err
-            else:
-                admitted = admit(key, raw, limits)
             batch.input_digest.update(f"{key}\0{hashlib.sha256(raw).hexdigest()}\n".encode())
             bar.advance()
             if admitted.problem:
@@ -480,6 +483,8 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
                                 kept.group_by("workspace_id").len().sort("workspace_id").rows()},
         "blank_lines": batch.blank_lines,
         "lines_exact_path": batch.exact_lines,
+        "files_listed": len(batch.files) + len(batch.skipped_files) + sum(
+            1 for reason in batch.damaged_files.values() if reason in REFUSED_WHOLE),
         "files_read": len(batch.files),
         "files_damaged": dict(sorted(batch.damaged_files.items())),
         "files_skipped": dict(sorted(batch.skipped_files.items())),

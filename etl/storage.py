@@ -60,6 +60,10 @@ class Storage(Protocol):
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
                   retain_until: datetime | None = None, lock_mode: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int:
+        """The object's size in bytes, without reading it."""
+        ...
+
     def list(self, prefix: str = "", everything: bool = False) -> list[str]:
         """Keys under `prefix`, sorted. Temporary names (`is_temporary`) and, locally, symbolic links are left out
         unless `everything` (then both storages list the same keys for the same content)."""
@@ -154,6 +158,9 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
 
     def list(self, prefix: str = "", everything: bool = False) -> list[str]:
         prefix = prefix.strip("/")
@@ -252,6 +259,14 @@ class S3Storage:
                 return False
             raise
         return True
+
+    def size(self, key: str) -> int:
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except self.client.exceptions.ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
+            raise
 
     def versions(self, prefix: str = "") -> dict[str, list[str]]:
         """key -> version ids, oldest first, for keys with more than one version (empty when unversioned)."""

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from etl.ingest import admit, decompress
+from etl.ingest import REFUSED_WHOLE, admit, decompress
 from etl.pipeline import quarantine_key, run_etl
 from etl.quality import Thresholds, problems
 from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
@@ -41,8 +41,12 @@ def quarantine(warehouse: Path) -> pl.DataFrame:
 
 
 def assert_counts_add_up(summary: dict[str, Any]) -> None:
+    """Every line read is stored, dropped or quarantined; every file listed is read (maybe in part), refused whole
+    or skipped."""
     assert summary["lines_read"] == (summary["events_valid"] + summary["events_quarantined"]
                                      + summary["duplicates_dropped"])
+    refused = [f for f, why in summary["files_damaged"].items() if why in REFUSED_WHOLE]
+    assert summary["files_listed"] == summary["files_read"] + len(refused) + len(summary["files_skipped"])
 
 
 # ---------------------------------------------------------------- 1. time zones
@@ -75,6 +79,7 @@ def test_a_gzip_whose_checksum_is_wrong_keeps_every_line_and_fails_the_gate(tmp_
     assert summary["files_damaged"] == {f"events/ingest_date={DAY}/hour=09/part.ndjson.gz": "gzip_checksum_mismatch"}
     assert quarantine(tmp_path / "wh").select("file", "line_no", "reason").rows() == [
         (f"ingest_date={DAY}/hour=09/part.ndjson.gz", None, "gzip_checksum_mismatch")]
+    assert_counts_add_up(summary)
     found = problems(summary, [], Thresholds())
     assert any("could not be read whole" in p for p in found)
     assert not any("could not be read whole" in p for p in problems(summary, [], Thresholds(max_damaged_files=1)))
@@ -132,6 +137,7 @@ def test_links_in_the_landing_are_refused_counted_and_never_read(tmp_path: Path)
     assert summary["files_skipped"] == {f"events/ingest_date={DAY}/hour=10": "symbolic_link"}
     everything = b"".join(p.read_bytes() for p in (tmp_path / "wh").rglob("*") if p.is_file())
     assert b"hunter2" not in everything
+    assert_counts_add_up(summary)
 
 
 def test_a_link_inside_out_is_never_written_through(tmp_path: Path) -> None:
@@ -164,6 +170,7 @@ def test_a_gzip_of_a_million_blank_lines_is_refused_quickly(tmp_path: Path) -> N
     assert summary["files_damaged"] == {f"events/ingest_date={DAY}/hour=09/bomb.ndjson.gz":
                                         "expansion_ratio_exceeded"}
     assert summary["events_valid"] == 1 and summary["blank_lines"] == 0
+    assert_counts_add_up(summary)
 
 
 def test_bounds_on_lines_size_and_ratio_each_refuse_the_file_whole(tmp_path: Path) -> None:
@@ -175,6 +182,15 @@ def test_bounds_on_lines_size_and_ratio_each_refuse_the_file_whole(tmp_path: Pat
     assert admit("a.ndjson.gz", gzip.compress(b" " * 10_000_000), ReadLimits()).problem == "expansion_ratio_exceeded"
     ordinary = gzip.compress(ndjson(LINES))
     assert admit("a.ndjson.gz", ordinary, ReadLimits()).text == ndjson(LINES)
+
+
+def test_a_file_over_the_size_bound_is_refused_without_being_read(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [(1, "M", "Europe/Madrid")], {f"{DAY}/09": [
+        event("ok", "2026-03-10T08:00:00Z")], f"{DAY}/10/big.ndjson": LINES})
+    summary = run(landing, tmp_path / "wh", ReadLimits(max_file_bytes=2_000))
+    assert summary["files_damaged"] == {f"events/ingest_date={DAY}/hour=10/big.ndjson": "file_too_large"}
+    assert summary["events_valid"] == 1
+    assert_counts_add_up(summary)
 
 
 def test_blank_lines_between_events_stay_cheap(tmp_path: Path) -> None:
@@ -222,6 +238,7 @@ def test_every_file_outside_the_layout_is_counted_with_its_reason(tmp_path: Path
     summary = run(_landing_with_strays(tmp_path / "landing"), tmp_path / "wh")
     assert summary["events_valid"] == 1
     assert summary["files_skipped"] == {f"events/ingest_date={DAY}/{k}": v for k, v in OUTSIDE_THE_LAYOUT.items()}
+    assert_counts_add_up(summary)
 
 
 def test_local_and_s3_landings_skip_the_same_files(tmp_path: Path, s3_bucket: str) -> None:
