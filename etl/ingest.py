@@ -129,7 +129,8 @@ def decompress(data: bytes, max_bytes: int = 2**62) -> tuple[bytes, str | None]:
     out = bytearray()
     problem: str | None = None
     pos = 0
-    while data.count(b"\0", pos) < len(data) - pos:  # what follows is not only zero padding
+    # members follow one another; trailing zero padding ends the stream (counted only once a zero byte is met)
+    while pos < len(data) and (data[pos] != 0 or data.count(b"\0", pos) < len(data) - pos):
         body = _gzip_header_end(data, pos)
         if body is None:
             return bytes(out), "corrupt_gzip"
