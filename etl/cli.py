@@ -258,6 +258,10 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     except FileNotFoundError as err:
         log.error("%s", err)
         return EXIT_FAILED
+    except (ValueError, RecursionError):
+        log.error("the manifest of workspace %s, %s is not valid JSON: run `contacts-report archive verify`",
+                  args.workspace, args.day)
+        return EXIT_FAILED
     return 0
 
 

@@ -202,6 +202,9 @@ def test_a_malformed_manifest_is_a_problem_not_a_crash(capsys: pytest.CaptureFix
     code, out, _ = run(capsys, "archive", "verify", "--archive", str(tmp_path / "archive"))
     assert code == EXIT_FAILED
     assert "manifest" in out and "FAILED" in out.splitlines()[-1]
+    code, _, err = run(capsys, "archive", "show", "--archive", str(tmp_path / "archive"), "--workspace", "1",
+                       "--day", "2026-03-10")
+    assert code in (0, EXIT_FAILED) and "Traceback" not in err  # shown as it is, or one line saying it is not JSON
     folder.parent.rename(tmp_path / "archive/1/2026-02-30")  # a folder named after no day
     code, out, _ = run(capsys, "archive", "verify", "--archive", str(tmp_path / "archive"))
     assert code == EXIT_FAILED and "not a calendar date" in out
