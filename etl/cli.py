@@ -75,7 +75,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = commands.add_parser("generate", help="write a synthetic landing zone (deterministic by --seed)",
-                              description="Write a synthetic landing zone in the contract's layout.")
+                              epilog=EXIT_CODES, description="Write a synthetic landing zone in the contract's layout.")
     gen.add_argument("--landing", default=settings.landing, help="folder or s3://bucket/prefix (default %(default)s)")
     gen.add_argument("--start", type=_date, help="first arrival day, YYYY-MM-DD (default: --days ago, UTC)")
     gen.add_argument("--days", type=_positive, default=60, help="number of days (default %(default)s)")
@@ -119,6 +119,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                               "report day.")
     verbs = arc.add_subparsers(dest="verb", required=True, metavar="VERB")
     write = verbs.add_parser("write", help="snapshot each workspace's report day (a new revision only if it changed)",
+                             epilog=EXIT_CODES,
                              description="Snapshot each workspace's report day under ARCHIVE/{workspace}/{day}/rev-N/.")
     write.add_argument("--warehouse", default=settings.warehouse, help="folder or s3://… (default %(default)s)")
     write.add_argument("--archive", default=settings.archive, help="folder or s3://… (default %(default)s)")

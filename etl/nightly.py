@@ -41,16 +41,16 @@ def cutoff_of(night: date) -> datetime:
     return datetime.combine(night + timedelta(days=1), datetime.min.time(), UTC)
 
 
-def check_landing(settings: Settings, night: date, sleep: Any = time.sleep) -> int:
+def check_landing(settings: Settings, night: date, sleep: Any = time.sleep, clock: Any = time.monotonic) -> int:
     """Wait up to `landing_wait_seconds` for the night's arrival partition, then fail loudly: a missing feed must
-    never become a report of zero contacts."""
+    never become a report of zero contacts. (`sleep` and `clock` are for tests.)"""
     landing = open_storage(settings.landing)
-    deadline = time.monotonic() + settings.landing_wait_seconds
+    deadline = clock() + settings.landing_wait_seconds
     while True:
         keys = landing_inventory(landing, night)[0]
         if keys:
             return len(keys)
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             raise EtlError(f"no landing files yet for ingest_date={night} under {landing.uri}/events/ after waiting "
                            f"{settings.landing_wait_seconds}s; refusing to report zero contacts. Re-run the night "
                            "once the feed has delivered.")

@@ -3,6 +3,7 @@ LocalExecutor, SQLite) on loopback. The scheduler creates the latest night's run
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from etl.generate import GenerateOptions, generate
-from etl.nightly import backfill
+from etl.nightly import backfill, cutoff_of
 from etl.settings import Settings
 from etl.storage import LocalStorage
+from etl.windows import report_day_for
 from tests.conftest import _free_port
 from tests.dags.conftest import REPO
 
@@ -110,5 +112,10 @@ def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tu
     state, *_ = wait_for("select state from dag_run where dag_id = 'contacts_report_nightly' "
                          "and run_type = 'manual'", db, {"success", "failed"}, deadline, log)
     assert state == "success", log.read_text()[-4000:]
-    assert any(Path(env["CONTACTS_REPORT_OUT"]).glob(f"*/{night - timedelta(days=1)}/today.html")) or any(
-        Path(env["CONTACTS_REPORT_OUT"]).glob(f"*/{night}/today.html"))
+    # The triggered night's own pages: each workspace's report day at that night's cutoff, which the scheduled
+    # night (one later) never renders, whatever the zone.
+    workspaces = json.loads((Path(env["CONTACTS_REPORT_LANDING"]) / "workspaces.json").read_text())
+    for ws in workspaces:
+        day = report_day_for(cutoff_of(night), ws["timezone"])
+        assert day != report_day_for(cutoff_of(night + timedelta(days=1)), ws["timezone"])
+        assert (Path(env["CONTACTS_REPORT_OUT"]) / f"{ws['workspace_id']}/{day}/today.html").is_file(), ws

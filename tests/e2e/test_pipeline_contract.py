@@ -104,9 +104,11 @@ def test_generator_is_deterministic_by_seed_and_hostile(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ([], ["generate"], ["etl"]):
+    for command in ([], ["generate"], ["etl"], ["render"], ["archive"], ["archive", "write"], ["archive", "verify"],
+                    ["archive", "show"]):
         result = run_cli(*command, "--help")
-        assert result.returncode == 0 and "usage: contacts-report" in result.stdout
+        assert result.returncode == 0 and "usage: contacts-report" in result.stdout, command
+        assert "exit codes:" in result.stdout, command
 
 
 def test_cli_errors_say_what_is_wrong(tmp_path: Path) -> None:

@@ -49,15 +49,45 @@ def test_small_workspaces_do_not_trip_the_volume_check() -> None:
     assert problems(night(100, by_workspace={}), history, LIMITS) == []
 
 
+class FakeClock:
+    """Time that passes only when the code under test sleeps: polling is tested without waiting."""
+
+    def __init__(self, on_sleep: Any = None) -> None:
+        self.now, self.naps, self.on_sleep = 0.0, [], on_sleep
+
+    def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(len(self.naps))
+
+    def monotonic(self) -> float:
+        return self.now
+
+
 def test_landing_wait_polls_until_the_deadline_then_fails(tmp_path: Path) -> None:
     landing = write_landing(tmp_path / "landing", [(1, "W", "UTC")],
                             {"2026-03-10/01": [event("a", "2026-03-10T00:10:00Z")]})
-    settings = Settings(landing=str(landing), landing_wait_seconds=0, landing_poll_seconds=1)
-    assert check_landing(settings, date(2026, 3, 10)) == 1
-    naps: list[float] = []
-    with pytest.raises(EtlError, match="refusing to report zero contacts"):
-        check_landing(settings, date(2026, 3, 11), sleep=naps.append)
-    assert naps == []  # deadline 0: no waiting at all
+    settings = Settings(landing=str(landing), landing_wait_seconds=900, landing_poll_seconds=300)
+    assert check_landing(settings, date(2026, 3, 10)) == 1  # delivered: no waiting
+    clock = FakeClock()
+    with pytest.raises(EtlError, match="after waiting 900s"):
+        check_landing(settings, date(2026, 3, 11), sleep=clock.sleep, clock=clock.monotonic)
+    assert clock.naps == [300, 300, 300]  # polled every 300 s until the deadline, then failed
+
+
+def test_landing_wait_returns_as_soon_as_the_feed_delivers(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [(1, "W", "UTC")], {})
+    settings = Settings(landing=str(landing), landing_wait_seconds=3600, landing_poll_seconds=300)
+
+    def deliver(naps: int) -> None:
+        if naps == 2:
+            write_landing(landing, [(1, "W", "UTC")], {"2026-03-11/01": [event("a", "2026-03-11T00:10:00Z")],
+                                                       "2026-03-11/02": [event("b", "2026-03-11T01:10:00Z")]})
+
+    clock = FakeClock(deliver)
+    assert check_landing(settings, date(2026, 3, 11), sleep=clock.sleep, clock=clock.monotonic) == 2
+    assert clock.naps == [300, 300]
 
 
 def test_publish_uploads_dated_pages_before_any_index(tmp_path: Path, s3_bucket: str) -> None:

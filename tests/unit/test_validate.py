@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,6 +99,19 @@ def test_timestamp_up_to_the_clock_skew_allowance_is_accepted() -> None:
     validate_line(json.dumps({**OK, "occurred_at": "2026-03-11T00:59:59Z"}).encode(), RULES)
 
 
+# The reasons docs/contract.md lists for a line, and those that name a field.
+DOCUMENTED_REASONS = {"line_too_long", "invalid_utf8", "invalid_json", "not_an_object", "unknown_event_type",
+                      "bad_timestamp", "timestamp_out_of_range", "unknown_source", "source_not_allowed",
+                      "workspace_misconfigured", "unknown_workspace"}
+FIELD_REASONS = {"missing_field", "bad_type", "bad_value"}
+
+
+def test_the_documented_reasons_are_the_contracts_own() -> None:
+    contract = (Path(__file__).parents[2] / "docs/contract.md").read_text()
+    for reason in DOCUMENTED_REASONS | {f"{r}:<f>" for r in FIELD_REASONS}:
+        assert f"`{reason}`" in contract, reason
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(
     st.binary(max_size=300),
@@ -109,7 +123,9 @@ def test_any_input_is_either_valid_or_quarantined_with_a_reason(raw: bytes) -> N
     try:
         row = validate_line(raw, RULES)
     except Invalid as bad:
-        assert bad.reason
+        assert bad.reason in DOCUMENTED_REASONS or bad.reason.split(":")[0] in FIELD_REASONS, bad.reason
+        if ":" in bad.reason:
+            assert bad.reason.split(":", 1)[1] in OK  # the field named is one of the contract's
     else:
         assert isinstance(row[0], str) and row[3] in RULES.workspace_ids
 
