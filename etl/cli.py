@@ -144,7 +144,11 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except InputError as err:
+        print(f"contacts-report: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

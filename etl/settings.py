@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from etl.errors import InputError
+
 DEFAULT_DATA = Path("data")
 
 
@@ -67,6 +69,21 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
         base = cls()
+
+        def number(name: str, default: Any, kind: type = int, least: float = 0) -> Any:
+            """A numeric setting: a clear error, not a traceback, for a value that is not one."""
+            text = env.get(name)
+            if text is None:
+                return default
+            try:
+                value = kind(text)
+            except ValueError:
+                raise InputError(f"{name}={text!r} is not a {'whole ' if kind is int else ''}number; fix or unset "
+                                 "it") from None
+            if value < least:
+                raise InputError(f"{name}={text!r} must be at least {least}")
+            return value
+
         values: dict[str, Any] = {
             "landing": env.get("CONTACTS_REPORT_LANDING", base.landing),
             "warehouse": env.get("CONTACTS_REPORT_WAREHOUSE", base.warehouse),
@@ -74,23 +91,23 @@ class Settings:
             "archive": env.get("CONTACTS_REPORT_ARCHIVE",
                                f"{env.get('CONTACTS_REPORT_OUT', base.out).rstrip('/')}/archive"),
             "archive_lock_mode": env.get("CONTACTS_REPORT_ARCHIVE_LOCK_MODE") or None,
-            "archive_lock_days": int(env.get("CONTACTS_REPORT_ARCHIVE_LOCK_DAYS", "0")),
+            "archive_lock_days": number("CONTACTS_REPORT_ARCHIVE_LOCK_DAYS", 0),
             "s3_uri": env.get("CONTACTS_REPORT_S3_URI") or None,
             "base_url": env.get("CONTACTS_REPORT_BASE_URL") or None,
             "recipients_file": env.get("CONTACTS_REPORT_RECIPIENTS") or None,
             "mail_from": env.get("CONTACTS_REPORT_MAIL_FROM", base.mail_from),
             "ops_email": env.get("CONTACTS_REPORT_OPS_EMAIL") or None,
-            "max_quarantine_ratio": float(env.get("CONTACTS_REPORT_MAX_QUARANTINE_RATIO", base.max_quarantine_ratio)),
-            "max_schema_drift_ratio": float(env.get("CONTACTS_REPORT_MAX_SCHEMA_DRIFT_RATIO",
-                                                    base.max_schema_drift_ratio)),
-            "min_volume_ratio": float(env.get("CONTACTS_REPORT_MIN_VOLUME_RATIO", base.min_volume_ratio)),
-            "max_damaged_files": int(env.get("CONTACTS_REPORT_MAX_DAMAGED_FILES", base.max_damaged_files)),
-            "max_line_bytes": int(env.get("CONTACTS_REPORT_MAX_LINE_BYTES", base.max_line_bytes)),
-            "max_file_lines": int(env.get("CONTACTS_REPORT_MAX_FILE_LINES", base.max_file_lines)),
-            "max_file_bytes": int(env.get("CONTACTS_REPORT_MAX_FILE_BYTES", base.max_file_bytes)),
-            "max_expansion_ratio": int(env.get("CONTACTS_REPORT_MAX_EXPANSION_RATIO", base.max_expansion_ratio)),
-            "landing_wait_seconds": int(env.get("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds)),
-            "render_batch_size": int(env.get("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size)),
+            "max_quarantine_ratio": number("CONTACTS_REPORT_MAX_QUARANTINE_RATIO", base.max_quarantine_ratio, float),
+            "max_schema_drift_ratio": number("CONTACTS_REPORT_MAX_SCHEMA_DRIFT_RATIO", base.max_schema_drift_ratio,
+                                             float),
+            "min_volume_ratio": number("CONTACTS_REPORT_MIN_VOLUME_RATIO", base.min_volume_ratio, float),
+            "max_damaged_files": number("CONTACTS_REPORT_MAX_DAMAGED_FILES", base.max_damaged_files),
+            "max_line_bytes": number("CONTACTS_REPORT_MAX_LINE_BYTES", base.max_line_bytes),
+            "max_file_lines": number("CONTACTS_REPORT_MAX_FILE_LINES", base.max_file_lines),
+            "max_file_bytes": number("CONTACTS_REPORT_MAX_FILE_BYTES", base.max_file_bytes),
+            "max_expansion_ratio": number("CONTACTS_REPORT_MAX_EXPANSION_RATIO", base.max_expansion_ratio, least=1),
+            "landing_wait_seconds": number("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds),
+            "render_batch_size": number("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size, least=1),
         }
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

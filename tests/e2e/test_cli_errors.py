@@ -213,3 +213,16 @@ def test_a_malformed_manifest_is_a_problem_not_a_crash(capsys: pytest.CaptureFix
 def test_every_command_has_help_naming_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "exit codes" in out
+
+
+@pytest.mark.parametrize(("name", "value"), [("CONTACTS_REPORT_MAX_FILE_LINES", "lots"),
+                                             ("CONTACTS_REPORT_MAX_QUARANTINE_RATIO", "5%"),
+                                             ("CONTACTS_REPORT_RENDER_BATCH_SIZE", "0"),
+                                             ("CONTACTS_REPORT_LANDING_WAIT_SECONDS", "-1")])
+def test_a_setting_that_is_not_a_number_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    code, _, err = run(capsys, "etl", "--all")
+    assert code == EXIT_USAGE
+    [line] = error_lines(err)
+    assert name in line
