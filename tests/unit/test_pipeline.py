@@ -408,3 +408,33 @@ def test_a_warehouse_without_the_id_index_gets_one_and_still_deduplicates(tmp_pa
     [second] = etl(landing, tmp_path / "wh", "2026-03-12")
     assert second["duplicates_dropped"] == 1
     assert (tmp_path / "wh/ids/ingest_date=2026-03-10.parquet").exists()
+
+
+@pytest.mark.parametrize("change", [{"channel_id": 12}, {"channel_name": "WA 2"}, {"channel_type": "telegram"},
+                                    {"user_id": 8}, {"user_name": "Ana"}, {"contact_id": 101},
+                                    {"merged_contact_id": None}, {"workspace_id": 2}])
+def test_a_reuse_that_differs_in_any_one_field_is_a_conflict(tmp_path: Path, change: dict[str, Any]) -> None:
+    first = event("a", "2026-03-10T08:00:00Z", event_type="contact.connected", source="user")
+    again = {**first, **change}
+    if change == {"merged_contact_id": None}:  # a merge whose merged contact differs
+        first = event("a", "2026-03-10T08:00:00Z", event_type="contact.merged")
+        again = {**first, "merged_contact_id": first["merged_contact_id"] + 5}
+    landing = write_landing(tmp_path / "landing", [*MADRID, (2, "Other", "Europe/Madrid")],
+                            {"2026-03-10/09": [first], "2026-03-11/09": [again]})
+    _, second = etl(landing, tmp_path / "wh", "2026-03-10", "2026-03-11")
+    assert second["quarantined_by_reason"] == {"conflicting_duplicate": 1}
+    assert second["duplicates_dropped"] == 0
+
+
+def test_a_rerun_deletes_the_days_its_night_no_longer_delivers_to(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-12/09": [
+        event("late", "2026-03-10T08:00:00Z"), event("b", "2026-03-12T08:00:00Z")]})
+    [first] = etl(landing, tmp_path / "wh", "2026-03-12")
+    assert first["days_touched"] == ["2026-03-10", "2026-03-12"]
+    shutil.rmtree(landing / "events/ingest_date=2026-03-12")  # the feed re-delivers the night without the late event
+    write_landing(landing, MADRID, {"2026-03-12/09": [event("b", "2026-03-12T08:00:00Z")]})
+    [again] = etl(landing, tmp_path / "wh", "2026-03-12")
+    assert again["days_touched"] == ["2026-03-12"]
+    wh = LocalStorage(tmp_path / "wh")
+    assert day_files(wh, "events", date(2026, 3, 10)) == {} and day_files(wh, "daily", date(2026, 3, 10)) == {}
+    assert list(day_files(wh, "events", date(2026, 3, 12))) == [date(2026, 3, 12)]

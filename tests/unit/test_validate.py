@@ -154,3 +154,31 @@ def test_timestamps_outside_rfc3339_are_quarantined(stamp: str) -> None:
     assert reason({**OK, "occurred_at": stamp}) == "bad_timestamp"
     with pytest.raises(Invalid):
         parse_timestamp(stamp)
+
+
+def test_the_end_of_the_arrival_day_plus_one_hour_is_the_last_instant_accepted() -> None:
+    validate_line(json.dumps({**OK, "occurred_at": "2026-03-11T01:00:00Z"}).encode(), RULES)
+    validate_line(json.dumps({**OK, "occurred_at": "2026-03-11T02:59:59.999999+02:00"}).encode(), RULES)
+    for late in ("2026-03-11T01:00:00.000001Z", "2026-03-11T03:00:01+02:00", "2026-03-10T20:00:01-05:00"):
+        assert reason({**OK, "occurred_at": late}) == "timestamp_out_of_range", late
+    validate_line(json.dumps({**OK, "occurred_at": "2000-01-01T00:00:00Z"}).encode(), RULES)
+    assert reason({**OK, "occurred_at": "1999-12-31T23:59:59.999999Z"}) == "timestamp_out_of_range"
+
+
+@pytest.mark.parametrize(("faults", "expected"), [
+    # each line breaks several rules: the first in the documented order names it
+    ({"event_id": None, "event_type": "contact.exploded", "workspace_id": 99}, "missing_field:event_id"),
+    ({"contact_name": 5, "contact_id": "7", "source": "fax"}, "bad_type:contact_name"),
+    ({"contact_id": "7", "event_id": " ", "event_type": "contact.exploded"}, "bad_type:contact_id"),
+    ({"event_id": " ", "event_type": "contact.exploded", "occurred_at": "yesterday"}, "bad_value:event_id"),
+    ({"event_type": "contact.exploded", "occurred_at": "yesterday", "source": "fax"}, "unknown_event_type"),
+    ({"occurred_at": "yesterday", "source": "fax", "workspace_id": 99}, "bad_timestamp"),
+    ({"occurred_at": "1999-01-01T00:00:00Z", "source": "fax", "workspace_id": 99}, "timestamp_out_of_range"),
+    ({"source": "fax", "workspace_id": 99}, "unknown_source"),
+    ({"source": "broadcast", "workspace_id": 99}, "source_not_allowed"),
+    ({"channel_id": 5, "workspace_id": 99}, "missing_field:channel_name"),
+    ({"workspace_id": 3}, "workspace_misconfigured"),
+    ({"workspace_id": 99}, "unknown_workspace"),
+])
+def test_the_first_failing_rule_names_the_line(faults: dict[str, Any], expected: str) -> None:
+    assert reason({**OK, **faults}) == expected
