@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from etl.errors import InputError
 from etl.settings import Settings
 from etl.storage import StorageError, open_storage
-from etl.windows import WINDOW_NAMES
+from etl.windows import FIRST_DAY, LAST_DAY, WINDOW_NAMES
 
 _S3_ERRORS = (BotoCoreError, ClientError)
 
@@ -27,8 +27,6 @@ EXIT_USAGE = 2  # an argument or an input file is unusable: fix it and run again
 EXIT_STORAGE = 3  # storage could not be reached or refused us, after the retries: check the endpoint and access
 EXIT_CODES = ("exit codes: 0 done; 1 the work failed or did not verify (the message says why); 2 an argument or "
               "an input file is unusable; 3 storage unreachable or refusing access after retries")
-# Dates the product handles: events from 2000 on, and a margin before the calendar's end (a day + 1 is computed).
-FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)
 
 
 def _in_range(day: date, text: str) -> None:

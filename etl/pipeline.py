@@ -58,7 +58,7 @@ from etl.transform import (
     with_content_hash,
 )
 from etl.validate import ValidationRules
-from etl.windows import local_date
+from etl.windows import FIRST_DAY, LAST_DAY, local_date
 from etl.workspaces import Workspaces, WorkspacesError, parse_workspaces
 
 log = logging.getLogger(__name__)
@@ -123,14 +123,11 @@ def landing_dates(landing: Storage) -> list[date]:
     return days
 
 
-FIRST_ARRIVAL_DAY, LAST_ARRIVAL_DAY = date(2000, 1, 1), date(9998, 12, 31)
-
-
 def check_arrival_day(day: date) -> date:
     """The day, if the ETL can process it (its end plus the clock-skew allowance must be a representable instant)."""
-    if not FIRST_ARRIVAL_DAY <= day <= LAST_ARRIVAL_DAY:
-        raise EtlError(f"arrival day {day} is out of range: the ETL processes {FIRST_ARRIVAL_DAY} to "
-                       f"{LAST_ARRIVAL_DAY}")
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise EtlError(f"arrival day {day} is out of range: the ETL processes {FIRST_DAY} to "
+                       f"{LAST_DAY}")
     return day
 
 

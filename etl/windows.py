@@ -27,6 +27,10 @@ WINDOW_TITLES: dict[str, str] = {
 }
 
 
+# The days the product handles: events from 2000 on, and a margin before the calendar's end (a day + 1 is computed).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)
+
+
 @dataclass(frozen=True)
 class Window:
     """A run of local dates, both ends inclusive."""
