@@ -105,48 +105,74 @@ def _head(archive: Storage, workspace_id: int) -> dict[str, Any]:
 
 def write_workspace(archive: Storage, workspace: Workspace, day: date, events: pl.DataFrame, run_id: str | None,
                     lock: Lock) -> str:
-    """Write the day's snapshot if it is new or changed; returns "written", "unchanged" or "revised"."""
+    """Write the day's snapshot if it is new or changed; returns "written", "unchanged" or "revised".
+
+    A revision is complete once its manifest.sha256 exists (written after every file and the manifest); a re-run
+    after a crash completes the same folder instead of skipping or duplicating it, and moves HEAD forward if the
+    crash came between the hash and HEAD."""
     wid = workspace.workspace_id
     existing = revisions(archive, wid, day)
-    complete = sorted(n for n, names in existing.items() if MANIFEST in names)
+    complete = sorted(n for n, names in existing.items() if MANIFEST_HASH in names)
     latest = complete[-1] if complete else 0
     previous: dict[str, Any] | None = None
     if latest:
         previous = json.loads(archive.read_bytes(f"{wid}/{day.isoformat()}/rev-{latest}/{MANIFEST}"))
         probe = snapshot_files(workspace, day, latest, events)
         if {n: sha256(b) for n, (b, _) in probe.items()} == {n: f["sha256"] for n, f in previous["files"].items()}:
+            _advance_head(archive, wid, previous, f"{wid}/{day.isoformat()}/rev-{latest}/{MANIFEST}")
             return "unchanged"
-    revision = latest + 1  # an incomplete later folder (a crash before its manifest) is completed, not skipped
+    revision = latest + 1
     files = snapshot_files(workspace, day, revision, events)
     folder = f"{wid}/{day.isoformat()}/rev-{revision}"
     retain = lock.retain_until(day)
     for name, (data, _) in sorted(files.items()):
         archive.write_new(f"{folder}/{name}", data, content_type(name), retain, lock.mode)
-    head = _head(archive, wid)
-    of_day = events.filter(pl.col("local_date") == day)
-    manifest = {
-        "workspace_id": wid,
-        "workspace_name": workspace.name,
-        "report_day": day.isoformat(),
-        "timezone": workspace.timezone,
-        "revision": revision,
-        "sequence": head["sequence"] + 1,
-        "previous_manifest_sha256": head["sha256"],
-        "supersedes": f"rev-{latest}" if latest else None,
-        "change": _change(previous, files) if previous else None,
-        "run_id": run_id,
-        "code_version": code_version(),
-        "landing_partitions": sorted({k.rsplit("/", 1)[0] for k in of_day["arrival_key"].to_list()}),
-        "files": {name: {"bytes": len(data), "rows": rows, "sha256": sha256(data)}
-                  for name, (data, rows) in sorted(files.items())},
-    }
-    body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
+    body = _written_manifest(archive, folder, files)
+    if body is None:
+        head = _head(archive, wid)
+        of_day = events.filter(pl.col("local_date") == day)
+        manifest = {
+            "workspace_id": wid,
+            "workspace_name": workspace.name,
+            "report_day": day.isoformat(),
+            "timezone": workspace.timezone,
+            "revision": revision,
+            "sequence": head["sequence"] + 1,
+            "previous_manifest_sha256": head["sha256"],
+            "supersedes": f"rev-{latest}" if latest else None,
+            "change": _change(previous, files) if previous else None,
+            "run_id": run_id,
+            "code_version": code_version(),
+            "landing_partitions": sorted({k.rsplit("/", 1)[0] for k in of_day["arrival_key"].to_list()}),
+            "files": {name: {"bytes": len(data), "rows": rows, "sha256": sha256(data)}
+                      for name, (data, rows) in sorted(files.items())},
+        }
+        body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
+        archive.write_new(f"{folder}/{MANIFEST}", body, "application/json", retain, lock.mode)
     digest = sha256(body)
-    archive.write_new(f"{folder}/{MANIFEST}", body, "application/json", retain, lock.mode)
     archive.write_new(f"{folder}/{MANIFEST_HASH}", f"{digest}  {MANIFEST}\n".encode(), "text/plain", retain, lock.mode)
-    archive.write_bytes(f"{wid}/HEAD.json", json.dumps({"sequence": manifest["sequence"], "sha256": digest,
-                                                        "manifest": f"{folder}/{MANIFEST}"}).encode())
+    _advance_head(archive, wid, json.loads(body), f"{folder}/{MANIFEST}")
     return "revised" if latest else "written"
+
+
+def _written_manifest(archive: Storage, folder: str, files: dict[str, tuple[bytes, int]]) -> bytes | None:
+    """The manifest an interrupted run already wrote for exactly these files (kept as it is: it is create-only and
+    its sequence and previous hash were right when written), or None."""
+    key = f"{folder}/{MANIFEST}"
+    if not archive.exists(key):
+        return None
+    body = archive.read_bytes(key)
+    written = {n: f["sha256"] for n, f in json.loads(body)["files"].items()}
+    return body if written == {n: sha256(b) for n, (b, _) in files.items()} else None
+
+
+def _advance_head(archive: Storage, wid: int, manifest: dict[str, Any], key: str) -> None:
+    """Point HEAD at `manifest` unless HEAD is already there or further on."""
+    if _head(archive, wid)["sequence"] >= manifest["sequence"]:
+        return
+    digest = sha256(archive.read_bytes(key))
+    archive.write_bytes(f"{wid}/HEAD.json", json.dumps({"sequence": manifest["sequence"], "sha256": digest,
+                                                        "manifest": key}).encode())
 
 
 def _change(previous: dict[str, Any], files: dict[str, tuple[bytes, int]]) -> dict[str, Any]:

@@ -124,6 +124,37 @@ def test_late_events_make_a_new_revision_and_leave_the_old_one_untouched(tmp_pat
     assert verify(archive)[0] == []
 
 
+def snapshot_state(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("crash", ["before the manifest's hash", "before HEAD moved"])
+def test_a_night_interrupted_inside_a_snapshot_is_completed_by_the_rerun(tmp_path: Path, crash: str) -> None:
+    """A crash between the last two writes of a snapshot: the re-run completes that revision (same bytes as an
+    uninterrupted run, HEAD and chain right for the next day), never skips it or adds a rev-2."""
+    landing = LocalStorage(TINY / "landing")
+    warehouse = LocalStorage(tmp_path / "wh")
+    for d in landing_dates(landing):
+        run_etl(landing, warehouse, d)
+    clean, crashed = LocalStorage(tmp_path / "clean"), LocalStorage(tmp_path / "crashed")
+    for day in DAYS[:2]:
+        write_archive(warehouse, clean, None, day, None)
+    write_archive(warehouse, crashed, None, DAYS[0], None)
+    head_before = (crashed.root / "1/HEAD.json").read_bytes()
+    write_archive(warehouse, crashed, [1], DAYS[1], None)
+    (crashed.root / "1/HEAD.json").write_bytes(head_before)  # HEAD is written last: the crash undoes it
+    if crash == "before the manifest's hash":
+        (crashed.root / f"1/{DAYS[1]}/rev-1/manifest.sha256").unlink()
+    outcome = write_archive(warehouse, crashed, None, DAYS[1], None)
+    assert outcome["revised"] == 0
+    assert snapshot_state(crashed.root) == snapshot_state(clean.root)
+    for day in DAYS[2:]:
+        write_archive(warehouse, clean, None, day, None)
+        write_archive(warehouse, crashed, None, day, None)
+    assert snapshot_state(crashed.root) == snapshot_state(clean.root)
+    assert verify(crashed)[0] == []
+
+
 def test_archived_rows_equal_the_report_logs_of_the_day(tiny_archive: tuple[LocalStorage, LocalStorage],
                                                         tmp_path: Path) -> None:
     warehouse, archive = tiny_archive
