@@ -416,7 +416,7 @@ def _check_chain(wid: int, chain: list[tuple[int, str, str | None, str]]) -> lis
 
 def show(archive: Storage, workspace_id: int, day: date, revision: int | None) -> dict[str, Any]:
     revs = revisions(archive, workspace_id, day)
-    complete = sorted(n for n, names in revs.items() if MANIFEST in names)
+    complete = sorted(n for n, names in revs.items() if MANIFEST_HASH in names)
     if not complete:
         raise FileNotFoundError(f"no snapshot of workspace {workspace_id} for {day} under {archive.uri}")
     rev = revision or complete[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -101,6 +102,57 @@ def test_two_swapped_days_are_named(tiny_archive: tuple[LocalStorage, LocalStora
     found = problems_of(archive)
     assert "1/2026-03-28/rev-1: manifest describes 1/2026-03-29/rev-1: moved or swapped" in found
     assert "1/2026-03-29/rev-1: manifest describes 1/2026-03-28/rev-1: moved or swapped" in found
+
+
+def test_a_missing_earlier_revision_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    (archive.root / "1/2026-03-28/rev-1").rename(archive.root / "1/2026-03-28/rev-2")
+    assert "1/2026-03-28/rev-1: missing: rev-2 exists without its predecessor" in problems_of(archive)
+
+
+def test_a_range_checks_its_first_and_last_day_and_nothing_outside(tiny_archive: tuple[LocalStorage, LocalStorage]
+                                                                   ) -> None:
+    _, archive = tiny_archive
+    for day in DAYS:
+        path = archive.root / f"1/{day}/rev-1/contacts_added.csv"
+        path.chmod(0o644)
+        path.write_bytes(path.read_bytes() + b"x")
+    found = sorted({p.where for p in verify(archive, None, DAYS[1], DAYS[2])[0]})
+    assert found == [f"1/{DAYS[1]}/rev-1/contacts_added.csv", f"1/{DAYS[2]}/rev-1/contacts_added.csv"]
+
+
+def test_the_first_manifest_must_start_the_chain(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    """A forged predecessor for the first snapshot (hash file updated too) is named: the chain starts at null."""
+    _, archive = tiny_archive
+    folder = archive.root / f"2/{DAYS[0]}/rev-1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["previous_manifest_sha256"] is None and manifest["sequence"] == 1
+    manifest["previous_manifest_sha256"] = "0" * 64
+    body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
+    for name, data in (("manifest.json", body),
+                       ("manifest.sha256", f"{hashlib.sha256(body).hexdigest()}  manifest.json\n".encode())):
+        (folder / name).chmod(0o644)
+        (folder / name).write_bytes(data)
+    found = problems_of(archive)
+    assert (f"2/{DAYS[0]}/rev-1: chain broken: previous_manifest_sha256 does not match the manifest written before"
+            " it") in found
+
+
+def test_the_mirror_writes_every_file_before_the_manifest_that_names_it(
+        tiny_archive: tuple[LocalStorage, LocalStorage], moto_server: str) -> None:
+    """A reader of the remote copy never finds a manifest (or its hash) naming an object not there yet."""
+    _, archive = tiny_archive
+    client = s3_client()
+    client.create_bucket(Bucket="ordered")
+    order: list[str] = []
+    client.meta.events.register("before-send.s3.PutObject",
+                                lambda request, **_: order.append(request.url.split("/ordered/archive/")[1]))
+    mirror(archive, S3Storage("ordered", "archive", client), {1: DAYS[0], 2: DAYS[0]})
+    snapshot = [k for k in order if "/rev-" in k]
+    assert len(snapshot) == 2 * 14
+    for folder in {k.rsplit("/", 1)[0] for k in snapshot}:
+        names = [k.rsplit("/", 1)[1] for k in snapshot if k.startswith(folder + "/")]
+        assert names[-2:] == ["manifest.json", "manifest.sha256"], folder
 
 
 def test_late_events_make_a_new_revision_and_leave_the_old_one_untouched(tmp_path: Path) -> None:
