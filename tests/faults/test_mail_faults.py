@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import email
 import json
+import re
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from email import policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from etl.mail import SmtpConfig
+from etl.nightly import alert_ops
 from etl.nightly import email as send_night_emails
 from etl.pipeline import run_etl
 from etl.settings import Settings
 from etl.storage import LocalStorage
+from etl.windows import WINDOW_NAMES
 from tests.conftest import _free_port
 from tests.dags.conftest import Inbox
 from tests.helpers import event, write_landing
@@ -75,3 +83,91 @@ def test_hostile_names_are_inert_in_subject_and_body(night: Settings) -> None:
     assert "Contacts added: 1" in text
     assert "\u2068Evil" in text and "\u202eOverride\u2069" in text
     assert sorted(r for r, _ in inbox.messages) == ["a@example.com", "b@example.com", "c@example.com"]
+
+
+class TlsInbox(Inbox):
+    """Keeps messages and whether each arrived over TLS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.over_tls: list[bool] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.over_tls.append(session.ssl is not None)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def tls_smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, TlsInbox]]:
+    """An SMTP server that refuses mail before STARTTLS, with a certificate the client trusts (SSL_CERT_FILE)."""
+    from aiosmtpd.controller import Controller
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    inbox, port = TlsInbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
+    controller.start()
+    yield port, inbox
+    controller.stop()
+
+
+def test_starttls_is_used_when_configured_and_mail_is_refused_without_it(night: Settings,
+                                                                         tls_smtp: tuple[int, TlsInbox]) -> None:
+    port, inbox = tls_smtp
+    plain = send_night_emails(night, date(2026, 3, 10), None, lambda: SmtpConfig("127.0.0.1", port))
+    assert plain == {"sent": 0, "failed": 3, "skipped": 0} and inbox.messages == []
+    secure = send_night_emails(night, date(2026, 3, 10), None, lambda: SmtpConfig("127.0.0.1", port, starttls=True))
+    assert secure == {"sent": 3, "failed": 0, "skipped": 0}
+    assert len(inbox.messages) == 3 and inbox.over_tls == [True, True, True]
+
+
+def test_links_use_the_base_url_when_set_and_say_nothing_of_signatures(night: Settings) -> None:
+    from aiosmtpd.controller import Controller
+
+    settings = replace(night, s3_uri="s3://reports/site", base_url="https://reports.example.com/r/")
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        send_night_emails(settings, date(2026, 3, 10), None, lambda: SmtpConfig("127.0.0.1", port))
+    finally:
+        controller.stop()
+    message = email.message_from_bytes(dict(inbox.messages)["c@example.com"], policy=policy.default)
+    text = message.get_body(("plain",)).get_content()
+    links = re.findall(r"https?://\S+", text)
+    assert links == [*(f"https://reports.example.com/r/2/2026-03-10/{w}.html" for w in WINDOW_NAMES),
+                     "https://reports.example.com/r/2/index.html"]
+    assert "stop working" not in text  # the signed-link warning is for presigned links only
+
+
+def test_ops_alert_names_the_task_the_night_the_log_and_the_error(night: Settings) -> None:
+    from aiosmtpd.controller import Controller
+
+    error = "Traceback (most recent call last):\n  ...\nQualityError: night 2026-03-10 failed the data-quality gate"
+    inbox, port = Inbox(), _free_port()
+    assert not alert_ops(replace(night, ops_email="ops@example.com"), lambda: SmtpConfig("127.0.0.1", port),
+                         "contacts_report_nightly", "quality_gate", date(2026, 3, 10), None, error)  # SMTP down
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        assert not alert_ops(night, lambda: SmtpConfig("127.0.0.1", port), "contacts_report_nightly",
+                             "quality_gate", date(2026, 3, 10), None, error)  # no ops address: logged only
+        assert alert_ops(replace(night, ops_email="ops@example.com"), lambda: SmtpConfig("127.0.0.1", port),
+                         "contacts_report_nightly", "quality_gate", date(2026, 3, 10),
+                         "http://airflow.example/log?task=quality_gate", error)
+    finally:
+        controller.stop()
+    [(recipient, raw)] = inbox.messages
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert recipient == "ops@example.com"
+    assert str(message["Subject"]) == "[contacts-report] quality_gate failed for night 2026-03-10"
+    body = message.get_body(("plain",)).get_content()
+    for line in ("DAG: contacts_report_nightly", "Task: quality_gate", "Night: 2026-03-10",
+                 "Log: http://airflow.example/log?task=quality_gate"):
+        assert line in body.splitlines()
+    assert "QualityError: night 2026-03-10 failed the data-quality gate" in body

@@ -106,3 +106,34 @@ def test_publish_uploads_dated_pages_before_any_index(tmp_path: Path, s3_bucket:
     assert order[:2] == ["site/1/2026-03-10/today.contacts_added.csv", "site/1/2026-03-10/today.html"]
     again = upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys)
     assert again == {"uploaded": 0, "unchanged": 5}
+
+
+@pytest.mark.parametrize("sse", [None, "none"])
+def test_published_objects_carry_the_documented_cache_and_encryption(tmp_path: Path, s3_bucket: str,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     sse: str | None) -> None:
+    """README: a 5-minute cache for index pages, a day for dated ones; AES256 unless CONTACTS_REPORT_S3_SSE=none
+    (then the bucket's own default applies)."""
+    from etl.storage import encryption_args
+
+    if sse is not None:
+        monkeypatch.setenv("CONTACTS_REPORT_S3_SSE", sse)
+    encryption_args.cache_clear()  # read once per process; this test changes it
+    out = LocalStorage(tmp_path)
+    keys = ["1/2026-03-10/today.html", "1/2026-03-10/today.contacts_added.csv", "1/index.html", "index.html"]
+    for key in keys:
+        out.write_bytes(key, key.encode())
+    client = s3_client()
+    sent: dict[str, Any] = {}
+    client.meta.events.register("before-send.s3.PutObject",
+                                lambda request, **_: sent.update({request.url.split("/site/")[1]: request.headers}))
+    try:
+        upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys)
+    finally:
+        encryption_args.cache_clear()
+    for key in keys:
+        head = client.head_object(Bucket=s3_bucket, Key=f"site/{key}")
+        max_age = int(head["CacheControl"].split("max-age=")[1].split(",")[0])
+        assert max_age == (300 if key.endswith("index.html") else 86_400), key
+        asked = sent[key].get("x-amz-server-side-encryption")
+        assert asked == (b"AES256" if sse is None else None), key
