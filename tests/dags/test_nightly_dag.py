@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import json
 import re
 import subprocess
@@ -188,3 +189,23 @@ def test_missing_partition_fails_the_run_before_anything_is_published(airflow_ho
     assert "no landing files yet for ingest_date=2026-04-20" in result.stdout + result.stderr
     assert client.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
     assert inbox.messages == []  # type: ignore[attr-defined]
+
+
+def test_a_night_failing_the_quality_gate_publishes_nothing_and_alerts_ops(airflow_home: Path, moto_server: str,
+                                                                           smtp_server: tuple[int, object],
+                                                                           nightly_data: Path) -> None:
+    port, inbox = smtp_server
+    broken = nightly_data / f"landing/events/ingest_date={NIGHT}/hour=05/part-broken.ndjson"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text("".join(f'{{"event_id": "x{i}", "broken": true\n' for i in range(400)))
+    client, env = publishing_env(airflow_home, moto_server, port, nightly_data,
+                                 CONTACTS_REPORT_OPS_EMAIL="ops@example.com")
+    result = run_dag(env, NIGHT)
+    assert result.returncode == 1
+    assert f"night {NIGHT} failed the data-quality gate" in result.stdout + result.stderr
+    assert client.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    [(recipient, raw)] = inbox.messages  # type: ignore[attr-defined]
+    alert = email.message_from_bytes(raw, policy=email.policy.default)
+    assert recipient == "ops@example.com"
+    assert alert["Subject"] == f"[contacts-report] quality_gate failed for night {NIGHT}"
+    assert "failed the data-quality gate" in alert.get_body(("plain",)).get_content()
