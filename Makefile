@@ -9,7 +9,7 @@ DEMO := data/demo
 OUT ?= reports_out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo airflow test lint bench bench-ab clean help
+.PHONY: install system-deps demo airflow test lint bench bench-ab mutation clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,6 +46,10 @@ bench-ab: install  ## the ETL of BASE (default HEAD) against the working tree: m
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/ab.py --base $(or $(BASE),HEAD) --size $(or $(SIZE),10M)
 
+mutation: install  ## mutation testing of the core modules (mutmut; not part of make test; ~30 min on 2 cores): mutation_score=NN%
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	$(BIN)/python tools/mutation.py $(ARGS)
+
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -54,4 +58,4 @@ test: install system-deps lint  ## every test (pytest exit 5, "no tests", fails 
 	$(BIN)/pytest
 
 clean:  ## remove generated data and outputs (keeps .venv)
-	rm -rf data airflow_home test-artifacts reports_out/* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data airflow_home test-artifacts mutants build/mutation reports_out/* .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,34 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny"
+
+# `make mutation` (tools/mutation.py) runs the fast tests once per mutant: property tests draw a tenth of their
+# examples (their @example cases always run) with a fixed seed, and tests that start another process or server
+# are left out (they cannot be traced to the functions they reach, and would cost seconds per mutant).
+MUTATION = bool(os.environ.get("CONTACTS_REPORT_MUTATION"))
+_IN_ANOTHER_PROCESS = {"moto_server", "moto_endpoint", "s3_bucket", "airflow_home", "standalone", "rgw"}
+
+
+def examples(count: int) -> int:
+    """How many examples a property test draws: `count`, or a tenth of it (at least 10) under `make mutation`."""
+    return max(10, count // 10) if MUTATION else count
+
+
+if MUTATION:
+    from hypothesis import settings
+
+    settings.register_profile("mutation", derandomize=True, database=None)
+    settings.load_profile("mutation")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not MUTATION:
+        return
+    elsewhere = [i for i in items if _IN_ANOTHER_PROCESS & set(getattr(i, "fixturenames", ()))
+                 or i.get_closest_marker("cli")]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [i for i in items if i not in elsewhere]
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -92,25 +94,31 @@ def test_killed_archive_converges_on_rerun_and_verifies(clean: Path, tmp_path: P
     assert verify(LocalStorage(archive))[0] == []
 
 
-def test_killed_publish_converges_and_leaves_no_multipart_upload(clean: Path, moto_server: str) -> None:
+def test_killed_publish_converges_and_leaves_no_multipart_upload(clean: Path, tmp_path: Path, moto_server: str
+                                                               ) -> None:
+    """Killed while a multipart upload of its own is in flight: the re-run aborts that orphan (parts nobody sees
+    but the bill) and converges to one clean upload."""
+    site = tmp_path / "out"
+    shutil.copytree(clean / "out", site)
+    big = site / "1/2026-03-10/big.contacts_added.csv"  # several multipart parts: the kill lands inside them
+    big.write_bytes(b"".join(b"%09d,contact,user\n" % i for i in range(3_000_000)))
     client = boto3.client("s3", endpoint_url=moto_server, config=client_config())
     client.create_bucket(Bucket="site")
-    orphan = client.create_multipart_upload(Bucket="site", Key="reports/1/big.csv")  # left by a killed worker
-    client.upload_part(Bucket="site", Key="reports/1/big.csv", UploadId=orphan["UploadId"], PartNumber=1,
-                       Body=b"x" * 1024)
     script = ("import sys; from etl.publish import S3Target, upload; from etl.storage import LocalStorage, s3_client;"
-              f"out = LocalStorage({str(clean / 'out')!r});"
+              f"out = LocalStorage({str(site)!r});"
               "upload(s3_client(), S3Target('site', 'reports'), out, out.list())")
     env = {**os.environ, "AWS_ENDPOINT_URL": moto_server}
 
-    def some_published() -> bool:
-        return client.list_objects_v2(Bucket="site", Prefix="reports/").get("KeyCount", 0) >= 30
+    def in_flight() -> list[dict[str, Any]]:
+        return list(client.list_multipart_uploads(Bucket="site").get("Uploads", []))
 
-    kill_when([sys.executable, "-c", script], some_published, env=env)
-    out = LocalStorage(clean / "out")
+    kill_when([sys.executable, "-c", script], lambda: bool(in_flight()), env=env)
+    assert [u["Key"] for u in in_flight()] == ["reports/1/2026-03-10/big.contacts_added.csv"]  # the kill's orphan
+    out = LocalStorage(site)
     upload(client, S3Target("site", "reports"), out, out.list())
-    objects = {o["Key"]: o["ETag"].strip('"') for p in client.get_paginator("list_objects_v2").paginate(
+    assert in_flight() == []
+    objects = {o["Key"].removeprefix("reports/") for p in client.get_paginator("list_objects_v2").paginate(
         Bucket="site") for o in p.get("Contents", [])}
-    assert objects == {f"reports/{k}": hashlib.md5(out.read_bytes(k), usedforsecurity=False).hexdigest()
-                       for k in out.list()}
-    assert client.list_multipart_uploads(Bucket="site").get("Uploads", []) == []
+    assert objects == set(out.list())
+    for key in out.list():
+        assert client.get_object(Bucket="site", Key=f"reports/{key}")["Body"].read() == out.read_bytes(key), key

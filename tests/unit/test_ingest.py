@@ -23,6 +23,7 @@ from etl import ingest
 from etl.contract import ALLOWED_SOURCES, EVENT_TYPES, SOURCES
 from etl.ingest import _PLAIN_TIMESTAMP, Batch, LandingFile, _timestamp_micros, events_frame, read_files
 from etl.validate import EARLIEST_MICROS, ValidationRules, parse_timestamp
+from tests.conftest import examples
 from tests.helpers import event
 
 RULES = ValidationRules(workspace_ids=frozenset({1, 2, 3}), ingest_date=date(2026, 3, 10),
@@ -112,7 +113,7 @@ def as_file(lines: list[str]) -> bytes:
 CHUNK_SIZES = (4_096, 32_768, ingest.CHUNK_BYTES)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bad=st.lists(st.tuples(st.integers(0, 199), mutants()), max_size=6), chunk_bytes=st.sampled_from(CHUNK_SIZES))
 def test_fast_path_agrees_with_the_exact_validator(bad: list[tuple[int, str]], chunk_bytes: int) -> None:
     lines = [valid_line(i) for i in range(200)]
@@ -229,7 +230,7 @@ def test_explicit_nulls_in_either_spelling_stay_on_the_fast_path() -> None:
     assert fast.exact_lines == 0 and fast.quarantine == []
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.integers(EARLIEST_MICROS // 1_000_000, 4_102_444_800),  # 1970…2100
                           st.integers(0, 6), st.integers(0, 999_999),
                           st.one_of(st.just(None), st.integers(-(23 * 60 + 59), 23 * 60 + 59))),

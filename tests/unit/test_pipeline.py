@@ -31,6 +31,7 @@ from etl.pipeline import (
 )
 from etl.storage import LocalStorage, read_parquet
 from etl.transform import storage_permutation
+from tests.conftest import examples
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
 
@@ -206,7 +207,7 @@ def landing_zones(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(zone=landing_zones(), order_seed=st.randoms())
 def test_daily_aggregates_equal_a_naive_count_in_any_order(tmp_path: Path, zone: list[tuple[str, dict[str, Any]]],
                                                            order_seed: Any) -> None:
@@ -245,7 +246,7 @@ JUNK = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(JUNK, min_size=1, max_size=30))
 def test_every_junk_line_is_stored_dropped_as_a_duplicate_or_quarantined(tmp_path: Path, lines: list[bytes]) -> None:
     root = Path(tempfile.mkdtemp(dir=tmp_path))  # one folder per example, even when examples repeat
@@ -281,7 +282,7 @@ def test_the_night_keeps_the_earliest_copy_whatever_the_row_order() -> None:
             ("Ana", True), ("Ana", True)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([1, 2, 7, 2**21, 2**40]),
                           st.sampled_from([0, 1, 999_999, 3_600 * 10**6, 2**41]),
                           st.integers(0, 2**40)), max_size=200, unique_by=lambda row: row[2]))
@@ -295,7 +296,7 @@ def test_storage_permutation_is_workspace_time_arrival_order(rows: list[tuple[in
     assert storage_permutation(frame.select("workspace_id", "occurred_at", "arrival_rank", "row")).equals(expected)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0, 1, 9, 42, 70_000, 999_999_999, 2**32 - 1])),
                 max_size=50))
 def test_arrival_keys_name_the_file_and_the_zero_padded_line(rows: list[tuple[int, int]]) -> None:

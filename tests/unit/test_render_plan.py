@@ -7,13 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.render import WORKSPACE_COST, balanced_batches
+from tests.conftest import examples
 
 
 def work(batch: tuple[int, ...], sizes: dict[int, int]) -> int:
     return sum(sizes.get(w, 0) + WORKSPACE_COST for w in batch)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(sizes=st.lists(st.integers(0, 3_000_000), max_size=60), count=st.integers(1, 12))
 def test_every_workspace_once_and_no_batch_more_than_one_workspace_behind(sizes: list[int], count: int) -> None:
     ids = list(range(1, len(sizes) + 1))

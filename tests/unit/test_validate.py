@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from etl.validate import Invalid, ValidationRules, parse_timestamp, validate_line
+from tests.conftest import examples
 from tests.helpers import event
 
 RULES = ValidationRules(workspace_ids=frozenset({1, 2}), ingest_date=date(2026, 3, 10),
@@ -112,7 +113,7 @@ def test_the_documented_reasons_are_the_contracts_own() -> None:
         assert f"`{reason}`" in contract, reason
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.one_of(
     st.binary(max_size=300),
     st.dictionaries(st.sampled_from(list(OK)), st.one_of(st.none(), st.integers(), st.text(max_size=20),
