@@ -153,7 +153,7 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
     ledger_key = f"_mail/night={night.isoformat()}.json"
     ledger: dict[str, str] = json.loads(warehouse.read_bytes(ledger_key)) if warehouse.exists(ledger_key) else {}
     view = read_view(warehouse)
-    days = report_days(view, recipients, None, cutoff_of(night))
+    days = report_days(view, [w for w in recipients if w in view.workspaces], None, cutoff_of(night))
     target = S3Target.parse(settings.s3_uri) if settings.s3_uri else None
     from etl.render import load_inputs
 
@@ -162,8 +162,10 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
     presigned = target is not None and not settings.base_url
     messages, skipped, invalid = [], 0, 0
     for workspace_id, addresses in sorted(recipients.items()):
-        if workspace_id not in inputs:
+        if workspace_id not in inputs:  # a recipients file ahead of (or behind) the warehouse: counted, not sent
             log.error("recipients name workspace %s, which is not in the warehouse", workspace_id)
+            ledger.update({f"{workspace_id}:{address}": "unknown workspace" for address in addresses})
+            invalid += len(addresses)
             continue
         day = days[workspace_id]
         page = build_page(PreparedInputs.of(filtered_inputs(inputs[workspace_id], Filters())), "today", day, Filters(),

@@ -15,10 +15,18 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny"
 
 # `make mutation` (tools/mutation.py) runs the fast tests once per mutant: property tests draw a tenth of their
-# examples (their @example cases always run) with a fixed seed, and tests that start another process or server
-# are left out (they cannot be traced to the functions they reach, and would cost seconds per mutant).
+# examples (their @example cases always run) with a fixed seed, and tests that start another process (Airflow, Ceph,
+# the CLI) are left out: mutmut cannot trace them, and they would cost seconds per mutant. moto's server runs in a
+# thread of the test process and stays.
 MUTATION = bool(os.environ.get("CONTACTS_REPORT_MUTATION"))
-_IN_ANOTHER_PROCESS = {"moto_server", "moto_endpoint", "s3_bucket", "airflow_home", "standalone", "rgw"}
+_IN_ANOTHER_PROCESS = {"airflow_home", "standalone", "rgw"}
+
+
+def shared(fixture_name: str, config: pytest.Config) -> str:
+    """Scope of a fixture that builds something several tests read: the module, except under `make mutation`,
+    where each test builds its own (mutmut credits the functions a fixture calls to the first test that uses it
+    only, so the other tests would never run against the mutants they catch)."""
+    return "function" if MUTATION else "module"
 
 
 def examples(count: int) -> int:

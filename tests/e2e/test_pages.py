@@ -20,6 +20,7 @@ from etl.render import RenderError, RenderJob, neutralise, page_key, planned_bat
 from etl.report import NO_DATA_FILTERED, NOT_APPLICABLE, FilterError, Filters
 from etl.storage import LocalStorage, StorageError
 from etl.windows import WINDOW_NAMES, window
+from tests.conftest import shared
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
 
@@ -96,7 +97,7 @@ def render_all(warehouse: Path, out: Path | str, report_day: date, workers: int 
     return render(job, workers=workers)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared)
 def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny-site")
     from tests.conftest import TINY

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shared
 from tests.e2e.test_pages import build, render_all
 from tests.helpers import event, write_landing
 
@@ -30,7 +31,7 @@ def table_rows(html: str, kind: str) -> list[list[str]]:
     return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared)
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("semantics")
     day1 = [

@@ -1,0 +1,140 @@
+"""The night's steps as the DAG calls them, in one process and in order (no Airflow): what each step returns, what
+it leaves behind, and what a second run of the night changes (nothing). The DAG tests run the same functions under
+dag.test(); this one sees their values."""
+
+from __future__ import annotations
+
+import email
+import json
+from collections.abc import Iterator
+from datetime import date
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from etl import nightly
+from etl.archive import verify
+from etl.generate import GenerateOptions, generate
+from etl.mail import SmtpConfig
+from etl.render import read_view, report_days
+from etl.settings import Settings
+from etl.storage import LocalStorage, S3Storage, s3_client
+from tests.conftest import _free_port
+from tests.dags.conftest import Inbox
+
+NIGHT = date(2026, 3, 11)
+BUCKET = "night-steps"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, Inbox]]:
+    from aiosmtpd.controller import Controller
+
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, inbox
+    controller.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, moto_server: str) -> Settings:
+    data = tmp_path / "data"
+    generate(LocalStorage(data / "landing"), GenerateOptions(start=date(2026, 3, 5), days=7, workspaces=3,
+                                                             events_per_day=120, seed=5))
+    (data / "recipients.json").write_text(json.dumps({"1": ["ana@example.com", "not an address"],
+                                                      "3": ["eve@example.com"], "99": ["nobody@example.com"]}))
+    s3_client().create_bucket(Bucket=BUCKET)
+    return Settings(landing=str(data / "landing"), warehouse=str(data / "warehouse"), out=str(data / "out"),
+                    archive=str(data / "out/archive"), s3_uri=f"s3://{BUCKET}/site",
+                    recipients_file=str(data / "recipients.json"), render_batch_size=2, landing_wait_seconds=0)
+
+
+def run_night(settings: Settings, smtp_port: int) -> dict[str, object]:
+    client = s3_client()
+    files = nightly.check_landing(settings, NIGHT)
+    ingested = nightly.ingest(settings, NIGHT)
+    checked = nightly.quality_gate(settings, NIGHT)
+    batches = nightly.plan_batches(settings, NIGHT)
+    rendered = [nightly.render_workspaces(settings, NIGHT, batch) for batch in batches]
+    indexed = nightly.finalize_indexes(settings)
+    published = nightly.publish(settings, NIGHT, client)
+    archived = nightly.archive_night(settings, NIGHT, client)
+    mailed = nightly.email(settings, NIGHT, client, lambda: SmtpConfig("127.0.0.1", smtp_port))
+    stats = {"pages": sum(r["pages"] for r in rendered), **published, **mailed}
+    record = nightly.record_run(settings, NIGHT, stats, client)
+    return {"files": files, "ingested": ingested, "checked": checked, "batches": batches, "indexed": indexed,
+            "published": published, "archived": archived, "mailed": mailed, "record": record}
+
+
+def test_the_night_step_by_step_and_again(settings: Settings, smtp: tuple[int, Inbox]) -> None:
+    port, inbox = smtp
+    assert nightly.backfill(settings, NIGHT) == 6  # the arrival days before the night
+    first = run_night(settings, port)
+    warehouse = LocalStorage(settings.warehouse)
+    summary = json.loads(warehouse.read_bytes(f"_runs/ingest_date={NIGHT}.json"))
+
+    assert first["files"] == len(LocalStorage(settings.landing).list(f"events/ingest_date={NIGHT}"))
+    assert first["ingested"] == {k: summary[k] for k in ("ingest_date", "run_id", "lines_read", "events_valid",
+                                                          "events_quarantined", "duplicates_dropped",
+                                                          "late_events")} | {
+        "days_touched": len(summary["days_touched"])}
+    assert first["checked"] == {"night": NIGHT.isoformat(), "lines_read": summary["lines_read"],
+                                "baseline_nights": 6}
+    assert sorted(w for batch in first["batches"] for w in batch) == [1, 2, 3]  # type: ignore[attr-defined]
+    assert len(first["batches"]) == 2  # type: ignore[arg-type]  # three workspaces, two per batch
+    assert first["indexed"] == 3
+
+    # What was published: each workspace's report day (7 pages and their CSVs), then the index pages.
+    view = read_view(warehouse)
+    days = report_days(view, view.workspaces, None, nightly.cutoff_of(NIGHT))
+    keys = nightly.night_keys(settings, NIGHT)
+    assert keys[-4:] == ["index.html", "1/index.html", "2/index.html", "3/index.html"]
+    assert {k.rsplit("/", 1)[0] for k in keys[:-4]} == {f"{w}/{d}" for w, d in days.items()}
+    assert sum(k.endswith(".html") for k in keys[:-4]) == 3 * 7
+    assert first["published"] == {"uploaded": len(keys), "unchanged": 0}
+
+    # The archive: one snapshot per workspace's report day, mirrored to the bucket; both verify.
+    assert first["archived"] == {"written": 3, "revised": 0, "unchanged": 0, "mirrored": 3 * 14}
+    assert verify(LocalStorage(settings.archive))[0] == []
+    assert verify(S3Storage(BUCKET, "site/archive", s3_client()))[0] == []
+
+    # Mail: the valid addresses of known workspaces get one message; an invalid address and one of a workspace the
+    # warehouse does not know are counted as failed.
+    assert first["mailed"] == {"sent": 2, "failed": 2, "skipped": 0}
+    assert sorted(r for r, _ in inbox.messages) == ["ana@example.com", "eve@example.com"]
+    ledger = json.loads(warehouse.read_bytes(f"_mail/night={NIGHT}.json"))
+    assert ledger == {"1:ana@example.com": "sent", "1:not an address": "invalid address",
+                      "3:eve@example.com": "sent", "99:nobody@example.com": "unknown workspace"}
+    message = email.message_from_bytes(dict(inbox.messages)["eve@example.com"], policy=policy.default)
+    assert f"· {days[3]}" in str(message["Subject"])
+
+    # The ops record: the ETL's counts and the steps' stats, on the ops page and in runs.json.
+    record = first["record"]
+    assert isinstance(record, dict)
+    assert record["night"] == NIGHT.isoformat() and record["lines_read"] == summary["lines_read"]
+    assert (record["pages"], record["sent"], record["failed"]) == (21, 2, 2)
+    out = LocalStorage(settings.out)
+    assert json.loads(out.read_bytes("_runs/runs.json"))[0] == record
+    assert NIGHT.isoformat() in out.read_bytes("_runs/index.html").decode()
+
+    # The same night again: nothing new is uploaded, archived or mailed.
+    again = run_night(settings, port)
+    assert again["published"] == {"uploaded": 0, "unchanged": len(keys)}
+    assert again["archived"] == {"written": 0, "revised": 0, "unchanged": 3, "mirrored": 3 * 14}
+    assert again["mailed"] == {"sent": 0, "failed": 2, "skipped": 2}
+    assert len(inbox.messages) == 2
+
+
+def test_a_night_without_recipients_or_bucket_publishes_and_mails_nothing(settings: Settings,
+                                                                           smtp: tuple[int, Inbox]) -> None:
+    from dataclasses import replace
+
+    local_only = replace(settings, s3_uri=None, recipients_file=None)
+    nightly.backfill(local_only, date(2026, 3, 12))
+    assert nightly.publish(local_only, NIGHT, s3_client()) == {"uploaded": 0, "unchanged": 0}
+    assert nightly.email(local_only, NIGHT, None, lambda: pytest.fail("no SMTP connection without recipients")) == {
+        "sent": 0, "failed": 0, "skipped": 0}
+    assert "mirrored" not in nightly.archive_night(local_only, NIGHT, None)
+    assert s3_client().list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
