@@ -116,6 +116,42 @@ def test_every_line_before_the_damage_is_read(damage: str) -> None:
                                                                     else len(body)) - 70_000
 
 
+def gzip_member(body: bytes, extra: bytes | None = None, name: bytes | None = None, comment: bytes | None = None,
+                header_crc: bool = False) -> bytes:
+    """One RFC 1952 member with the optional header fields a producer may write (Python's gzip writes only FNAME)."""
+    flags = (0x04 if extra is not None else 0) | (0x08 if name is not None else 0) | (
+        0x10 if comment is not None else 0) | (0x02 if header_crc else 0)
+    header = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff"
+    if extra is not None:
+        header += len(extra).to_bytes(2, "little") + extra
+    for text in (name, comment):
+        if text is not None:
+            header += text + b"\0"
+    if header_crc:
+        header += (zlib.crc32(header) & 0xFFFF).to_bytes(2, "little")
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = packer.compress(body) + packer.flush()
+    return header + stream + zlib.crc32(body).to_bytes(4, "little") + (len(body) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("fields", [{}, {"extra": b"AP\x02\0hi"}, {"extra": b""}, {"name": b"part.ndjson"},
+                                    {"comment": b"exported \xff"}, {"header_crc": True},
+                                    {"extra": b"xy", "name": b"a", "comment": b"b", "header_crc": True}])
+def test_every_optional_gzip_header_field_is_skipped_exactly(fields: dict[str, Any]) -> None:
+    body = ndjson(LINES[:50])
+    data = gzip_member(body, **fields) + gzip_member(b"tail\n", **fields)
+    assert gzip.decompress(data) == body + b"tail\n"  # the reference agrees the member is valid
+    assert decompress(data) == (body + b"tail\n", None)
+
+
+@pytest.mark.parametrize("cut", ["in the extra field's length", "in the extra field", "in the name", "in the comment"])
+def test_a_header_cut_short_is_corrupt_and_keeps_the_members_before_it(cut: str) -> None:
+    first = gzip_member(b"first\n")
+    member = gzip_member(b"second\n", extra=b"0123456789", name=b"name", comment=b"comment")
+    ends = {"in the extra field's length": 11, "in the extra field": 14, "in the name": 24, "in the comment": 30}
+    assert decompress(first + member[:ends[cut]]) == (b"first\n", "corrupt_gzip")
+
+
 # ---------------------------------------------------------------- 7. links
 
 def test_links_in_the_landing_are_refused_counted_and_never_read(tmp_path: Path) -> None:
