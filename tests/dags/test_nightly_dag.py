@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import urllib.request
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +67,23 @@ print(repr(dict(elapsed=elapsed, calls=calls, heavy=heavy, tags=sorted(dag.tags)
         (None, datetime(2026, 3, 12, 7, 0, tzinfo=UTC), date(2026, 3, 11)),  # manual run without logical date
     ],
 )
+@pytest.mark.parametrize("machine_zone", ["UTC", "Pacific/Kiritimati", "America/Los_Angeles"])
 def test_every_kind_of_run_agrees_on_its_night(logical_date: datetime | None, run_after: datetime,
-                                              expected: date) -> None:
-    night = night_of(logical_date, run_after)
-    assert night == expected
-    assert cutoff_of(night) == datetime(2026, 3, 12, tzinfo=UTC)
+                                              expected: date, machine_zone: str, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """Whatever the worker's own time zone (+14 h, −8 h), and whatever zone Airflow hands the dates in."""
+    import time
+
+    monkeypatch.setenv("TZ", machine_zone)
+    time.tzset()
+    try:
+        for given in {logical_date, logical_date and logical_date.astimezone(timezone(timedelta(hours=-11)))}:
+            night = night_of(given, run_after.astimezone(timezone(timedelta(hours=13))))
+            assert night == expected
+            assert cutoff_of(night) == datetime(2026, 3, 12, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.fixture

@@ -171,3 +171,22 @@ def test_ops_alert_names_the_task_the_night_the_log_and_the_error(night: Setting
                  "Log: http://airflow.example/log?task=quality_gate"):
         assert line in body.splitlines()
     assert "QualityError: night 2026-03-10 failed the data-quality gate" in body
+
+
+def test_without_a_bucket_links_point_at_the_rendered_files(night: Settings) -> None:
+    """No S3 (a local run): the links are the pages' paths under CONTACTS_REPORT_OUT, a trailing slash or not."""
+    from aiosmtpd.controller import Controller
+
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        send_night_emails(replace(night, out=night.out + "/"), date(2026, 3, 10), None,
+                          lambda: SmtpConfig("127.0.0.1", port))
+    finally:
+        controller.stop()
+    message = email.message_from_bytes(dict(inbox.messages)["c@example.com"], policy=policy.default)
+    text = message.get_body(("plain",)).get_content()
+    lines = [line.strip() for line in text.splitlines()]
+    assert f"Today: {night.out}/2/2026-03-10/today.html" in lines
+    assert f"All report days: {night.out}/2/index.html" in lines
