@@ -120,3 +120,26 @@ def s3_bucket(moto_server: str) -> str:
 
     s3_client().create_bucket(Bucket="contacts-report-test")
     return "contacts-report-test"
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message, per recipient."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for rcpt in envelope.rcpt_tos:
+            self.messages.append((rcpt, envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[int, Inbox]]:
+    from aiosmtpd.controller import Controller
+
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, inbox
+    controller.stop()

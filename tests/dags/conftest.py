@@ -6,9 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,31 +23,6 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return home
-
-
-class Inbox:
-    """aiosmtpd handler keeping every message, per recipient."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        for rcpt in envelope.rcpt_tos:
-            self.messages.append((rcpt, envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[int, Inbox]]:
-    from aiosmtpd.controller import Controller
-
-    from tests.conftest import _free_port
-
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, inbox
-    controller.stop()
 
 
 def dag_env(airflow_home: Path, s3_endpoint: str, smtp_port: int, data: Path, **settings: str) -> dict[str, str]:

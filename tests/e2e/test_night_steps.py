@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import json
-from collections.abc import Iterator
 from datetime import date
 from email import policy
 from pathlib import Path
@@ -20,22 +19,10 @@ from etl.mail import SmtpConfig
 from etl.render import read_view, report_days
 from etl.settings import Settings
 from etl.storage import LocalStorage, S3Storage, s3_client
-from tests.conftest import _free_port
-from tests.dags.conftest import Inbox
+from tests.conftest import Inbox
 
 NIGHT = date(2026, 3, 11)
 BUCKET = "night-steps"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, Inbox]]:
-    from aiosmtpd.controller import Controller
-
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, inbox
-    controller.stop()
 
 
 @pytest.fixture
@@ -68,8 +55,8 @@ def run_night(settings: Settings, smtp_port: int) -> dict[str, object]:
             "published": published, "archived": archived, "mailed": mailed, "record": record}
 
 
-def test_the_night_step_by_step_and_again(settings: Settings, smtp: tuple[int, Inbox]) -> None:
-    port, inbox = smtp
+def test_the_night_step_by_step_and_again(settings: Settings, smtp_server: tuple[int, Inbox]) -> None:
+    port, inbox = smtp_server
     assert nightly.backfill(settings, NIGHT) == 6  # the arrival days before the night
     first = run_night(settings, port)
     warehouse = LocalStorage(settings.warehouse)
@@ -127,8 +114,7 @@ def test_the_night_step_by_step_and_again(settings: Settings, smtp: tuple[int, I
     assert len(inbox.messages) == 2
 
 
-def test_a_night_without_recipients_or_bucket_publishes_and_mails_nothing(settings: Settings,
-                                                                           smtp: tuple[int, Inbox]) -> None:
+def test_a_night_without_recipients_or_bucket_publishes_and_mails_nothing(settings: Settings) -> None:
     from dataclasses import replace
 
     local_only = replace(settings, s3_uri=None, recipients_file=None)

@@ -23,8 +23,7 @@ from etl.pipeline import run_etl
 from etl.settings import Settings
 from etl.storage import LocalStorage
 from etl.windows import WINDOW_NAMES
-from tests.conftest import _free_port
-from tests.dags.conftest import Inbox
+from tests.conftest import Inbox, _free_port
 from tests.helpers import event, write_landing
 
 HOSTILE_WORKSPACE = "Evil\r\nBcc: victim@example.com <script>alert(1)</script> \u202eOverride"
@@ -61,16 +60,9 @@ def test_smtp_down_fails_the_step_and_a_retry_sends_each_recipient_once(night: S
     assert sorted(r for r, _ in inbox.messages) == ["a@example.com", "b@example.com", "c@example.com"]
 
 
-def test_hostile_names_are_inert_in_subject_and_body(night: Settings) -> None:
-    from aiosmtpd.controller import Controller
-
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        send_night_emails(night, date(2026, 3, 10), None, lambda: SmtpConfig("127.0.0.1", port))
-    finally:
-        controller.stop()
+def test_hostile_names_are_inert_in_subject_and_body(night: Settings, smtp_server: tuple[int, Inbox]) -> None:
+    port, inbox = smtp_server
+    send_night_emails(night, date(2026, 3, 10), None, lambda: SmtpConfig("127.0.0.1", port))
     raw = dict(inbox.messages)["a@example.com"]
     message = email.message_from_bytes(raw, policy=policy.default)
     assert "Bcc" not in message and "victim@example.com" not in message["To"]
@@ -126,17 +118,11 @@ def test_starttls_is_used_when_configured_and_mail_is_refused_without_it(night: 
     assert len(inbox.messages) == 3 and inbox.over_tls == [True, True, True]
 
 
-def test_links_use_the_base_url_when_set_and_say_nothing_of_signatures(night: Settings) -> None:
-    from aiosmtpd.controller import Controller
-
+def test_links_use_the_base_url_when_set_and_say_nothing_of_signatures(night: Settings,
+                                                                       smtp_server: tuple[int, Inbox]) -> None:
+    port, inbox = smtp_server
     settings = replace(night, s3_uri="s3://reports/site", base_url="https://reports.example.com/r/")
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        send_night_emails(settings, date(2026, 3, 10), None, lambda: SmtpConfig("127.0.0.1", port))
-    finally:
-        controller.stop()
+    send_night_emails(settings, date(2026, 3, 10), None, lambda: SmtpConfig("127.0.0.1", port))
     message = email.message_from_bytes(dict(inbox.messages)["c@example.com"], policy=policy.default)
     text = message.get_body(("plain",)).get_content()
     links = re.findall(r"https?://\S+", text)
@@ -173,18 +159,11 @@ def test_ops_alert_names_the_task_the_night_the_log_and_the_error(night: Setting
     assert "QualityError: night 2026-03-10 failed the data-quality gate" in body
 
 
-def test_without_a_bucket_links_point_at_the_rendered_files(night: Settings) -> None:
+def test_without_a_bucket_links_point_at_the_rendered_files(night: Settings, smtp_server: tuple[int, Inbox]) -> None:
     """No S3 (a local run): the links are the pages' paths under CONTACTS_REPORT_OUT, a trailing slash or not."""
-    from aiosmtpd.controller import Controller
-
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        send_night_emails(replace(night, out=night.out + "/"), date(2026, 3, 10), None,
-                          lambda: SmtpConfig("127.0.0.1", port))
-    finally:
-        controller.stop()
+    port, inbox = smtp_server
+    send_night_emails(replace(night, out=night.out + "/"), date(2026, 3, 10), None,
+                      lambda: SmtpConfig("127.0.0.1", port))
     message = email.message_from_bytes(dict(inbox.messages)["c@example.com"], policy=policy.default)
     text = message.get_body(("plain",)).get_content()
     lines = [line.strip() for line in text.splitlines()]
