@@ -15,9 +15,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny"
 
 # `make mutation` (tools/mutation.py) runs the fast tests once per mutant: property tests draw a tenth of their
-# examples (their @example cases always run) with a fixed seed, and tests that start another process (Airflow, Ceph,
-# the CLI) are left out: mutmut cannot trace them, and they would cost seconds per mutant. moto's server runs in a
-# thread of the test process and stays.
+# examples (their @example cases always run) with a fixed seed, and tests that run our code in another process
+# (Airflow, Ceph, the CLI, a render process pool: marked `other_process`) are left out: mutmut cannot trace them, and
+# they would cost seconds per mutant. moto's server runs in a thread of the test process and stays.
 MUTATION = bool(os.environ.get("CONTACTS_REPORT_MUTATION"))
 _IN_ANOTHER_PROCESS = {"airflow_home", "standalone", "rgw"}
 
@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not MUTATION:
         return
     elsewhere = [i for i in items if _IN_ANOTHER_PROCESS & set(getattr(i, "fixturenames", ()))
-                 or i.get_closest_marker("cli")]
+                 or i.get_closest_marker("other_process")]
     if elsewhere:
         config.hook.pytest_deselected(items=elsewhere)
         items[:] = [i for i in items if i not in elsewhere]

@@ -25,7 +25,7 @@ NIGHT = "2026-03-11"
 BUCKET = "reports-bucket"
 
 
-@pytest.mark.cli
+@pytest.mark.other_process
 def test_dag_file_parses_fast_with_no_connection_lookups() -> None:
     probe = f"""
 import time, importlib.util

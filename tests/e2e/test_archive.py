@@ -221,7 +221,7 @@ def test_archived_rows_equal_the_report_logs_of_the_day(tiny_archive: tuple[Loca
     assert any("\"'=1+1\"" in p.read_text(encoding="utf-8-sig") for p in archive.root.rglob("*.csv"))
 
 
-@pytest.mark.cli
+@pytest.mark.other_process
 def test_cli_verify_and_show(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
     _, archive = tiny_archive
     cli = [sys.executable, "-m", "etl.cli", "archive"]

@@ -178,6 +178,7 @@ def test_notice_when_filters_leave_no_data(tiny_site: tuple[Path, Path], tmp_pat
     assert page.tags["svg"] == 0
 
 
+@pytest.mark.other_process
 def test_same_warehouse_gives_byte_identical_output_with_one_or_two_workers(tiny_site: tuple[Path, Path],
                                                                             tmp_path: Path) -> None:
     warehouse, _ = tiny_site
@@ -211,6 +212,7 @@ def test_parallel_workers_get_batches_sized_by_the_events_their_pages_load(tiny_
     assert planned_batches(job, 1) == [(1, 2)]
 
 
+@pytest.mark.other_process
 def test_pages_rendered_straight_to_s3_are_the_local_pages(tiny_site: tuple[Path, Path], s3_bucket: str,
                                                            tmp_path: Path) -> None:
     from etl.storage import s3_client
@@ -302,6 +304,7 @@ def test_long_logs_show_the_newest_rows_and_link_the_complete_csv(tmp_path: Path
     assert len(rows) == 31
 
 
+@pytest.mark.other_process
 def test_generated_pages_match_a_naive_count(tmp_path: Path) -> None:
     from etl.generate import GenerateOptions, generate
 
