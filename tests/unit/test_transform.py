@@ -79,6 +79,18 @@ def test_local_time_is_the_wall_clock_time() -> None:
     assert out["local_ts"].to_list() == [datetime(2026, 3, 11, 0, 0)]
 
 
+def test_without_any_usable_workspace_the_frame_is_empty_with_the_same_columns() -> None:
+    """A night whose every workspace is misconfigured still writes typed (empty) files, not a crash."""
+    events = pl.DataFrame({"workspace_id": [1, 9], "occurred_at": [datetime(2026, 3, 10, tzinfo=UTC)] * 2},
+                          schema={"workspace_id": pl.Int64, "occurred_at": pl.Datetime("us", "UTC")})
+    out = with_local_time(events.lazy(), WORKSPACES.clear()).collect()
+    assert out.height == 0
+    assert out.schema == {"workspace_id": pl.Int64, "occurred_at": pl.Datetime("us", "UTC"), "timezone": pl.String,
+                          "local_ts": pl.Datetime("us"), "local_date": pl.Date}
+    unknown = with_local_time(events.lazy(), WORKSPACES).collect()
+    assert unknown["workspace_id"].to_list() == [1]  # a workspace missing from the dimension is dropped
+
+
 def test_daily_aggregates_count_each_combination_once() -> None:
     d = date(2026, 3, 10)
     events = pl.DataFrame({
