@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from etl.validate import Invalid, ValidationRules, parse_timestamp, validate_line
+from etl.validate import Invalid, ValidationRules, event_id_hint, parse_timestamp, validate_line
 from tests.conftest import examples
 from tests.helpers import event
 
@@ -194,3 +194,15 @@ def test_the_rare_inputs_the_property_test_is_pinned_to() -> None:
     assert reason(json.dumps(OK).replace('"contact_id"', '"contact_id": "7", "contact_id"', 1).encode()) == \
         "bad_type:contact_id"  # the first value of a key given twice counts
     assert reason(b'{"event_id": "x"' + b', "a": [' * 5_000 + b"]" * 5_000 + b"}") == "invalid_json"
+
+
+def test_a_quarantined_line_names_its_event_id_when_it_can() -> None:
+    """Ops trace a rejected line upstream by its event_id: found in the line's first 4 KB, quoted, up to 200
+    characters, and never a reason to fail (bytes that are not UTF-8 become U+FFFD)."""
+    assert event_id_hint(b'{"event_id": "ev-1", "occurred_at": 5') == "ev-1"
+    assert event_id_hint(b'{"event_id":"caf\xe9"}') == "caf\ufffd"
+    assert event_id_hint(b'{"event_id": 17}') is None and event_id_hint(b"not json") is None
+    assert event_id_hint(b'{"event_id": "' + b"x" * 201 + b'"}') is None
+    padding = b" " * (4096 - len(b'{"event_id": "ev"'))
+    assert event_id_hint(b"{" + padding + b'"event_id": "ev"}') == "ev"  # its closing quote is byte 4,096
+    assert event_id_hint(b"{ " + padding + b'"event_id": "ev"}') is None  # one byte further: not searched
