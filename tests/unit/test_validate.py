@@ -206,3 +206,10 @@ def test_a_quarantined_line_names_its_event_id_when_it_can() -> None:
     padding = b" " * (4096 - len(b'{"event_id": "ev"'))
     assert event_id_hint(b"{" + padding + b'"event_id": "ev"}') == "ev"  # its closing quote is byte 4,096
     assert event_id_hint(b"{ " + padding + b'"event_id": "ev"}') is None  # one byte further: not searched
+
+
+def test_a_refusal_reads_as_its_reason() -> None:
+    """What a log or a traceback shows of a refused line is the same reason the quarantine records."""
+    with pytest.raises(Invalid) as refused:
+        validate_line(b'{"event_id": "e"}', RULES)
+    assert str(refused.value) == refused.value.reason == "missing_field:event_type"
