@@ -24,6 +24,7 @@ REPORT = ROOT / "build/mutation"
 WORK = REPORT / "work"
 EQUIVALENTS = ROOT / "docs/testing.md"
 KILLED = {"killed", "timeout", "caught by type check"}
+NOT_CHECKED = "not checked"
 CORE = ("validate", "ingest", "transform", "pipeline", "windows", "report", "archive", "nightly")
 _EQUIVALENT_ROW = re.compile(r"^\|\s*`(etl\.[^`]+__mutmut_\d+)`\s*\|\s*(.+?)\s*\|\s*$")
 _RESULT = re.compile(r"^\s*(etl\.\S+__mutmut_\d+): (.+)$")
@@ -40,8 +41,9 @@ def module_of(mutant: str) -> str:
 
 
 def score(outcomes: dict[str, str], equivalent: set[str]) -> tuple[int, int]:
-    """(killed, counted): equivalent mutants are left out; everything else not killed counts as survived."""
-    counted = {m: s for m, s in outcomes.items() if m not in equivalent}
+    """(killed, counted): equivalent mutants and those an interrupted run never tried are left out; everything else
+    not killed counts as survived."""
+    counted = {m: s for m, s in outcomes.items() if m not in equivalent and s != NOT_CHECKED}
     return sum(1 for s in counted.values() if s in KILLED), len(counted)
 
 
@@ -103,7 +105,7 @@ def write_report(found: dict[str, str], equivalent: dict[str, str]) -> list[str]
     lines += ["", "Outcomes: " + ", ".join(f"{s} {n}" for s, n in sorted(by_status.items())),
               f"Equivalent (docs/testing.md): {len(set(equivalent) & set(found))}", "", "## Survivors", ""]
     for mutant, status in sorted(found.items()):
-        if status not in KILLED and mutant not in equivalent:
+        if status not in KILLED and status != NOT_CHECKED and mutant not in equivalent:
             lines += [f"### {mutant} ({status})", "```diff", diff(mutant), "```", ""]
     (REPORT / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
@@ -135,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(stale)} mutants listed as equivalent no longer exist (the code moved): {', '.join(stale[:5])}")
     killed, counted = score(found, set(equivalent))
     pct = 100 * killed / counted if counted else 100.0
+    unchecked = sum(1 for s in found.values() if s == NOT_CHECKED)
+    if unchecked:
+        print(f"PARTIAL: {unchecked} of {len(found)} mutants were never tried (an interrupted run; --resume goes on)")
     print(f"report: {REPORT / 'report.md'}")
     print(f"mutation_score={pct:.0f}%")
     return 0 if pct >= args.min_score else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,15 @@ def test_a_refusal_reads_as_its_reason() -> None:
     with pytest.raises(Invalid) as refused:
         validate_line(b'{"event_id": "e"}', RULES)
     assert str(refused.value) == refused.value.reason == "missing_field:event_type"
+
+
+def test_the_last_accepted_id_and_line_length_are_inclusive() -> None:
+    """Ids up to 2**63 − 1 (a signed 64-bit column) and lines up to max_line_bytes are accepted; one more is not."""
+    assert validate_line(json.dumps(event("e", "2026-03-10T08:00:00Z", contact_id=2**63 - 1)).encode(), RULES)
+    with pytest.raises(Invalid, match="bad_value:contact_id"):
+        validate_line(json.dumps(event("e", "2026-03-10T08:00:00Z", contact_id=2**63)).encode(), RULES)
+    line = json.dumps(event("e", "2026-03-10T08:00:00Z")).encode()
+    exact = replace(RULES, max_line_bytes=len(line))
+    assert validate_line(line, exact)
+    with pytest.raises(Invalid, match="line_too_long"):
+        validate_line(line + b" ", exact)
