@@ -648,5 +648,4 @@ def arrival_keys(ranks: pl.Series, files: list[str]) -> pl.Series:
         labels = pl.int_range(0, last + 1, eager=True).cast(pl.String).str.pad_start(9, "0").gather(lines)
     else:  # a few rows with huge line numbers: a table that long would cost more than it saves
         labels = lines.cast(pl.String).str.pad_start(9, "0")
-    return pl.select(pl.concat_str(pl.lit(names.gather(ranks // 2**32)), pl.lit(labels))).to_series().alias(
-        "arrival_key")
+    return pl.select(pl.concat_str(pl.lit(names.gather(ranks // 2**32)), pl.lit(labels))).to_series()

@@ -94,6 +94,7 @@ def read_both(data: bytes) -> tuple[Batch, Batch]:
              for i, (a, b) in enumerate(itertools.pairwise(cuts))]
     read_files(files, RULES, fast)
     read_files(files, RULES, exact, exact_only=True)
+    assert exact.exact_lines == exact.lines_read  # the reference really is the exact validator, line by line
     return fast, exact
 
 
@@ -123,6 +124,13 @@ def test_fast_path_agrees_with_the_exact_validator(bad: list[tuple[int, str]], c
         fast, exact = read_both(as_file(lines))
     assert_same(fast, exact)
     assert fast.exact_lines <= 40 * len(bad) + 1  # plain lines stay on the fast path
+
+
+@pytest.mark.parametrize("data", [b"\\u\n", b"\\u}\n", b'{"a": 1}\n\\u}\n', b'{"a": "\\u12"}\n'])
+def test_an_escape_cut_short_at_the_end_of_a_file_is_judged_like_any_bad_line(data: bytes) -> None:
+    fast, exact = read_both(data)
+    assert_same(fast, exact)
+    assert exact.lines_read == data.count(b"\n") and len(exact.quarantine) == exact.lines_read
 
 
 def test_clean_files_never_touch_the_exact_validator() -> None:

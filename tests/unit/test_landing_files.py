@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import time
 import zlib
 from datetime import date
@@ -17,7 +18,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from etl.ingest import REFUSED_WHOLE, admit, decompress
+from etl.ingest import REFUSED_WHOLE, Admitted, admit, decompress
 from etl.pipeline import quarantine_key, run_etl
 from etl.quality import Thresholds, problems
 from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
@@ -117,16 +118,17 @@ def test_every_line_before_the_damage_is_read(damage: str) -> None:
 
 
 def gzip_member(body: bytes, extra: bytes | None = None, name: bytes | None = None, comment: bytes | None = None,
-                header_crc: bool = False) -> bytes:
-    """One RFC 1952 member with the optional header fields a producer may write (Python's gzip writes only FNAME)."""
+                header_crc: bool = False, text: bool = False) -> bytes:
+    """One RFC 1952 member with the optional header fields a producer may write (Python's gzip writes only FNAME);
+    `text` sets FTEXT, a hint with no field of its own."""
     flags = (0x04 if extra is not None else 0) | (0x08 if name is not None else 0) | (
-        0x10 if comment is not None else 0) | (0x02 if header_crc else 0)
+        0x10 if comment is not None else 0) | (0x02 if header_crc else 0) | (0x01 if text else 0)
     header = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff"
     if extra is not None:
         header += len(extra).to_bytes(2, "little") + extra
-    for text in (name, comment):
-        if text is not None:
-            header += text + b"\0"
+    for field in (name, comment):
+        if field is not None:
+            header += field + b"\0"
     if header_crc:
         header += (zlib.crc32(header) & 0xFFFF).to_bytes(2, "little")
     packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -135,7 +137,7 @@ def gzip_member(body: bytes, extra: bytes | None = None, name: bytes | None = No
 
 
 @pytest.mark.parametrize("fields", [{}, {"extra": b"AP\x02\0hi"}, {"extra": b""}, {"name": b"part.ndjson"},
-                                    {"comment": b"exported \xff"}, {"header_crc": True},
+                                    {"comment": b"exported \xff"}, {"header_crc": True}, {"text": True},
                                     {"extra": b"xy", "name": b"a", "comment": b"b", "header_crc": True}])
 def test_every_optional_gzip_header_field_is_skipped_exactly(fields: dict[str, Any]) -> None:
     body = ndjson(LINES[:50])
@@ -150,6 +152,58 @@ def test_a_header_cut_short_is_corrupt_and_keeps_the_members_before_it(cut: str)
     member = gzip_member(b"second\n", extra=b"0123456789", name=b"name", comment=b"comment")
     ends = {"in the extra field's length": 11, "in the extra field": 14, "in the name": 24, "in the comment": 30}
     assert decompress(first + member[:ends[cut]]) == (b"first\n", "corrupt_gzip")
+
+
+@pytest.mark.parametrize(("fields", "keep", "reason"), [
+    ({"extra": b"0123456789"}, 14, "corrupt_gzip"),  # the extra field alone, cut inside it
+    ({"header_crc": True}, 11, "corrupt_gzip"),  # the header CRC alone, cut inside it
+    ({"extra": b""}, 12, "truncated_gzip"),  # a whole header (empty extra field) and no deflate stream yet
+    ({}, 10, "truncated_gzip"),  # the shortest whole header and nothing after it
+    ({}, 9, "corrupt_gzip"),  # one byte short of a header
+    ({}, 3, "corrupt_gzip"),  # the magic bytes and the method, nothing more
+])
+def test_a_member_cut_after_or_inside_its_header(fields: dict[str, Any], keep: int, reason: str) -> None:
+    first = gzip_member(b"first\n")
+    assert decompress(first + gzip_member(b"second\n", **fields)[:keep]) == (b"first\n", reason)
+
+
+@pytest.mark.parametrize(("tail", "reason"), [(b"\0", None), (b"\0" * 512, None),  # padding ends the stream
+                                              (b"\0junk", "corrupt_gzip"), (b"\0\0\x1f\x8b", "corrupt_gzip")])
+def test_zero_padding_after_the_last_member_ends_the_stream_and_anything_else_is_damage(tail: bytes,
+                                                                                       reason: str | None) -> None:
+    body = ndjson(LINES[:20])
+    assert decompress(gzip.compress(body) + tail) == (body, reason)
+
+
+def test_a_broken_deflate_block_keeps_exactly_what_came_before_it() -> None:
+    """More than one 64 KB read of compressed input before the damage: the failing read is retried a byte at a time,
+    so the output is everything the stream held before the broken block, to the byte."""
+    before = random.Random(7).randbytes(90_000).hex().encode() + b"\n"  # ~100 KB compressed
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = packer.compress(before) + packer.flush(zlib.Z_FULL_FLUSH)  # the next block starts on a byte boundary
+    broken = bytes([0b111])  # BFINAL=1, BTYPE=11: a reserved block type, which zlib refuses
+    data = gzip_member(b"")[:10] + stream + broken + packer.compress(b"after\n") + packer.flush()
+    assert len(stream) > 65_536
+    assert decompress(data) == (before, "corrupt_gzip")
+
+
+def test_the_size_bound_is_exact_and_reading_stops_just_past_it() -> None:
+    body = b"x" * 10_000
+    assert decompress(gzip.compress(body), max_bytes=10_000) == (body, None)
+    text, problem = decompress(gzip.compress(body), max_bytes=9_999)
+    assert problem == "too_large" and text == b"x" * 10_000  # one byte past the bound, not the whole member
+    text, problem = decompress(gzip.compress(b"a" * 600) + gzip.compress(b"b" * 100_000), max_bytes=1_000)
+    assert problem == "too_large" and text == b"a" * 600 + b"b" * 401  # the bound counts every member
+
+
+def test_an_uncompressed_file_at_the_bounds_is_read_and_one_past_them_is_refused() -> None:
+    limits = ReadLimits(max_file_bytes=1_000, max_file_lines=3)
+    assert admit("a.ndjson", b"x" * 1_000, limits).problem is None
+    assert admit("a.ndjson", b"x" * 1_001, limits).problem == "file_too_large"
+    assert admit("a.ndjson", b"a\nb\nc", limits) == Admitted(b"a\nb\nc")  # three lines, the last unterminated
+    assert admit("a.ndjson", b"a\nb\nc\n", limits) == Admitted(b"a\nb\nc\n")
+    assert admit("a.ndjson", b"a\nb\nc\nd", limits).problem == "too_many_lines"
+    assert admit("a.ndjson", b"a\nb\nc\nd\n", limits).problem == "too_many_lines"
 
 
 # ---------------------------------------------------------------- 7. links
@@ -232,16 +286,26 @@ def test_a_file_over_the_size_bound_is_refused_without_being_read(tmp_path: Path
 def test_blank_lines_between_events_stay_cheap(tmp_path: Path) -> None:
     """Blank lines used to split every chunk down to the exact validator: a plain file of events each followed
     by blank lines is read on the fast path."""
-    body = "".join(json.dumps(e) + "\n\n  \n" for e in LINES * 30)
+    body = "\t\n" + "".join(json.dumps(e) + "\n\n  \n\t\n\r\n" for e in LINES * 30)  # space, tab, CR: blank
     landing = write_landing(tmp_path / "landing", [(1, "M", "Europe/Madrid")], {})
     path = landing / f"events/ingest_date={DAY}/hour=09/part.ndjson"
     path.parent.mkdir(parents=True)
     path.write_text(body)
     summary = run(landing, tmp_path / "wh")
-    assert summary["blank_lines"] == 2 * len(LINES) * 30
+    assert summary["blank_lines"] == 1 + 4 * len(LINES) * 30
     assert summary["lines_exact_path"] == 0
     assert summary["events_valid"] == len(LINES) and summary["duplicates_dropped"] == len(LINES) * 29
     assert_counts_add_up(summary)
+
+
+def test_a_crlf_file_quarantines_its_bad_line_without_the_carriage_return(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [(1, "M", "Europe/Madrid")], {})
+    path = landing / f"events/ingest_date={DAY}/hour=09/part.ndjson"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\r\n".join([json.dumps(LINES[0]).encode(), b"{not json", json.dumps(LINES[1]).encode(), b""]))
+    summary = run(landing, tmp_path / "wh")
+    assert (summary["events_valid"], summary["events_quarantined"]) == (2, 1)
+    assert quarantine(tmp_path / "wh")["raw"].to_list() == ["{not json"]
 
 
 # ---------------------------------------------------------------- 10. names outside the layout

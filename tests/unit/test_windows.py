@@ -63,3 +63,8 @@ def test_unknown_window_is_refused() -> None:
 def test_report_day_is_the_last_local_day_fully_ended_at_the_cutoff(tz: str, expected: date) -> None:
     cutoff = datetime(2026, 3, 12, 0, 0, tzinfo=UTC)
     assert report_day_for(cutoff, tz) == expected
+
+
+def test_a_cutoff_without_a_time_zone_is_refused_not_read_as_the_machines_local_time() -> None:
+    with pytest.raises(ValueError, match=r"^instant must be timezone-aware$"):
+        report_day_for(datetime(2026, 3, 12, 0, 30), "UTC")
