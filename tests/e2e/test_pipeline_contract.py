@@ -37,6 +37,7 @@ def window_numbers(daily: pl.DataFrame, workspace: int, start: date, end: date) 
             "connected_by_channel": {str(c): n for c, n in by_channel.rows()}}
 
 
+@pytest.mark.other_process  # the CLI in a subprocess: under mutation it runs unmutated code
 def test_tiny_example_matches_the_independent_count(tmp_path: Path, tiny_landing: Path,
                                                     tiny_expected: dict[str, Any]) -> None:
     result = run_cli("etl", "--landing", str(tiny_landing), "--warehouse", str(tmp_path / "wh"), "--all")
@@ -103,6 +104,7 @@ def test_generator_is_deterministic_by_seed_and_hostile(tmp_path: Path) -> None:
         assert needle in text, needle
 
 
+@pytest.mark.other_process  # the CLI in a subprocess: under mutation it runs unmutated code
 def test_every_command_has_help() -> None:
     for command in ([], ["generate"], ["etl"], ["render"], ["archive"], ["archive", "write"], ["archive", "verify"],
                     ["archive", "show"]):
@@ -111,6 +113,7 @@ def test_every_command_has_help() -> None:
         assert "exit codes:" in result.stdout, command
 
 
+@pytest.mark.other_process  # the CLI in a subprocess: under mutation it runs unmutated code
 def test_cli_errors_say_what_is_wrong(tmp_path: Path) -> None:
     (tmp_path / "landing").mkdir()
     (tmp_path / "landing/workspaces.json").write_text("[]")
