@@ -64,7 +64,7 @@ print(repr(dict(elapsed=elapsed, calls=calls, heavy=heavy, tags=sorted(dag.tags)
         (datetime(2026, 3, 11, tzinfo=UTC), datetime(2026, 3, 12, 0, 5, tzinfo=UTC), date(2026, 3, 11)),  # scheduled
         (datetime(2026, 3, 11, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC), date(2026, 3, 11)),  # dags test
         (datetime(2026, 3, 11, 9, 30, tzinfo=UTC), datetime(2026, 3, 20, tzinfo=UTC), date(2026, 3, 11)),  # trigger
-        (None, datetime(2026, 3, 12, 7, 0, tzinfo=UTC), date(2026, 3, 11)),  # manual run without logical date
+        (None, datetime(2026, 3, 12, 3, 0, tzinfo=UTC), date(2026, 3, 11)),  # manual run, evening of the 11th in LA
     ],
 )
 @pytest.mark.parametrize("machine_zone", ["UTC", "Pacific/Kiritimati", "America/Los_Angeles"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+from dataclasses import replace
 from datetime import date
 from email import policy
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_the_night_step_by_step_and_again(settings: Settings, smtp_server: tuple
                                 "baseline_nights": 6}
     assert sorted(w for batch in first["batches"] for w in batch) == [1, 2, 3]  # type: ignore[attr-defined]
     assert len(first["batches"]) == 2  # type: ignore[arg-type]  # three workspaces, two per batch
+    one_each = nightly.plan_batches(replace(settings, render_batch_size=1), NIGHT)
+    assert sorted(one_each) == [[1], [2], [3]]
     assert first["indexed"] == 3
 
     # What was published: each workspace's report day (7 pages and their CSVs), then the index pages.
@@ -115,8 +118,6 @@ def test_the_night_step_by_step_and_again(settings: Settings, smtp_server: tuple
 
 
 def test_a_night_without_recipients_or_bucket_publishes_and_mails_nothing(settings: Settings) -> None:
-    from dataclasses import replace
-
     local_only = replace(settings, s3_uri=None, recipients_file=None)
     nightly.backfill(local_only, date(2026, 3, 12))
     assert nightly.publish(local_only, NIGHT, s3_client()) == {"uploaded": 0, "unchanged": 0}

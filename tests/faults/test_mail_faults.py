@@ -159,6 +159,21 @@ def test_ops_alert_names_the_task_the_night_the_log_and_the_error(night: Setting
     assert "QualityError: night 2026-03-10 failed the data-quality gate" in body
 
 
+def test_ops_alert_without_a_log_link_says_where_to_look_and_keeps_500_characters_of_the_error(
+        night: Settings, smtp_server: tuple[int, Inbox]) -> None:
+    port, inbox = smtp_server
+    error = "E" * 499 + "xyz" + "tail of a long error" * 10
+    assert alert_ops(replace(night, ops_email="ops@example.com", mail_from="reports@example.com"),
+                     lambda: SmtpConfig("127.0.0.1", port), "contacts_report_nightly", "render", date(2026, 3, 10),
+                     None, error)
+    [(_, raw)] = inbox.messages
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert (str(message["From"]), str(message["To"])) == ("reports@example.com", "ops@example.com")
+    lines = message.get_body(("plain",)).get_content().splitlines()
+    assert "Log: see the Airflow UI" in lines
+    assert f"Error: {'E' * 499}…" in lines  # 500 characters, the last one saying that more was cut
+
+
 def test_without_a_bucket_links_point_at_the_rendered_files(night: Settings, smtp_server: tuple[int, Inbox]) -> None:
     """No S3 (a local run): the links are the pages' paths under CONTACTS_REPORT_OUT, a trailing slash or not."""
     port, inbox = smtp_server

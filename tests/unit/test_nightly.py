@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from etl.nightly import check_landing
-from etl.pipeline import EtlError
+from etl.nightly import backfill, check_landing, ingest, night_of, quality_gate, record_run
+from etl.pipeline import EtlError, run_key
 from etl.publish import S3Target, upload
-from etl.quality import Thresholds, problems
+from etl.quality import QualityError, Thresholds, problems
 from etl.settings import Settings
 from etl.storage import LocalStorage, s3_client
 from tests.helpers import event, write_landing
@@ -49,6 +51,44 @@ def test_small_workspaces_do_not_trip_the_volume_check() -> None:
     assert problems(night(100, by_workspace={}), history, LIMITS) == []
 
 
+RELAXED = {"max_quarantine_ratio": 0.5, "max_schema_drift_ratio": 0.5, "max_damaged_files": 1}
+# Either of these alone turns the volume check off for the night below (15 events after a median of 100).
+VOLUME_RELAXED = {"min_volume_ratio": 0.1, "volume_floor": 1_000}
+PROBLEM = {"max_quarantine_ratio": "of lines were quarantined", "max_schema_drift_ratio": "schema drift",
+           "max_damaged_files": "could not be read whole", "volume": "volume collapsed"}
+
+
+def gate_with(tmp_path: Path, relaxed: dict[str, Any]) -> str | None:
+    """The gate over a night that trips every check, with `relaxed` thresholds: None if it passes, else the
+    problems."""
+    warehouse = LocalStorage(tmp_path / "wh")
+    tonight = date(2026, 3, 10)
+    for back in (1, 2, 3):
+        warehouse.write_bytes(run_key(tonight - timedelta(days=back)), json.dumps(
+            night(100, by_workspace={"1": 100})).encode())
+    warehouse.write_bytes(run_key(tonight), json.dumps(
+        night(100, {"bad_type:contact_id": 10}, {"1": 15}) | {"files_damaged": {"x.ndjson.gz": "corrupt_gzip"}}
+    ).encode())
+    try:
+        quality_gate(replace(Settings(warehouse=str(tmp_path / "wh")), **relaxed), tonight)
+    except QualityError as failed:
+        return str(failed)
+    return None
+
+
+@pytest.mark.parametrize("volume", list(VOLUME_RELAXED))
+def test_the_gate_takes_every_threshold_from_the_settings(tmp_path: Path, volume: str) -> None:
+    assert gate_with(tmp_path, RELAXED | {volume: VOLUME_RELAXED[volume]}) is None
+
+
+@pytest.mark.parametrize("kept", [*RELAXED, "volume"])
+def test_a_threshold_left_at_its_default_fails_the_night_with_its_own_problem(tmp_path: Path, kept: str) -> None:
+    relaxed = {k: v for k, v in RELAXED.items() if k != kept} | ({} if kept == "volume" else
+                                                                 {"min_volume_ratio": 0.1})
+    found = gate_with(tmp_path, relaxed)
+    assert found is not None and PROBLEM[kept] in found and found.count("\n  - ") == 1
+
+
 class FakeClock:
     """Time that passes only when the code under test sleeps: polling is tested without waiting."""
 
@@ -71,8 +111,9 @@ def test_landing_wait_polls_until_the_deadline_then_fails(tmp_path: Path) -> Non
     settings = Settings(landing=str(landing), landing_wait_seconds=900, landing_poll_seconds=300)
     assert check_landing(settings, date(2026, 3, 10)) == 1  # delivered: no waiting
     clock = FakeClock()
-    with pytest.raises(EtlError, match="after waiting 900s"):
+    with pytest.raises(EtlError, match="after waiting 900s") as failed:
         check_landing(settings, date(2026, 3, 11), sleep=clock.sleep, clock=clock.monotonic)
+    assert str(failed.value).endswith("Re-run the night once the feed has delivered.")  # what to do
     assert clock.naps == [300, 300, 300]  # polled every 300 s until the deadline, then failed
 
 
@@ -137,3 +178,58 @@ def test_published_objects_carry_the_documented_cache_and_encryption(tmp_path: P
         assert max_age == (300 if key.endswith("index.html") else 86_400), key
         asked = sent[key].get("x-amz-server-side-encryption")
         assert asked == (b"AES256" if sse is None else None), key
+
+
+def test_the_ops_record_times_the_night_and_the_runs_page_lists_the_last_60_nights_newest_first(
+        tmp_path: Path) -> None:
+    warehouse = LocalStorage(tmp_path / "wh")
+    summary = {"lines_read": 5, "events_valid": 4, "events_quarantined": 1, "duplicates_dropped": 0, "late_events": 0}
+    first = date(2026, 1, 1)
+    for n in range(64):
+        day = (first + timedelta(days=n)).isoformat()
+        warehouse.write_bytes(f"_nightly/night={day}.json", json.dumps(
+            {"night": day, "finished_at": f"{day}T03:00:00+00:00", "seconds": 60, **summary}).encode())
+    tonight = first + timedelta(days=64)
+    warehouse.write_bytes(run_key(tonight), json.dumps(summary).encode())
+    started = (datetime.now(UTC) - timedelta(seconds=90)).isoformat()
+    record = record_run(Settings(warehouse=str(tmp_path / "wh"), out=str(tmp_path / "out")), tonight,
+                        {"started_at": started, "pages": 3}, None)
+    assert 90 <= record["seconds"] <= 150 and (record["pages"], record["lines_read"]) == (3, 5)
+    assert json.loads(warehouse.read_bytes(f"_nightly/night={tonight}.json")) == record
+    runs = json.loads((tmp_path / "out/_runs/runs.json").read_text())
+    assert [r["night"] for r in runs] == [(tonight - timedelta(days=n)).isoformat() for n in range(60)]
+    assert tonight.isoformat() in (tmp_path / "out/_runs/index.html").read_text()
+
+
+def test_a_run_with_neither_date_is_refused_with_what_it_needs() -> None:
+    with pytest.raises(ValueError, match=r"^a run needs a logical date or a run_after time to know its night$"):
+        night_of(None, None)
+
+
+def test_the_ingest_step_takes_the_line_and_file_bounds_from_the_settings(tmp_path: Path) -> None:
+    lines = [event("a", "2026-03-10T08:00:00Z"), event("b", "2026-03-10T08:30:00Z", contact_name="x" * 3_000)]
+    landing = write_landing(tmp_path / "landing", [(1, "M", "UTC")], {"2026-03-10/09": lines})
+    settings = Settings(landing=str(landing), warehouse=str(tmp_path / "wh"))
+    summary = ingest(replace(settings, max_line_bytes=2_000), date(2026, 3, 10))
+    assert (summary["lines_read"], summary["events_valid"], summary["events_quarantined"]) == (2, 1, 1)
+    summary = ingest(replace(settings, max_file_lines=1), date(2026, 3, 10))
+    assert (summary["lines_read"], summary["events_valid"]) == (0, 0)  # the file is refused whole, unread
+    for bounded, valid in ((replace(settings, max_line_bytes=2_000), 1), (replace(settings, max_file_lines=1), 0)):
+        assert backfill(bounded, until=date(2026, 3, 11)) == 1  # the demo's history obeys the same settings
+        assert json.loads(LocalStorage(tmp_path / "wh").read_bytes(run_key(date(2026, 3, 10))))["events_valid"] == valid
+
+
+def test_the_ops_page_is_written_typed_and_published_with_the_night(tmp_path: Path, s3_bucket: str) -> None:
+    """The ops page rendered straight to S3 carries its content types; with a publish target it is uploaded too."""
+    night_ = date(2026, 3, 10)
+    LocalStorage(tmp_path / "wh").write_bytes(run_key(night_), json.dumps(
+        {"lines_read": 1, "events_valid": 1, "events_quarantined": 0, "duplicates_dropped": 0, "late_events": 0}
+    ).encode())
+    client = s3_client()
+    settings = Settings(warehouse=str(tmp_path / "wh"), out=f"s3://{s3_bucket}/rendered",
+                        s3_uri=f"s3://{s3_bucket}/site")
+    record_run(settings, night_, {}, client)
+    for prefix in ("rendered", "site"):
+        for key, kind in (("_runs/index.html", "text/html; charset=utf-8"), ("_runs/runs.json", "application/json")):
+            sent = client.head_object(Bucket=s3_bucket, Key=f"{prefix}/{key}")["ContentType"]
+            assert sent.startswith(kind), (prefix, key, sent)

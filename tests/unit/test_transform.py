@@ -136,3 +136,18 @@ def test_offset_lookup_equals_zone_conversion_across_dst_transitions() -> None:
     converted = with_local_time(events.with_row_index("row").lazy(), workspaces).collect().sort("row")
     assert looked_up["local_ts"].to_list() == converted["local_ts"].to_list()
     assert looked_up["local_date"].to_list() == converted["local_date"].to_list()
+
+
+def test_aggregates_come_sorted_by_their_keys_nulls_first_or_in_the_order_of_their_first_event() -> None:
+    d, e = date(2026, 3, 10), date(2026, 3, 11)
+    keys = [(2, e, "contact.added", "user", None, 8), (1, d, "contact.connected", "incoming_message", 11, None),
+            (1, d, "contact.connected", "incoming_message", None, None), (1, d, "contact.added", "user", None, 7),
+            (1, d, "contact.added", "user", None, None)]
+    keys += [(3, d, "contact.added", "user", None, user) for user in np.random.default_rng(5).permutation(2_000)]
+    schema = [("workspace_id", pl.Int64), ("local_date", pl.Date), ("event_type", pl.String), ("source", pl.String),
+              ("channel_id", pl.Int64), ("user_id", pl.Int64)]
+    events = pl.DataFrame([k for k in keys * 2], schema=schema, orient="row")  # each key twice: counted once
+    as_stored = daily_aggregates(events.lazy(), sorted_by_keys=False).collect()
+    assert as_stored.rows() == [(*k, 2) for k in keys]
+    nulls_first = sorted(keys, key=lambda k: tuple((v is not None, v) for v in k))
+    assert daily_aggregates(events.lazy()).collect().rows() == [(*k, 2) for k in nulls_first]
