@@ -76,7 +76,7 @@ class Filters:
     def slug(self) -> str:
         """A folder name for filtered renders: readable, path-safe and unique per filter set."""
         text = "__".join(f"{k}-{v}" for k, v in self.as_dict().items())
-        safe = re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:60].strip("_") or "filter"
+        safe = re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:60].strip("_")  # never empty: it starts with a key
         return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
     def rows_predicate(self, with_contact: bool) -> pl.Expr:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -18,11 +20,11 @@ TINY = FIXTURES / "tiny"
 # examples (their @example cases always run) with a fixed seed, and tests that run our code in another process
 # (Airflow, Ceph, the CLI, a render process pool: marked `other_process`) are left out: mutmut cannot trace them, and
 # they would cost seconds per mutant. moto's server runs in a thread of the test process and stays.
-MUTATION = bool(os.environ.get("CONTACTS_REPORT_MUTATION"))
+MUTATION = os.environ.get("CONTACTS_REPORT_MUTATION", "")  # the module mutated (tools/mutation.py)
 _IN_ANOTHER_PROCESS = {"airflow_home", "standalone", "rgw"}
 
 
-def shared(fixture_name: str, config: pytest.Config) -> str:
+def shared(fixture_name: str, config: pytest.Config) -> Literal["function", "module"]:
     """Scope of a fixture that builds something several tests read: the module, except under `make mutation`,
     where each test builds its own (mutmut credits the functions a fixture calls to the first test that uses it
     only, so the other tests would never run against the mutants they catch)."""
@@ -35,9 +37,10 @@ def examples(count: int) -> int:
 
 
 if MUTATION:
-    from hypothesis import settings
+    from hypothesis import Phase, settings
 
-    settings.register_profile("mutation", derandomize=True, database=None)
+    # No shrinking: a mutant is caught by the first failing example, and shrinking it can take minutes.
+    settings.register_profile("mutation", derandomize=True, database=None, phases=(Phase.explicit, Phase.generate))
     settings.load_profile("mutation")
 
 
@@ -64,12 +67,68 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: seconds.get(item.nodeid, 0.0))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under `make mutation`, a mutant listed as equivalent in docs/testing.md (and unchanged since) is not tested:
+    it would survive every test, the most expensive outcome. mutmut counts it as skipped."""
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if MUTATION and "__mutmut_" in mutant:
+        from tools.mutation import SKIPPED, reviewed_equivalent
+
+        if reviewed_equivalent(mutant, Path.cwd()):
+            pytest.exit(f"{mutant} is listed as equivalent", returncode=SKIPPED)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if _mapping_run() and report.when != "call":
         from mutmut.state import state
 
         timings = state().duration_by_test
         timings[report.nodeid] = timings.get(report.nodeid, 0.0) + report.duration
+
+
+# Modules an ETL run executes: while `make mutation` mutates one of them, every test runs the ETL itself.
+_RUN_BY_THE_ETL = {"ingest", "pipeline", "transform", "validate", "windows"}
+
+
+@pytest.fixture(scope="session")
+def tiny_warehouse_built(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The tiny example's warehouse (every arrival day through the ETL), built once: once per test run, and under
+    `make mutation` once for all the mutants of a module the ETL does not run (made by unmutated code: exactly what
+    the tests of the report or the archive start from). None while a module the ETL runs is mutated."""
+    if MUTATION in _RUN_BY_THE_ETL:
+        return None
+    cached = os.environ.get("CONTACTS_REPORT_MUTATION_CACHE")
+    folder = Path(cached) / "tiny-warehouse" if MUTATION and cached else tmp_path_factory.getbasetemp() / "tiny-wh"
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=folder.parent))
+        with contextlib.suppress(OSError):  # OSError: built by another process in the meantime
+            os.rename(run_tiny_etl(building / "wh"), folder)
+        shutil.rmtree(building)
+    return folder
+
+
+def run_tiny_etl(warehouse: Path) -> Path:
+    from etl.pipeline import landing_dates, run_etl
+    from etl.storage import LocalStorage
+
+    landing = LocalStorage(TINY / "landing")
+    for day in landing_dates(landing):
+        run_etl(landing, LocalStorage(warehouse), day)
+    return warehouse
+
+
+def copy_tiny_warehouse(target: Path, built: Path | None) -> Path:
+    """A private copy of the tiny example's warehouse at `target` (`built`: the fixture `tiny_warehouse_built`)."""
+    if built is None:
+        return run_tiny_etl(target)
+    shutil.copytree(built, target)
+    return target
+
+
+@pytest.fixture
+def tiny_warehouse(tmp_path: Path, tiny_warehouse_built: Path | None) -> Path:
+    return copy_tiny_warehouse(tmp_path / "wh", tiny_warehouse_built)
 
 
 @pytest.fixture

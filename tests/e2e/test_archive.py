@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from etl.archive import Lock, mirror, verify, write_archive
-from etl.pipeline import landing_dates, run_etl
+from etl.pipeline import run_etl
 from etl.render import RenderJob, render
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, s3_client
 from etl.windows import WINDOW_NAMES
-from tests.conftest import TINY
 from tests.helpers import event, write_landing
 
 # Days that had ended in both zones when the last arrival day (2026-03-30) ended: only those are archived.
@@ -25,10 +24,8 @@ DAYS = [date(2026, 3, 26), date(2026, 3, 27), date(2026, 3, 28), date(2026, 3, 2
 
 
 @pytest.fixture
-def tiny_archive(tmp_path: Path) -> tuple[LocalStorage, LocalStorage]:
-    warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
-    for d in landing_dates(LocalStorage(TINY / "landing")):
-        run_etl(LocalStorage(TINY / "landing"), warehouse, d)
+def tiny_archive(tmp_path: Path, tiny_warehouse: Path) -> tuple[LocalStorage, LocalStorage]:
+    warehouse, archive = LocalStorage(tiny_warehouse), LocalStorage(tmp_path / "archive")
     for day in DAYS:
         write_archive(warehouse, archive, None, day, None)
     return warehouse, archive
@@ -181,13 +178,11 @@ def snapshot_state(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("crash", ["before the manifest's hash", "before HEAD moved"])
-def test_a_night_interrupted_inside_a_snapshot_is_completed_by_the_rerun(tmp_path: Path, crash: str) -> None:
+def test_a_night_interrupted_inside_a_snapshot_is_completed_by_the_rerun(tmp_path: Path, tiny_warehouse: Path,
+                                                                        crash: str) -> None:
     """A crash between the last two writes of a snapshot: the re-run completes that revision (same bytes as an
     uninterrupted run, HEAD and chain right for the next day), never skips it or adds a rev-2."""
-    landing = LocalStorage(TINY / "landing")
-    warehouse = LocalStorage(tmp_path / "wh")
-    for d in landing_dates(landing):
-        run_etl(landing, warehouse, d)
+    warehouse = LocalStorage(tiny_warehouse)
     clean, crashed = LocalStorage(tmp_path / "clean"), LocalStorage(tmp_path / "crashed")
     for day in DAYS[:2]:
         write_archive(warehouse, clean, None, day, None)

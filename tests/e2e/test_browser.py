@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import copy_tiny_warehouse
 from tests.e2e.test_pages import build, render_all
 
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
@@ -20,9 +20,9 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def site(tmp_path_factory: pytest.TempPathFactory, tiny_warehouse_built: Path | None) -> Path:
     root = tmp_path_factory.mktemp("browser-site")
-    render_all(build(TINY / "landing", root), root / "out", date(2026, 3, 30))
+    render_all(copy_tiny_warehouse(root / "wh", tiny_warehouse_built), root / "out", date(2026, 3, 30))
     return root / "out"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import email
 import json
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from email import policy
 from pathlib import Path
 
@@ -125,3 +125,18 @@ def test_a_night_without_recipients_or_bucket_publishes_and_mails_nothing(settin
         "sent": 0, "failed": 0, "skipped": 0}
     assert "mirrored" not in nightly.archive_night(local_only, NIGHT, None)
     assert s3_client().list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+def test_the_archive_step_locks_the_mirrored_snapshots_as_the_settings_say(settings: Settings) -> None:
+    client = s3_client()
+    client.create_bucket(Bucket="audit", ObjectLockEnabledForBucket=True)
+    locked = replace(settings, s3_uri="s3://audit/site", archive_lock_mode="GOVERNANCE", archive_lock_days=3)
+    nightly.backfill(locked, date(2026, 3, 12))
+    archived = nightly.archive_night(locked, NIGHT, client)
+    listed = client.list_objects_v2(Bucket="audit", Prefix="site/archive/")["Contents"]
+    keys = [o["Key"] for o in listed if "/rev-" in o["Key"]]  # the snapshots (each workspace's HEAD is mutable)
+    assert archived["mirrored"] == len(keys) > 0
+    for key in (keys[0], keys[-1]):
+        stored = client.head_object(Bucket="audit", Key=key)
+        assert stored["ObjectLockMode"] == "GOVERNANCE"
+        assert (stored["ObjectLockRetainUntilDate"].date() - datetime.now(UTC).date()).days in (3, 4)

@@ -20,7 +20,7 @@ from etl.render import RenderError, RenderJob, neutralise, page_key, planned_bat
 from etl.report import NO_DATA_FILTERED, NOT_APPLICABLE, FilterError, Filters
 from etl.storage import LocalStorage, StorageError
 from etl.windows import WINDOW_NAMES, window
-from tests.conftest import shared
+from tests.conftest import copy_tiny_warehouse, shared
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
 
@@ -98,11 +98,9 @@ def render_all(warehouse: Path, out: Path | str, report_day: date, workers: int 
 
 
 @pytest.fixture(scope=shared)
-def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def tiny_site(tmp_path_factory: pytest.TempPathFactory, tiny_warehouse_built: Path | None) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny-site")
-    from tests.conftest import TINY
-
-    warehouse = build(TINY / "landing", root)
+    warehouse = copy_tiny_warehouse(root / "wh", tiny_warehouse_built)
     render_all(warehouse, root / "out", date(2026, 3, 30))
     render_all(warehouse, root / "out", date(2026, 3, 30), filters=("channel=11",), ids=(1,))
     return warehouse, root / "out"

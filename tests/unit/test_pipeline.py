@@ -8,13 +8,14 @@ import json
 import shutil
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from etl import pipeline
@@ -286,6 +287,11 @@ def test_the_night_keeps_the_earliest_copy_whatever_the_row_order() -> None:
 @given(st.lists(st.tuples(st.sampled_from([1, 2, 7, 2**21, 2**40]),
                           st.sampled_from([0, 1, 999_999, 3_600 * 10**6, 2**41]),
                           st.integers(0, 2**40)), max_size=200, unique_by=lambda row: row[2]))
+@example([(2, 1, 0), (2, 0, 1), (1, 0, 2)])  # workspace, then time, to the microsecond
+@example([(1, 20 * 86_400_000_000, 0), (2, 0, 1)])  # 20 days apart: too far for the packed key
+@example([(1, 2**40, 1), (2, 0, 0)])  # exactly the packed key's time span
+@example([(1, 2**40 - 1, 1), (2, 0, 0)])  # just inside it
+@example([(2**22 + 1, 0, 0), (1, 5, 1)])  # workspaces too far apart for the packed key
 def test_storage_permutation_is_workspace_time_arrival_order(rows: list[tuple[int, int, int]]) -> None:
     """The packed two-key sort (rows of one day) and the three-key fallback (spans too wide to pack) both give
     exactly the storage order, ties on workspace and instant broken by arrival (unique, as in a night)."""
@@ -307,6 +313,36 @@ def test_arrival_keys_name_the_file_and_the_zero_padded_line(rows: list[tuple[in
     ranks = pl.Series([(file << 32) + line for file, line in rows], dtype=pl.Int64)
     expected = [f"{files[file].removeprefix('events/')}:{line:09d}" for file, line in rows]
     assert arrival_keys(ranks, files).to_list() == expected
+
+
+@pytest.mark.parametrize(("most_files", "most_bytes", "sizes"), [
+    (2, 10**9, [2, 2, 1]),  # at most two files ...
+    (10**9, 20, [2, 2, 1]),  # ... or 20 bytes: the batch that reaches the bound is handed out
+    (10**9, 21, [3, 2]),
+])
+def test_history_is_read_in_bounded_batches_each_file_once_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most_files: int, most_bytes: int, sizes: list[int]) -> None:
+    warehouse = LocalStorage(tmp_path)
+    stored = [(date(2026, 3, 10 + n), f"ids/{n}.parquet") for n in range(5)]
+    for n, (_, key) in enumerate(stored):
+        warehouse.write_bytes(key, bytes([n]) * 10)
+    monkeypatch.setattr(pipeline, "HISTORY_READERS", 2)
+    monkeypatch.setattr(pipeline, "HISTORY_BATCH_FILES", most_files)
+    monkeypatch.setattr(pipeline, "HISTORY_BATCH_BYTES", most_bytes)
+    with ThreadPoolExecutor(2) as pool:
+        batches = list(pipeline._batches(warehouse, stored, pool))
+    assert [len(b) for b in batches] == sizes
+    assert [(day, data) for b in batches for day, data in b.items()] == [
+        (day, bytes([n]) * 10) for n, (day, _) in enumerate(stored)]
+
+
+def test_stored_events_carry_their_workspace_zone_and_wall_clock(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [*MADRID, (2, "Kolkata", "Asia/Kolkata")], {"2026-03-10/09": [
+        event("m", "2026-03-10T08:00:00Z"), event("k", "2026-03-10T08:00:00Z", workspace_id=2)]})
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    rows = stored(tmp_path / "wh", "2026-03-10").select("event_id", "timezone", "local_ts").rows()
+    assert rows == [("m", "Europe/Madrid", datetime(2026, 3, 10, 9, 0)),
+                    ("k", "Asia/Kolkata", datetime(2026, 3, 10, 13, 30))]
 
 
 def test_stored_files_read_one_at_a_time_give_the_same_night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -392,12 +428,47 @@ def test_any_order_of_nights_converges_quarantine_included(tmp_path: Path, order
 
 
 def test_a_later_night_whose_landing_is_gone_still_loses_its_copies(tmp_path: Path) -> None:
-    e = event("a", "2026-03-10T08:00:00Z")
-    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [e], "2026-03-11/09": [e]})
+    e, own = event("a", "2026-03-10T08:00:00Z"), event("b", "2026-03-10T09:00:00Z", contact_id=2)
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [e], "2026-03-11/09": [e, own]})
     etl(landing, tmp_path / "wh", "2026-03-11")
     shutil.rmtree(landing / "events/ingest_date=2026-03-11")
     etl(landing, tmp_path / "wh", "2026-03-10")
-    assert stored(tmp_path / "wh", "2026-03-10")["ingest_date"].to_list() == [date(2026, 3, 10)]
+    kept = stored(tmp_path / "wh", "2026-03-10")
+    assert kept.select("event_id", "ingest_date").rows() == [("a", date(2026, 3, 10)), ("b", date(2026, 3, 11))]
+    later_ids = pl.read_parquet(tmp_path / "wh/ids/ingest_date=2026-03-11.parquet")["event_id"].to_list()
+    assert later_ids == ["b"]  # the index of what the later night keeps, for the nights after it
+
+
+def test_a_later_night_processed_again_keeps_the_options_it_ran_with(tmp_path: Path) -> None:
+    e, long = event("a", "2026-03-10T08:00:00Z"), event("b", "2026-03-10T09:00:00Z", contact_name="x" * 400)
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [e], "2026-03-11/09": [e, long]})
+    warehouse = LocalStorage(tmp_path / "wh")
+    for night in ("2026-03-11", "2026-03-10"):  # the earlier night second: the later one runs again
+        run_etl(LocalStorage(landing), warehouse, date.fromisoformat(night), max_line_bytes=400)
+    assert stored(tmp_path / "wh", "2026-03-10")["event_id"].to_list() == ["a"]
+    quarantined = read_parquet(warehouse, quarantine_key(date(2026, 3, 11)))
+    assert quarantined["reason"].to_list() == ["line_too_long"]
+
+
+def test_an_arrival_partition_named_after_no_day_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
+    (landing / "events/ingest_date=2026-03-10").rename(landing / "events/ingest_date=2026-02-30")
+    with pytest.raises(EtlError, match=r"^landing partition events/ingest_date=2026-02-30 is not a calendar date: "
+                                       r"rename or remove it, then re-run$"):
+        landing_dates(LocalStorage(landing))
+
+
+def test_aggregate_files_add_up_to_one_row_per_key_in_key_order_nulls_first() -> None:
+    def daily(*rows: tuple[str, int | None, int | None, int]) -> pl.DataFrame:
+        return pl.DataFrame([(1, date(2026, 3, 10), "contact.added", *row) for row in rows],
+                            schema=["workspace_id", "local_date", "event_type", "source", "channel_id", "user_id",
+                                    "events"], orient="row")
+
+    summed = read_daily([daily(("user", None, 7, 2), ("api", 11, None, 1)), daily(("user", None, 7, 3))])
+    assert summed.select("source", "channel_id", "user_id", "events").rows() == [
+        ("api", 11, None, 1), ("user", None, 7, 5)]
+    summed = read_daily([daily(("user", 12, 7, 1), ("user", None, 7, 1), ("user", 12, None, 4))])
+    assert summed.select("channel_id", "user_id").rows() == [(None, 7), (12, None), (12, 7)]
 
 
 def test_a_warehouse_without_the_id_index_gets_one_and_still_deduplicates(tmp_path: Path) -> None:

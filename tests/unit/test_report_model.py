@@ -1,0 +1,100 @@
+"""The report model on its own (stage one of rendering): a page built from a handful of events, no ETL, no HTML."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import polars as pl
+import pytest
+
+from etl.contract import CONTENT_COLUMNS, EVENT_SCHEMA
+from etl.report import (
+    Filters,
+    Freshness,
+    PreparedInputs,
+    ReportPage,
+    Workspace,
+    WorkspaceInputs,
+    build_page,
+    filtered_inputs,
+)
+from etl.transform import daily_aggregates, with_local_time
+from tests.helpers import event
+
+KOLKATA = Workspace(1, "Acme", "Asia/Kolkata")  # UTC+05:30: 20:00 UTC is 01:30 the next day
+FRESHNESS = Freshness("run-7", "2026-03-09T20:00:00.000000Z", "2026-03-10", date(2026, 3, 10))
+EVENTS = [
+    event("a-1", "2026-03-09T20:00:00Z", source="user", contact_id=1),  # 2026-03-10 locally
+    event("a-2", "2026-03-05T10:00:00Z", contact_id=2),
+    event("a-3", "2026-03-05T11:00:00Z", contact_id=3),
+    event("a-0", "2026-03-01T10:00:00Z", contact_id=4),  # the previous period
+    event("c-1", "2026-03-06T10:00:00Z", event_type="contact.connected", source="incoming_message", contact_id=5),
+    *[event(f"c-{i}", f"2026-03-0{i}T10:00:00Z", event_type="contact.connected", source="incoming_message",
+            contact_id=5 + i, channel_id=12, channel_name="TG", channel_type="telegram") for i in (7, 8)],
+    event("d-1", "2026-03-08T10:00:00Z", event_type="contact.deleted", contact_id=2),
+    *[event(f"d-{i}", f"2026-02-2{i}T10:00:00Z", event_type="contact.deleted", contact_id=20 + i) for i in (6, 7)],
+]
+
+
+def inputs_of(bodies: list[dict[str, Any]], workspace: Workspace = KOLKATA) -> WorkspaceInputs:
+    """The warehouse's rows for `bodies`: events with their local time, and their daily aggregates."""
+    schema = {name: EVENT_SCHEMA[name] for name in CONTENT_COLUMNS}
+    frame = pl.DataFrame(bodies, schema={**schema, "occurred_at": pl.String()}).with_columns(
+        pl.col("occurred_at").str.to_datetime(time_unit="us", time_zone="UTC"))
+    zones = pl.DataFrame({"workspace_id": [workspace.workspace_id], "timezone": [workspace.timezone]})
+    events = with_local_time(frame.lazy(), zones).drop("timezone").collect()
+    return WorkspaceInputs(workspace, daily_aggregates(events.lazy()).collect(), events)
+
+
+NO_FILTER = Filters()
+
+
+def page(window: str = "last_7_days", filters: Filters = NO_FILTER, bodies: list[dict[str, Any]] = EVENTS,
+         log_rows: int = 500) -> ReportPage:
+    prepared = PreparedInputs.of(filtered_inputs(inputs_of(bodies), filters))
+    return build_page(prepared, window, date(2026, 3, 10), filters, FRESHNESS, log_rows)
+
+
+def test_the_page_summary_is_the_documented_block_with_the_counts_of_the_window_and_the_period_before() -> None:
+    assert page().summary() == {
+        "workspace_id": 1, "workspace_name": "Acme", "timezone": "Asia/Kolkata", "window": "last_7_days",
+        "report_day": "2026-03-10", "start": "2026-03-04", "end": "2026-03-10", "filters": {},
+        "totals": {"added": 3, "deleted": 1, "merged": 0, "connected": 3},
+        "previous_period": {"added": 1, "deleted": 2, "merged": 0, "connected": 0},
+        "added_by_source": {"user": 1, "contact_import": 2},
+        "connected_by_channel": {"12": 2, "11": 1},
+        "daily": [{"date": f"2026-03-{d:02}", "added": {5: 2, 10: 1}.get(d, 0), "deleted": int(d == 8), "merged": 0}
+                  for d in range(4, 11)],
+        "logs": {"added": 3, "deleted": 1, "merged": 0, "connected": 3},
+        "generated_from": {"run_id": "run-7", "last_event_at": "2026-03-09T20:00:00.000000Z",
+                           "latest_ingest_date": "2026-03-10"},
+    }
+
+
+def test_a_filtered_summary_names_its_filters_and_nulls_what_they_do_not_apply_to() -> None:
+    summary = page(filters=Filters.parse(["channel=12"])).summary()
+    assert summary["filters"] == {"channel": "12"}
+    assert summary["totals"] == {"added": 0, "deleted": None, "merged": None, "connected": 2}
+    assert summary["logs"] == {"added": 0, "deleted": None, "merged": None, "connected": 2}
+    assert summary["daily"][4] == {"date": "2026-03-08", "added": 0, "deleted": None, "merged": None}
+
+
+def test_shares_are_percent_of_the_breakdown_with_one_decimal() -> None:
+    built = page()
+    assert [(s.key, s.label, s.count, s.share_pct) for s in built.added_by_source] == [
+        ("user", "User", 1, 33.3), ("contact_import", "Contact import", 2, 66.7)]
+    assert [(s.key, s.label, s.detail, s.share_pct) for s in built.connected_by_channel] == [
+        ("12", "TG", "telegram", 66.7), ("11", "WA", "whatsapp", 33.3)]
+    assert page(window="today").added_by_source[0].share_pct == 100.0
+
+
+@pytest.mark.parametrize(("kind", "text", "pct"), [
+    ("added", "+200.0% vs previous period", 200.0),
+    ("deleted", "-50.0% vs previous period", -50.0),
+    ("merged", "no change", None),
+    ("connected", "new (none in the previous period)", None),
+])
+def test_each_metric_compares_with_the_period_before(kind: str, text: str, pct: float | None) -> None:
+    metric = page().metrics[kind]
+    assert (metric.change_text, metric.change_pct) == (text, pct)
