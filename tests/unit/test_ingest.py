@@ -126,6 +126,8 @@ def hidden_by_escapes(escapes: str, user_id: Any) -> str:
 @example(bad=[(5, hidden_by_escapes("\\u0022\\u0022", "null"))], chunk_bytes=CHUNK_SIZES[-1])
 @example(bad=[(5, hidden_by_escapes("\\u007b", [None])), (90, hidden_by_escapes("\\u005B", [None]))],
          chunk_bytes=CHUNK_SIZES[0])
+@example(bad=[(3, json.dumps({**json.loads(valid_line(0)), "source": "null"})),  # a token inside a shaped value
+              (4, json.dumps({**json.loads(valid_line(1)), "user_id": True}))], chunk_bytes=CHUNK_SIZES[-1])
 def test_fast_path_agrees_with_the_exact_validator(bad: list[tuple[int, str]], chunk_bytes: int) -> None:
     lines = [valid_line(i) for i in range(200)]
     for position, line in bad:

@@ -316,14 +316,14 @@ def test_arrival_keys_name_the_file_and_the_zero_padded_line(rows: list[tuple[in
 
 
 @pytest.mark.parametrize(("most_files", "most_bytes", "sizes"), [
-    (2, 10**9, [2, 2, 1]),  # at most two files ...
-    (10**9, 20, [2, 2, 1]),  # ... or 20 bytes: the batch that reaches the bound is handed out
-    (10**9, 21, [3, 2]),
+    (2, 10**9, [2, 2, 2, 1]),  # at most two files ...
+    (10**9, 20, [2, 2, 2, 1]),  # ... or 20 bytes: the batch that reaches the bound is handed out
+    (10**9, 21, [3, 3, 1]),
 ])
 def test_history_is_read_in_bounded_batches_each_file_once_in_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most_files: int, most_bytes: int, sizes: list[int]) -> None:
     warehouse = LocalStorage(tmp_path)
-    stored = [(date(2026, 3, 10 + n), f"ids/{n}.parquet") for n in range(5)]
+    stored = [(date(2026, 3, 10 + n), f"ids/{n}.parquet") for n in range(7)]
     for n, (_, key) in enumerate(stored):
         warehouse.write_bytes(key, bytes([n]) * 10)
     monkeypatch.setattr(pipeline, "HISTORY_READERS", 2)
@@ -450,6 +450,17 @@ def test_a_later_night_processed_again_keeps_the_options_it_ran_with(tmp_path: P
     assert quarantined["reason"].to_list() == ["line_too_long"]
 
 
+def test_a_night_whose_run_record_names_no_days_runs_again(tmp_path: Path) -> None:
+    """A run record without `days_touched` (as written before the field existed): a re-run trusts the files."""
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    record = tmp_path / "wh/_runs/ingest_date=2026-03-10.json"
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "days_touched"}))
+    [again] = etl(landing, tmp_path / "wh", "2026-03-10")
+    assert again["days_touched"] == ["2026-03-10"]
+    assert stored(tmp_path / "wh", "2026-03-10")["event_id"].to_list() == ["a"]
+
+
 def test_an_arrival_partition_named_after_no_day_is_refused_with_what_to_do(tmp_path: Path) -> None:
     landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
     (landing / "events/ingest_date=2026-03-10").rename(landing / "events/ingest_date=2026-02-30")
@@ -480,6 +491,16 @@ def test_a_warehouse_without_the_id_index_gets_one_and_still_deduplicates(tmp_pa
     [second] = etl(landing, tmp_path / "wh", "2026-03-12")
     assert second["duplicates_dropped"] == 1
     assert (tmp_path / "wh/ids/ingest_date=2026-03-10.parquet").exists()
+
+
+def test_an_empty_night_without_the_id_index_gets_an_empty_one(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": ["{not json"],
+                                                           "2026-03-11/09": [event("a", "2026-03-11T08:00:00Z")]})
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    shutil.rmtree(tmp_path / "wh/ids")  # as a warehouse written before the index existed
+    [second] = etl(landing, tmp_path / "wh", "2026-03-11")
+    assert second["events_valid"] == 1
+    assert pl.read_parquet(tmp_path / "wh/ids/ingest_date=2026-03-10.parquet").height == 0
 
 
 @pytest.mark.parametrize("change", [{"channel_id": 12}, {"channel_name": "WA 2"}, {"channel_type": "telegram"},
