@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -67,6 +68,7 @@ def test_summary_counts_add_up_and_name_each_reason(tmp_path: Path) -> None:
         event("c", "2026-03-10T09:00:00Z", event_type="contact.connected", source="broadcast"),
     ]})
     [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
+    assert summary["last_event_at"] == "2026-03-10T09:00:00Z"  # the freshness the pages show
     assert summary["lines_read"] == 5
     assert summary["blank_lines"] == 1
     assert summary["events_valid"] == 2
@@ -149,9 +151,16 @@ def test_unknown_time_zone_isolates_that_workspace(tmp_path: Path) -> None:
 
 def test_missing_partition_fails_loudly_instead_of_reporting_zero(tmp_path: Path) -> None:
     landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
-    with pytest.raises(EtlError, match=r"no landing files for ingest_date=2026-03-11.*Refusing to report zero"):
+    where = f"{LocalStorage(landing).uri}/events/ingest_date=2026-03-11/"
+    with pytest.raises(EtlError, match=rf"^no landing files for ingest_date=2026-03-11 under {re.escape(where)}: the "
+                                       "feed has not delivered this night .*Refusing to report zero"):
         etl(landing, tmp_path / "wh", "2026-03-11")
     assert not (tmp_path / "wh" / "_runs").exists()
+    (landing / "events/ingest_date=2026-03-11").mkdir()
+    (landing / "events/ingest_date=2026-03-11/notes.txt").write_text("not an events file")
+    with pytest.raises(EtlError, match=re.escape(f"{where} (skipped, not in the layout: ['events/ingest_date="
+                                                 "2026-03-11/notes.txt']): the feed")):
+        etl(landing, tmp_path / "wh", "2026-03-11")
 
 
 def test_missing_workspaces_file_fails_with_what_to_do(tmp_path: Path) -> None:
