@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.archive import Lock, mirror, verify, write_archive
+from etl.archive import Lock, mirror, show, verify, write_archive
 from etl.pipeline import run_etl
 from etl.render import RenderJob, render
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, s3_client
@@ -168,7 +169,8 @@ def test_late_events_make_a_new_revision_and_leave_the_old_one_untouched(tmp_pat
     assert {p.name: p.read_bytes() for p in (archive.root / "1/2026-03-10/rev-1").iterdir()} == before
     manifest = json.loads((archive.root / "1/2026-03-10/rev-2/manifest.json").read_text())
     assert manifest["supersedes"] == "rev-1"
-    assert manifest["change"]["rows_added"] == {"added": 1, "deleted": 0, "merged": 0, "connected": 0}
+    assert manifest["change"] == {"reason": "late events changed the day after its last snapshot",
+                                  "rows_added": {"added": 1, "deleted": 0, "merged": 0, "connected": 0}}
     assert manifest["landing_partitions"] == ["ingest_date=2026-03-10/hour=09", "ingest_date=2026-03-12/hour=09"]
     assert verify(archive)[0] == []
 
@@ -274,3 +276,20 @@ def test_verify_reads_the_original_version_and_names_a_second_one(tiny_archive: 
     found = [f"{p.where}: {p.what}" for p in verify(remote)[0]]
     assert found == ["1/2026-03-28/rev-1/contacts_added.csv: 2 versions: the object was written again after its "
                      "snapshot; checked the original version"]
+
+
+def test_show_gives_the_latest_complete_revision_or_the_one_asked(tiny_archive: tuple[LocalStorage, LocalStorage]
+                                                                  ) -> None:
+    _, archive = tiny_archive
+    day = archive.root / "2/2026-03-29"
+    shutil.copytree(day / "rev-1", day / "rev-3")  # a complete later revision ...
+    shutil.copytree(day / "rev-1", day / "rev-4")
+    (day / "rev-4/manifest.sha256").unlink()  # ... and an incomplete one, never shown
+    shown = show(archive, 2, date(2026, 3, 29), None)
+    assert shown["location"] == f"{archive.uri.rstrip('/')}/2/2026-03-29/rev-3/"
+    assert shown["revisions"] == [1, 3]
+    assert shown["manifest"] == json.loads((day / "rev-3/manifest.json").read_text())
+    assert show(archive, 2, date(2026, 3, 29), 1)["location"].endswith("/2/2026-03-29/rev-1/")
+    with pytest.raises(FileNotFoundError, match=rf"^no snapshot of workspace 2 for 2026-03-30 under "
+                                                rf"{re.escape(archive.uri)}$"):
+        show(archive, 2, date(2026, 3, 30), None)

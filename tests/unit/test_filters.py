@@ -53,6 +53,16 @@ def test_the_contact_filter_applies_only_where_rows_carry_contacts() -> None:
     assert kept(["contact=ana"], with_contact=False) == [1, 2, 3, 4, 5, 6]  # aggregates have no contact
 
 
+def test_a_value_may_hold_the_equals_sign() -> None:
+    assert Filters.parse(["contact=a=b"]).contact == "a=b"
+
+
+def test_a_malformed_filter_names_every_key() -> None:
+    with pytest.raises(FilterError, match=r"^bad filter 'channel'; use KEY=VALUE with KEY one of channel, user, "
+                                          r"source, contact$"):
+        Filters.parse(["channel"])
+
+
 @pytest.mark.parametrize(("items", "message"), [
     (["channel"], "use KEY=VALUE"), (["colour=red"], "use KEY=VALUE"), (["user="], "use KEY=VALUE"),
     (["user=7", "user=8"], "given twice"), (["channel=abc"], "numeric channel id"), (["user=0"], "numeric user id"),
@@ -92,6 +102,7 @@ def test_different_filters_never_share_a_folder() -> None:
     (["contact=a/b c"], "contact-a_b_c"),  # a run of unsafe characters is one underscore
     (["contact=x/"], "contact-x"),  # no underscore at either end
     (["contact=////"], "contact-"),
+    (["contact=aX"], "contact-aX"),
 ])
 def test_the_folder_of_a_filtered_render_reads_as_its_filters(items: list[str], readable: str) -> None:
     text = "__".join(f"{k}-{v}" for k, v in Filters.parse(items).as_dict().items())
