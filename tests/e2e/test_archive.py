@@ -15,6 +15,7 @@ import pytest
 
 from etl.archive import Lock, mirror, show, verify, write_archive
 from etl.pipeline import run_etl
+from etl.publish import content_type
 from etl.render import RenderJob, render
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, s3_client
 from etl.windows import WINDOW_NAMES
@@ -117,6 +118,23 @@ def test_a_range_checks_its_first_and_last_day_and_nothing_outside(tiny_archive:
         path.write_bytes(path.read_bytes() + b"x")
     found = sorted({p.where for p in verify(archive, None, DAYS[1], DAYS[2])[0]})
     assert found == [f"1/{DAYS[1]}/rev-1/contacts_added.csv", f"1/{DAYS[2]}/rev-1/contacts_added.csv"]
+
+
+def test_verify_checks_the_workspaces_asked_and_goes_past_a_folder_named_after_no_day(
+        tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    path = archive.root / f"1/{DAYS[0]}/rev-1/contacts_added.csv"
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes() + b"x")
+    assert verify(archive, [2]) == ([], {"workspaces": 1, "snapshots": 4, "files": 4 * 12})
+    assert {p.where for p in verify(archive, [1])[0]} == {f"1/{DAYS[0]}/rev-1/contacts_added.csv"}
+    path.write_bytes(path.read_bytes()[:-1])
+    shutil.copytree(archive.root / f"1/{DAYS[0]}", archive.root / "1/2026-02-30")  # sorts first
+    problems, counts = verify(archive)
+    assert [f"{p.where}: {p.what}" for p in problems] == [
+        f"1/2026-02-30/rev-1/{name}: not a snapshot: the folder name is not a calendar date"
+        for name in sorted(p.name for p in (archive.root / "1/2026-02-30/rev-1").iterdir())]
+    assert counts == {"workspaces": 2, "snapshots": 8, "files": 8 * 12}
 
 
 def test_the_first_manifest_must_start_the_chain(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
@@ -256,7 +274,9 @@ def test_s3_writes_are_create_only_with_retention(tiny_archive: tuple[LocalStora
     assert mirror(archive, remote, {1: date(2026, 3, 29)}, lock) == 14  # a re-run: identical objects are fine
     with pytest.raises(AlreadyExists):
         remote.write_new("1/2026-03-29/rev-1/contacts_added.csv", b"forged")
-    assert verify(remote)[0] == []
+    assert verify(remote) == ([], {"workspaces": 2, "snapshots": 8, "files": 8 * 12})
+    for key in ("archive/1/HEAD.json", "archive/1/index.html"):  # the mutable objects, typed as the local ones
+        assert client.head_object(Bucket="audit", Key=key)["ContentType"] == content_type(key)
     assert remote.read_bytes("1/2026-03-29/rev-1/contacts_added.csv") == archive.read_bytes(
         "1/2026-03-29/rev-1/contacts_added.csv")
 

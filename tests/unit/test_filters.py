@@ -53,6 +53,24 @@ def test_the_contact_filter_applies_only_where_rows_carry_contacts() -> None:
     assert kept(["contact=ana"], with_contact=False) == [1, 2, 3, 4, 5, 6]  # aggregates have no contact
 
 
+@pytest.mark.parametrize(("value", "accepted"), [
+    ("9223372036854775807", True), ("0000000000000000001", True), ("200", True),  # up to 2**63 - 1, 19 digits
+    ("9223372036854775808", False), ("00000000000000000001", False),
+])
+def test_ids_fit_a_64_bit_column(value: str, accepted: bool) -> None:
+    if accepted:
+        assert Filters.parse([f"user={value}"]).user == int(value)
+    else:
+        with pytest.raises(FilterError, match=r"^user filter takes a numeric user id, not "):
+            Filters.parse([f"user={value}"])
+
+
+def test_an_unknown_source_is_refused_naming_every_source() -> None:
+    with pytest.raises(FilterError, match=r"^unknown source 'fax'; expected one of user, contact_import, "
+                                          r"developer_api, incoming_message, echo_message, zapier, broadcast$"):
+        Filters.parse(["source=fax"])
+
+
 def test_a_value_may_hold_the_equals_sign() -> None:
     assert Filters.parse(["contact=a=b"]).contact == "a=b"
 
