@@ -107,6 +107,7 @@ def test_a_missing_earlier_revision_is_named(tiny_archive: tuple[LocalStorage, L
     _, archive = tiny_archive
     (archive.root / "1/2026-03-28/rev-1").rename(archive.root / "1/2026-03-28/rev-2")
     assert "1/2026-03-28/rev-1: missing: rev-2 exists without its predecessor" in problems_of(archive)
+    assert verify(archive)[1]["snapshots"] == 8  # the revision after the gap is still checked
 
 
 def test_a_range_checks_its_first_and_last_day_and_nothing_outside(tiny_archive: tuple[LocalStorage, LocalStorage]
@@ -135,6 +136,26 @@ def test_verify_checks_the_workspaces_asked_and_goes_past_a_folder_named_after_n
         f"1/2026-02-30/rev-1/{name}: not a snapshot: the folder name is not a calendar date"
         for name in sorted(p.name for p in (archive.root / "1/2026-02-30/rev-1").iterdir())]
     assert counts == {"workspaces": 2, "snapshots": 8, "files": 8 * 12}
+
+
+def test_a_range_or_selection_with_no_snapshot_is_a_problem_not_a_pass(
+        tiny_archive: tuple[LocalStorage, LocalStorage], tmp_path: Path) -> None:
+    _, archive = tiny_archive
+    assert verify(archive, None, DAYS[0], DAYS[0])[0] == [] and verify(archive, None, DAYS[-1], DAYS[-1])[0] == []
+    after = date(2026, 4, 1)
+    assert problems_of_range(archive, None, after, None) == [
+        f"{archive.uri}: no snapshots between {after} and the last day found: a wrong path or an empty archive "
+        "verifies nothing"]
+    assert problems_of_range(archive, [9], None, None) == [
+        f"{archive.uri}: no snapshots of workspaces [9] found: a wrong path or an empty archive verifies nothing"]
+    empty = LocalStorage(tmp_path / "empty")
+    assert problems_of_range(empty, None, None, None) == [
+        f"{empty.uri}: no snapshots found: a wrong path or an empty archive verifies nothing"]
+
+
+def problems_of_range(archive: LocalStorage, ids: list[int] | None, start: date | None, end: date | None
+                      ) -> list[str]:
+    return [f"{p.where}: {p.what}" for p in verify(archive, ids, start, end)[0]]
 
 
 def test_the_first_manifest_must_start_the_chain(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:

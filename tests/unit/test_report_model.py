@@ -98,3 +98,29 @@ def test_shares_are_percent_of_the_breakdown_with_one_decimal() -> None:
 def test_each_metric_compares_with_the_period_before(kind: str, text: str, pct: float | None) -> None:
     metric = page().metrics[kind]
     assert (metric.change_text, metric.change_pct) == (text, pct)
+
+
+def test_logs_list_the_window_newest_first_with_local_and_utc_times() -> None:
+    added = page().logs["added"]
+    assert added.rows == (
+        ("2026-03-10 01:30:00", "1", "Contact 1", "User", "Susan"),
+        ("2026-03-05 16:30:00", "3", "Contact 3", "Contact import", ""),
+        ("2026-03-05 15:30:00", "2", "Contact 2", "Contact import", ""))
+    assert added.frame is not None
+    assert added.frame["timestamp_utc"].to_list() == [
+        "2026-03-09T20:00:00.000000Z", "2026-03-05T11:00:00.000000Z", "2026-03-05T10:00:00.000000Z"]
+    same_time = [event(f"s-{i}", "2026-03-09T20:00:00Z", contact_id=i) for i in (3, 1, 2)]
+    assert [r[1] for r in page(bodies=same_time).logs["added"].rows] == ["1", "2", "3"]  # ties: by event id
+
+
+def test_a_channel_shows_the_name_and_type_of_its_latest_event() -> None:
+    def connected(event_id: str, at: str, **channel: Any) -> dict[str, Any]:
+        return event(event_id, at, event_type="contact.connected", source="incoming_message", **channel)
+
+    bodies = [connected("c-1", "2026-03-09T10:00:00Z", channel_name="WA new", channel_type="whatsapp"),
+              connected("c-2", "2026-03-06T10:00:00Z", channel_name="WA old", channel_type="sms"),  # by time
+              connected("c-4", "2026-03-08T10:00:00Z", channel_id=12, channel_name="TG b", channel_type="telegram"),
+              connected("c-3", "2026-03-08T10:00:00Z", channel_id=12, channel_name="TG a", channel_type="telegram"),
+              connected("c-5", "2026-03-08T10:00:00Z", channel_id=13, channel_name=None, channel_type=None)]
+    assert [(s.key, s.label, s.detail) for s in page(bodies=bodies).connected_by_channel] == [
+        ("11", "WA new", "whatsapp"), ("12", "TG b", "telegram"), ("13", "", "")]
