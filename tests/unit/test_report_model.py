@@ -124,3 +124,27 @@ def test_a_channel_shows_the_name_and_type_of_its_latest_event() -> None:
               connected("c-5", "2026-03-08T10:00:00Z", channel_id=13, channel_name=None, channel_type=None)]
     assert [(s.key, s.label, s.detail) for s in page(bodies=bodies).connected_by_channel] == [
         ("11", "WA new", "whatsapp"), ("12", "TG b", "telegram"), ("13", "", "")]
+
+
+def test_a_filter_other_than_contact_counts_from_the_aggregates_which_reach_the_previous_period() -> None:
+    whole = inputs_of(EVENTS)  # as the warehouse gives them: events of the window only, aggregates of both periods
+    inputs = WorkspaceInputs(KOLKATA, whole.facts, whole.events.filter(pl.col("local_date") >= date(2026, 3, 4)))
+    filters = Filters.parse(["user=7"])
+    built = build_page(PreparedInputs.of(filtered_inputs(inputs, filters)), "last_7_days", date(2026, 3, 10), filters,
+                       FRESHNESS, 500)
+    assert {k: (m.value, m.previous) for k, m in built.metrics.items()} == {
+        "added": (1, 0), "deleted": (1, 2), "merged": (0, 0), "connected": (0, 0)}
+
+
+def test_each_log_links_its_csv_unless_the_filters_do_not_apply_and_sources_get_a_daily_series() -> None:
+    assert {k: log.csv_name for k, log in page().logs.items()} == {
+        k: f"last_7_days.contacts_{k}.csv" for k in ("added", "deleted", "merged", "connected")}
+    assert {k: log.csv_name for k, log in page(filters=Filters.parse(["channel=11"])).logs.items()} == {
+        "added": "last_7_days.contacts_added.csv", "deleted": None, "merged": None,
+        "connected": "last_7_days.contacts_connected.csv"}
+    assert page().added_by_source_daily == {"user": (0, 0, 0, 0, 0, 0, 1), "contact_import": (0, 2, 0, 0, 0, 0, 0)}
+
+
+def test_a_user_without_a_name_shows_as_blank() -> None:
+    nameless = [event("a", "2026-03-09T20:00:00Z", source="user", user_name=None)]
+    assert page(bodies=nameless).logs["added"].rows[0][4] == ""
