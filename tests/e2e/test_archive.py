@@ -103,6 +103,12 @@ def test_two_swapped_days_are_named(tiny_archive: tuple[LocalStorage, LocalStora
     assert "1/2026-03-29/rev-1: manifest describes 1/2026-03-28/rev-1: moved or swapped" in found
 
 
+def test_a_revision_without_its_manifest_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    (archive.root / "2/2026-03-27/rev-1/manifest.json").unlink()
+    assert "2/2026-03-27/rev-1: missing manifest.json (incomplete or damaged snapshot)" in problems_of(archive)
+
+
 def test_a_missing_earlier_revision_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
     _, archive = tiny_archive
     (archive.root / "1/2026-03-28/rev-1").rename(archive.root / "1/2026-03-28/rev-2")
@@ -145,6 +151,10 @@ def test_a_range_or_selection_with_no_snapshot_is_a_problem_not_a_pass(
     after = date(2026, 4, 1)
     assert problems_of_range(archive, None, after, None) == [
         f"{archive.uri}: no snapshots between {after} and the last day found: a wrong path or an empty archive "
+        "verifies nothing"]
+    before = date(2026, 3, 1)
+    assert problems_of_range(archive, None, None, before) == [
+        f"{archive.uri}: no snapshots between the first day and {before} found: a wrong path or an empty archive "
         "verifies nothing"]
     assert problems_of_range(archive, [9], None, None) == [
         f"{archive.uri}: no snapshots of workspaces [9] found: a wrong path or an empty archive verifies nothing"]
