@@ -10,6 +10,8 @@ import pytest
 
 from etl.contract import CONTENT_COLUMNS, EVENT_SCHEMA
 from etl.report import (
+    NO_DATA,
+    NO_DATA_FILTERED,
     Filters,
     Freshness,
     PreparedInputs,
@@ -18,6 +20,8 @@ from etl.report import (
     WorkspaceInputs,
     build_page,
     filtered_inputs,
+    log_frame,
+    log_frames,
 )
 from etl.transform import daily_aggregates, with_local_time
 from tests.helpers import event
@@ -148,3 +152,24 @@ def test_each_log_links_its_csv_unless_the_filters_do_not_apply_and_sources_get_
 def test_a_user_without_a_name_shows_as_blank() -> None:
     nameless = [event("a", "2026-03-09T20:00:00Z", source="user", user_name=None)]
     assert page(bodies=nameless).logs["added"].rows[0][4] == ""
+
+
+def test_the_overview_notice_looks_at_added_deleted_and_merged_only() -> None:
+    assert page(window="today").notices["overview"] is None  # one contact added, none connected
+    only_connected = [event("c", "2026-03-09T20:00:00Z", event_type="contact.connected", source="incoming_message")]
+    assert page(window="today", bodies=only_connected).notices["overview"] == NO_DATA
+    assert page(window="today", bodies=only_connected, filters=Filters.parse(["user=7"])).notices == {
+        "added_by_source": NO_DATA_FILTERED, "connected_by_channel": NO_DATA_FILTERED, "overview": NO_DATA_FILTERED}
+
+
+def test_channels_with_as_many_connections_go_by_id() -> None:
+    bodies = [event(f"c-{cid}", "2026-03-09T20:00:00Z", event_type="contact.connected", source="incoming_message",
+                    channel_id=cid) for cid in (13, 9, 12, 11, 10)]
+    assert [s.key for s in page(bodies=bodies).connected_by_channel] == ["9", "10", "11", "12", "13"]
+
+
+def test_a_log_on_its_own_is_the_page_log_of_every_day() -> None:
+    events = inputs_of(EVENTS).events
+    for kind in ("added", "connected", "deleted", "merged"):
+        assert log_frame(events, kind).equals(log_frames(events)[kind].drop("local_date"))
+    assert log_frame(events, "deleted")["contact_id"].to_list() == [2, 27, 26]
