@@ -103,10 +103,13 @@ def test_two_swapped_days_are_named(tiny_archive: tuple[LocalStorage, LocalStora
     assert "1/2026-03-29/rev-1: manifest describes 1/2026-03-28/rev-1: moved or swapped" in found
 
 
-def test_a_revision_without_its_manifest_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+def test_a_revision_without_its_manifest_or_its_hash_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
     _, archive = tiny_archive
     (archive.root / "2/2026-03-27/rev-1/manifest.json").unlink()
-    assert "2/2026-03-27/rev-1: missing manifest.json (incomplete or damaged snapshot)" in problems_of(archive)
+    (archive.root / "1/2026-03-27/rev-1/manifest.sha256").unlink()
+    found = problems_of(archive)
+    assert "2/2026-03-27/rev-1: missing manifest.json (incomplete or damaged snapshot)" in found
+    assert "1/2026-03-27/rev-1: missing manifest.sha256" in found
 
 
 def test_a_missing_earlier_revision_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
