@@ -140,3 +140,24 @@ def test_the_archive_step_locks_the_mirrored_snapshots_as_the_settings_say(setti
         stored = client.head_object(Bucket="audit", Key=key)
         assert stored["ObjectLockMode"] == "GOVERNANCE"
         assert (stored["ObjectLockRetainUntilDate"].date() - datetime.now(UTC).date()).days in (3, 4)
+
+
+def test_a_night_without_a_bucket_mails_links_to_the_local_pages_past_an_unknown_workspace(
+        settings: Settings, smtp_server: tuple[int, Inbox], tmp_path: Path) -> None:
+    port, inbox = smtp_server
+    recipients = tmp_path / "recipients.json"
+    recipients.write_text(json.dumps({"0": ["zed@example.com"], "1": ["ana@example.com"]}))  # 0: not in the warehouse
+    local = replace(settings, s3_uri=None, recipients_file=str(recipients), out=str(tmp_path / "pagesX"))
+    nightly.backfill(local, date(2026, 3, 12))
+    assert nightly.email(local, NIGHT, None, lambda: SmtpConfig("127.0.0.1", port)) == {
+        "sent": 1, "failed": 1, "skipped": 0}
+    [(to, raw)] = inbox.messages
+    body = email.message_from_bytes(raw, policy=policy.default).get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    view = read_view(LocalStorage(local.warehouse))
+    day = report_days(view, [1], None, nightly.cutoff_of(NIGHT))[1]
+    assert to == "ana@example.com"
+    assert f"{tmp_path}/pagesX/1/{day}/today.html" in text
+    assert f"All report days: {tmp_path}/pagesX/1/index.html" in text
+    assert "signed" not in text  # plain paths: nothing expires
