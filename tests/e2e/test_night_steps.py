@@ -146,11 +146,12 @@ def test_a_night_without_a_bucket_mails_links_to_the_local_pages_past_an_unknown
         settings: Settings, smtp_server: tuple[int, Inbox], tmp_path: Path) -> None:
     port, inbox = smtp_server
     recipients = tmp_path / "recipients.json"
-    recipients.write_text(json.dumps({"0": ["zed@example.com"], "1": ["ana@example.com"]}))  # 0: not in the warehouse
+    recipients.write_text(json.dumps({"0": ["zed@example.com"],  # not in the warehouse
+                                      "1": ["not an address", "nor this", "ana@example.com"]}))
     local = replace(settings, s3_uri=None, recipients_file=str(recipients), out=str(tmp_path / "pagesX"))
     nightly.backfill(local, date(2026, 3, 12))
     assert nightly.email(local, NIGHT, None, lambda: SmtpConfig("127.0.0.1", port)) == {
-        "sent": 1, "failed": 1, "skipped": 0}
+        "sent": 1, "failed": 3, "skipped": 0}
     [(to, raw)] = inbox.messages
     body = email.message_from_bytes(raw, policy=policy.default).get_body(("plain",))
     assert body is not None
@@ -161,3 +162,12 @@ def test_a_night_without_a_bucket_mails_links_to_the_local_pages_past_an_unknown
     assert f"{tmp_path}/pagesX/1/{day}/today.html" in text
     assert f"All report days: {tmp_path}/pagesX/1/index.html" in text
     assert "signed" not in text  # plain paths: nothing expires
+
+
+def test_a_night_with_no_valid_address_never_connects_to_the_mail_server(settings: Settings, tmp_path: Path) -> None:
+    recipients = tmp_path / "recipients.json"
+    recipients.write_text(json.dumps({"1": ["not an address"]}))
+    local = replace(settings, s3_uri=None, recipients_file=str(recipients))
+    nightly.backfill(local, date(2026, 3, 12))
+    assert nightly.email(local, NIGHT, None, lambda: pytest.fail("no SMTP connection without a valid address")) == {
+        "sent": 0, "failed": 1, "skipped": 0}
