@@ -303,6 +303,7 @@ def test_the_night_keeps_the_earliest_copy_whatever_the_row_order() -> None:
 @example([(2**22 + 1, 0, 0), (1, 5, 1)])  # workspaces too far apart for the packed key
 @example([(2**23 + 1, 0, 0), (1, 5, 1)])  # so far apart that packing would overflow 64 bits
 @example([(2**22 + 1, 0, 0), (2**22 - 1, 5, 1)])  # packed from the smallest workspace, not from 0
+@example([(1, 5, 2), (1, 5, 0), (1, 5, 1)])  # one instant: by arrival
 def test_storage_permutation_is_workspace_time_arrival_order(rows: list[tuple[int, int, int]]) -> None:
     """The packed two-key sort (rows of one day) and the three-key fallback (spans too wide to pack) both give
     exactly the storage order, ties on workspace and instant broken by arrival (unique, as in a night)."""
