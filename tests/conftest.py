@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,13 @@ TINY = FIXTURES / "tiny"
 # they would cost seconds per mutant. moto's server runs in a thread of the test process and stays.
 MUTATION = os.environ.get("CONTACTS_REPORT_MUTATION", "")  # the module mutated (tools/mutation.py)
 _IN_ANOTHER_PROCESS = {"airflow_home", "standalone", "rgw"}
+
+
+def plain_id(value: object) -> str:
+    """A test id of ASCII letters, digits and `-_.:'+` only. pytest escapes other characters in ids (`\\u0967`,
+    `\\n`), and after mutmut's warm-up collection such an id given back on the command line is "not found": pytest
+    exits 4, and mutmut counted every mutant those tests reach as a timeout, i.e. killed."""
+    return re.sub(r"[^A-Za-z0-9_.:'+-]", "_", ascii(value))
 
 
 def shared(fixture_name: str, config: pytest.Config) -> Literal["function", "module"]:

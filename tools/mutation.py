@@ -157,10 +157,10 @@ ENOUGH_PIDS = 4_194_304  # systemd's default; the kernel's own is 32,768
 
 
 def enough_pids() -> None:
-    """mutmut's wall-clock timer signals a mutant's process by PID and keeps the deadlines of processes that have
-    ended. With the kernel's 32,768 PIDs, used up within seconds by the test threads (each takes one), a later mutant
-    got a stray SIGXCPU and counted as a timeout, i.e. as killed: 150 of `validate`'s 196 tested mutants once. As root
-    the limit is raised to systemd's default; otherwise a warning says the timeouts cannot be trusted."""
+    """mutmut's wall-clock timer signals a mutant's process by PID and never cancels the timers of processes that have
+    ended. With the kernel's 32,768 PIDs, which the tests' threads use up fast (each takes one), a stray SIGXCPU can
+    hit a later mutant and count as a timeout, i.e. as killed (not seen in a run, but nothing prevents it). As root
+    the limit is raised to systemd's default; otherwise a warning says the timeouts cannot be fully trusted."""
     try:
         current = int(PID_MAX.read_text())
     except (OSError, ValueError):

@@ -23,7 +23,7 @@ from etl import ingest
 from etl.contract import ALLOWED_SOURCES, EVENT_TYPES, SOURCES
 from etl.ingest import _PLAIN_TIMESTAMP, Batch, LandingFile, _timestamp_micros, events_frame, read_files
 from etl.validate import EARLIEST_MICROS, ValidationRules, parse_timestamp
-from tests.conftest import examples
+from tests.conftest import examples, plain_id
 from tests.helpers import event
 
 RULES = ValidationRules(workspace_ids=frozenset({1, 2, 3}), ingest_date=date(2026, 3, 10),
@@ -220,7 +220,7 @@ OPTIONAL_IDS = ("channel_id", "user_id", "merged_contact_id")
 MISTYPED_IDS: list[Any] = ["5", 5.0, 2**64, "null", True, [None], {"x": None}]
 
 
-@pytest.mark.parametrize("wrong", MISTYPED_IDS, ids=repr)
+@pytest.mark.parametrize("wrong", MISTYPED_IDS, ids=plain_id)
 @pytest.mark.parametrize("name", OPTIONAL_IDS)
 def test_a_mistyped_optional_id_is_quarantined_whatever_else_its_chunk_holds(name: str, wrong: Any) -> None:
     """The decoder reads a mistyped id as null. An unknown field set to null on another line of the chunk, or on

@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from etl.validate import Invalid, ValidationRules, event_id_hint, parse_timestamp, validate_line
-from tests.conftest import examples
+from tests.conftest import examples, plain_id
 from tests.helpers import event
 
 RULES = ValidationRules(workspace_ids=frozenset({1, 2}), ingest_date=date(2026, 3, 10),
@@ -138,6 +138,8 @@ def test_any_input_is_either_valid_or_quarantined_with_a_reason(raw: bytes) -> N
 # Every spelling RFC 3339 does not allow, though a permissive parser would: digits of other scripts (which `\d`
 # and int() accept), a line break or other whitespace inside the string, a sign on the year, a comma for the dot.
 NOT_RFC3339 = [
+    "2026-03-10T10:00:00+05:60",  # an offset's minutes stop at 59
+    "2026-03-10T10:00:00+24:00",
     "٢٠٢٦-٠٣-١٠T10:00:00Z",  # Arabic-Indic digits
     "２０２６-03-10T10:00:00Z",  # fullwidth
     "2026-03-10T१०:00:00Z",  # Devanagari
@@ -154,7 +156,7 @@ NOT_RFC3339 = [
 ]
 
 
-@pytest.mark.parametrize("stamp", NOT_RFC3339, ids=repr)
+@pytest.mark.parametrize("stamp", NOT_RFC3339, ids=plain_id)
 def test_timestamps_outside_rfc3339_are_quarantined(stamp: str) -> None:
     assert reason({**OK, "occurred_at": stamp}) == "bad_timestamp"
     with pytest.raises(Invalid):
@@ -226,3 +228,9 @@ def test_the_last_accepted_id_and_line_length_are_inclusive() -> None:
     assert validate_line(line, exact)
     with pytest.raises(Invalid, match="line_too_long"):
         validate_line(line + b" ", exact)
+
+
+def test_an_offset_may_reach_23_59() -> None:
+    utc = parse_timestamp("2026-03-10T10:00:00Z")
+    assert parse_timestamp("2026-03-10T10:00:00+05:59") == utc - (5 * 60 + 59) * 60_000_000
+    assert parse_timestamp("2026-03-10T10:00:00-23:59") == utc + (23 * 60 + 59) * 60_000_000
