@@ -204,12 +204,20 @@ def mutmut(module: str, *args: str) -> str:
                           check=False).stdout
 
 
+RUNNER_ERROR = 255  # the test run raised (pytest usage error: e.g. a test id not found); mutmut shows "timeout"
+
+
 def outcomes(modules: list[str]) -> dict[str, str]:
+    """Mutant -> mutmut's outcome, except that a test run which raised is a "runner error", not a timeout: such a
+    mutant ran no test, and counting it as killed once made a module's score false (docs/testing.md)."""
     found = {}
     for module in modules:
         if workdir(module).is_dir():
             listed = mutmut(module, "results", "--all", "true")
             found |= {m.group(1): m.group(2).strip() for line in listed.splitlines() if (m := _RESULT.match(line))}
+            meta = workdir(module) / "mutants" / "etl" / f"{module}.py.meta"
+            codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+            found |= {name: "runner error" for name, code in codes.items() if code == RUNNER_ERROR}
     return found
 
 
