@@ -541,7 +541,7 @@ class DecodingGroup:
         return DecodedGroup(self.lines, [frame for _, frame in sorted(frames, key=lambda f: f[0])], sorted(exact))
 
 
-def start_decoding(files: list[LandingFile], rules: ValidationRules, pool: Executor, exact_only: bool = False
+def start_decoding(files: list[LandingFile], rules: ValidationRules, pool: Executor, exact_only: bool
                    ) -> DecodingGroup:
     """Cut some landing files (a file without a final newline gets one) into chunks and hand them to `pool`.
     Chunks span files, which keeps Polars' per-call cost off small files. One pool serves every group of a night

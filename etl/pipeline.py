@@ -57,7 +57,7 @@ from etl.transform import (
     storage_permutation,
     with_content_hash,
 )
-from etl.validate import ValidationRules
+from etl.validate import FUTURE_TOLERANCE, MAX_LINE_BYTES, ValidationRules
 from etl.windows import FIRST_DAY, LAST_DAY, local_date
 from etl.workspaces import Workspaces, WorkspacesError, parse_workspaces
 
@@ -394,7 +394,7 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
 
 
 def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
-            future_tolerance: timedelta = timedelta(hours=1), max_line_bytes: int = 1_000_000,
+            future_tolerance: timedelta = FUTURE_TOLERANCE, max_line_bytes: int = MAX_LINE_BYTES,
             exact_only: bool = False, limits: ReadLimits = DEFAULT_READ_LIMITS) -> dict[str, Any]:
     """Process one arrival day end to end and return its run summary (also stored in the warehouse).
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.errors import InputError
+from etl.validate import FUTURE_TOLERANCE, MAX_LINE_BYTES
 
 DEFAULT_DATA = Path("data")
 
@@ -41,8 +42,8 @@ class Settings:
     mail_from: str = "contacts-report@localhost"
     ops_email: str | None = None
     # Validation
-    future_tolerance: timedelta = timedelta(hours=1)
-    max_line_bytes: int = 1_000_000
+    future_tolerance: timedelta = FUTURE_TOLERANCE
+    max_line_bytes: int = MAX_LINE_BYTES
     # Bounds on one landing file (a file past one is quarantined whole: docs/contract.md)
     max_file_lines: int = DEFAULT_READ_LIMITS.max_file_lines
     max_file_bytes: int = DEFAULT_READ_LIMITS.max_file_bytes

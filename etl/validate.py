@@ -31,6 +31,10 @@ _RFC3339 = re.compile(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_ID = 2**63 - 1
+# The contract's defaults (docs/contract.md; settings can change both): a line's size in bytes without its
+# newline, and how far past the end of its arrival day an event may be stamped (producers' clocks drift).
+MAX_LINE_BYTES = 1_000_000
+FUTURE_TOLERANCE = timedelta(hours=1)
 
 
 class Invalid(Exception):
@@ -71,8 +75,8 @@ class ValidationRules:
 
     workspace_ids: frozenset[int]
     ingest_date: date
-    future_tolerance: timedelta = timedelta(hours=1)
-    max_line_bytes: int = 1_000_000
+    future_tolerance: timedelta = FUTURE_TOLERANCE
+    max_line_bytes: int = MAX_LINE_BYTES
     # Workspaces present in workspaces.json but unusable (e.g. unknown time zone).
     broken_workspaces: dict[int, str] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from unittest.mock import patch
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -128,6 +129,8 @@ def hidden_by_escapes(escapes: str, user_id: Any) -> str:
          chunk_bytes=CHUNK_SIZES[0])
 @example(bad=[(3, json.dumps({**json.loads(valid_line(0)), "source": "null"})),  # a token inside a shaped value
               (4, json.dumps({**json.loads(valid_line(1)), "user_id": True}))], chunk_bytes=CHUNK_SIZES[-1])
+@example(bad=[(5, json.dumps({**json.loads(valid_line(2)), "contact_id": 0})),  # ids are positive: 0 is the edge
+              (9, json.dumps({**json.loads(valid_line(3)), "workspace_id": 0}))], chunk_bytes=CHUNK_SIZES[-1])
 def test_fast_path_agrees_with_the_exact_validator(bad: list[tuple[int, str]], chunk_bytes: int) -> None:
     lines = [valid_line(i) for i in range(200)]
     for position, line in bad:
@@ -143,6 +146,56 @@ def test_an_escape_cut_short_at_the_end_of_a_file_is_judged_like_any_bad_line(da
     fast, exact = read_both(data)
     assert_same(fast, exact)
     assert exact.lines_read == data.count(b"\n") and len(exact.quarantine) == exact.lines_read
+
+
+def test_a_failing_chunk_whose_last_line_is_its_longer_half_is_split_before_that_line() -> None:
+    """A chunk Polars cannot decode is split in two at a line end; when no line ends in its second half (one long
+    last line), the cut falls before that line. Every line ends decoded or with the exact validator, and the
+    bisection stays bounded (a cut at either end would hand back the same chunk for ever)."""
+    short = [valid_line(i) for i in range(40)]
+    text = as_file([*short, "{" + "x" * 30_000])  # more than half the chunk
+    attempts = []
+
+    def counted(chunk: ingest.Chunk, max_line_bytes: int) -> Any:
+        attempts.append(chunk[1:])
+        assert len(attempts) < 100, f"the bisection does not end: {attempts[-5:]}"
+        return real(chunk, max_line_bytes)
+
+    real = ingest._attempt
+    with patch.object(ingest, "_attempt", counted):
+        frames, exact = ingest.decode_chunk((text, 1, 41), max_line_bytes=50_000)
+    decoded = [n for _, frame in frames for n in frame["line_no"]]
+    assert 41 in exact and len(decoded) >= 20  # the first half decodes; the long line's part goes exact whole
+    assert sorted(decoded + exact) == list(range(1, 42))
+
+
+@pytest.mark.parametrize("sizes", [(250, 250), (1_050, 30, 480), (60, 60, 60), (10,) * 25, (100, 100)])
+def test_chunks_are_cut_at_line_ends_about_a_chunk_long(sizes: tuple[int, ...]) -> None:
+    """Files (pieces of 10-byte lines) become chunks of at least CHUNK_BYTES each (the last may be shorter) that
+    end at a line end, in order, spanning files, with their first line's number and their line count."""
+    pieces = [b"".join(b"%09d\n" % (start + n) for n in range(size // 10))
+              for start, size in zip(itertools.accumulate((0, *(s // 10 for s in sizes))), sizes, strict=False)]
+    ends = [np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == 10) for piece in pieces]
+    with patch.object(ingest, "CHUNK_BYTES", 100):
+        chunks = ingest._chunks(pieces, ends)
+    assert b"".join(bytes(text) for text, _, _ in chunks) == b"".join(pieces)
+    assert all(100 <= len(text) < 110 or 25 <= len(text) <= 100 and text in pieces for text, _, _ in chunks[:-1])
+    first = 1
+    for text, first_line, lines in chunks:
+        assert bytes(text).endswith(b"\n") and (first_line, lines) == (first, bytes(text).count(b"\n"))
+        assert int(bytes(text)[:9]) == first_line - 1  # each line holds its own number, from 0
+        first += lines
+
+
+@pytest.mark.parametrize(("text", "limit", "fits"), [
+    (b"\n" + b"ab\n" * 10, 4, True),  # a first line that is empty (a newline at offset 0) is short
+    (b"abcd\n" * 10, 4, False),  # 5 bytes a line, newline included
+    (b"abc\n" * 10, 4, True),
+    (b"x" * 9 + b"\n", 4, False),
+    (b"x" * 4, 4, True),  # no longer than the limit in all
+])
+def test_longest_line_fits_finds_the_line_over_the_limit(text: bytes, limit: int, fits: bool) -> None:
+    assert ingest._longest_line_fits(text, limit) is fits
 
 
 def test_clean_files_never_touch_the_exact_validator() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -33,6 +34,7 @@ from etl.pipeline import (
 )
 from etl.storage import LocalStorage, read_parquet
 from etl.transform import storage_permutation
+from etl.workspaces import WorkspacesError
 from tests.conftest import examples
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
@@ -69,6 +71,8 @@ def test_summary_counts_add_up_and_name_each_reason(tmp_path: Path) -> None:
     ]})
     [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
     assert summary["last_event_at"] == "2026-03-10T09:00:00Z"  # the freshness the pages show
+    assert summary["run_id"] == "2026-03-10#" + summary["input_sha256"][:12]  # names the input it read
+    assert json.loads((tmp_path / "wh/_runs/ingest_date=2026-03-10.json").read_bytes()) == summary
     assert summary["lines_read"] == 5
     assert summary["blank_lines"] == 1
     assert summary["events_valid"] == 2
@@ -168,6 +172,49 @@ def test_missing_workspaces_file_fails_with_what_to_do(tmp_path: Path) -> None:
     (landing / "workspaces.json").unlink()
     with pytest.raises(EtlError, match=r"workspaces\.json is missing"):
         etl(landing, tmp_path / "wh", "2026-03-10")
+
+
+def test_lines_are_counted_across_decoding_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large night is decoded a group of files at a time: every group's lines and blank lines add up."""
+    landing = write_landing(tmp_path / "landing", MADRID, {
+        f"2026-03-10/{hour:02d}": [event(f"e{hour}", f"2026-03-10T{hour:02d}:00:00Z"), "", "{broken"]
+        for hour in (8, 9, 10)})
+    monkeypatch.setattr(pipeline, "DECODE_BYTES", 1)  # each file a group of its own
+    [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
+    assert (summary["lines_read"], summary["blank_lines"], summary["events_valid"]) == (6, 3, 3)
+    assert summary["quarantined_by_reason"] == {"invalid_json": 3}
+
+
+def test_a_workspaces_file_that_is_a_folder_says_what_it_must_be(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")]})
+    (landing / "workspaces.json").unlink()
+    (landing / "workspaces.json").mkdir()
+    with pytest.raises(WorkspacesError, match=r"workspaces\.json cannot be read \(.+\); it must be a JSON file"):
+        etl(landing, tmp_path / "wh", "2026-03-10")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_night_shows_its_progress_on_a_terminal_and_nothing_elsewhere(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """People at a terminal see what a long night is doing (files read, days written); CI and Airflow logs do not
+    (a progress bar there is noise, redrawn lines as garbage)."""
+    landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")],
+                                                           "2026-03-10/10": [event("b", "2026-03-09T20:00:00Z")]})
+    for name in ("CI", "AIRFLOW_CTX_DAG_ID", "NO_PROGRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.stderr", terminal := Terminal())
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    lines = terminal.getvalue().replace("\r", "\n").splitlines()
+    assert any(re.match(r"reading +\[#{30}\] 2/2 files ", line) for line in lines), lines
+    assert any(re.match(r"writing +\[#{30}\] 2/2 days ", line) for line in lines), lines
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "contacts_report_nightly")
+    monkeypatch.setattr("sys.stderr", quiet := Terminal())
+    etl(landing, tmp_path / "wh", "2026-03-10")
+    assert quiet.getvalue() == ""
 
 
 def test_gzip_files_are_read_and_a_truncated_one_keeps_its_readable_lines(tmp_path: Path) -> None:

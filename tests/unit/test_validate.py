@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from etl.settings import Settings
 from etl.validate import Invalid, ValidationRules, event_id_hint, parse_timestamp, validate_line
 from tests.conftest import examples, plain_id
 from tests.helpers import event
@@ -95,6 +96,18 @@ def test_each_broken_line_gets_its_reason(line: bytes | dict[str, Any], expected
 def test_a_line_over_the_size_limit_is_quarantined_without_parsing() -> None:
     huge = json.dumps({**OK, "contact_name": "x" * 2_000_000}).encode()
     assert reason(huge) == "line_too_long"
+
+
+def test_the_default_line_limit_is_the_documented_million_bytes() -> None:
+    """docs/contract.md: a line of up to 1,000,000 bytes (newline not counted) is read; one byte more is not."""
+    rules = ValidationRules(workspace_ids=frozenset({1}), ingest_date=date(2026, 3, 10))
+    padding = 1_000_000 - len(json.dumps({**OK, "contact_name": ""}).encode())
+    at_limit = json.dumps({**OK, "contact_name": "x" * padding}).encode()
+    assert len(at_limit) == 1_000_000
+    assert "x" * padding in validate_line(at_limit, rules)
+    with pytest.raises(Invalid, match="line_too_long"):
+        validate_line(at_limit + b" ", rules)
+    assert Settings().max_line_bytes == rules.max_line_bytes  # one default for the CLI, the DAG and the library
 
 
 def test_timestamp_up_to_the_clock_skew_allowance_is_accepted() -> None:
