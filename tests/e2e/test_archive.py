@@ -8,9 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import pytest
 
 from etl.archive import Lock, mirror, show, verify, write_archive
@@ -90,6 +92,95 @@ def test_an_edited_manifest_is_caught_even_with_its_hash_updated(tiny_archive: t
     found = problems_of(archive)
     assert any("2/2026-03-28/rev-1/contacts_added.csv" in p and "rows" in p for p in found)
     assert any(p.startswith("2/2026-03-29/rev-1: chain broken") for p in found)
+
+
+def forge(folder: Path, manifest: Any) -> None:
+    """Replace a snapshot's manifest and its hash file together, as a forger with write access would."""
+    body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
+    for name, data in (("manifest.json", body),
+                       ("manifest.sha256", f"{hashlib.sha256(body).hexdigest()}  manifest.json\n".encode())):
+        (folder / name).chmod(0o644)
+        (folder / name).write_bytes(data)
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda m: {**m, "files": [1]}, "`files` must map each file name to its bytes, rows and sha256"),
+    (lambda m: {**m, "files": {"contacts_added.csv": {"bytes": "1", "rows": 1, "sha256": "0"}}},
+     "`files` must map each file name to its bytes, rows and sha256"),
+    (lambda m: {**m, "sequence": "1"}, "`sequence` must be a whole number and `previous_manifest_sha256` a hash or "
+                                       "null"),
+    (lambda m: {**m, "previous_manifest_sha256": 5}, "`sequence` must be a whole number and "
+                                                     "`previous_manifest_sha256` a hash or null"),
+    (lambda m: [m], "a JSON list, not an object"),
+], ids=["files a list", "a size as text", "sequence as text", "previous hash a number", "a list"])
+def test_a_manifest_of_the_wrong_shape_is_named_not_a_crash(tiny_archive: tuple[LocalStorage, LocalStorage],
+                                                           edit: Any, problem: str) -> None:
+    _, archive = tiny_archive
+    folder = archive.root / f"1/{DAYS[1]}/rev-1"
+    forge(folder, edit(json.loads((folder / "manifest.json").read_text())))
+    assert any(p.startswith(f"1/{DAYS[1]}/rev-1/manifest.json: ") and problem in p for p in problems_of(archive))
+
+
+def test_a_manifest_that_is_not_json_is_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    folder = archive.root / f"1/{DAYS[1]}/rev-1"
+    (folder / "manifest.json").chmod(0o644)
+    (folder / "manifest.json").write_text("{not json")
+    found = problems_of(archive)
+    assert f"1/{DAYS[1]}/rev-1/manifest.json: manifest is not valid JSON" in found
+    assert f"1/{DAYS[1]}/rev-1/manifest.json: manifest does not match manifest.sha256 (edited)" in found
+
+
+def test_a_manifest_without_its_sequence_breaks_the_chain(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
+    _, archive = tiny_archive
+    folder = archive.root / f"2/{DAYS[0]}/rev-1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["sequence"]
+    forge(folder, manifest)
+    assert (f"2/{DAYS[0]}/rev-1: chain: sequence 0 where 1 was expected (a snapshot is missing or was added)"
+            in problems_of(archive))
+
+
+def test_the_snapshot_says_what_an_auditor_needs_in_readable_utf8(tmp_path: Path, tiny_warehouse: Path) -> None:
+    """The manifest names the workspace (as written, not as \\u escapes), its time zone, the day, the revision and
+    the run; each HTML log names the revision it belongs to."""
+    dimension = pl.read_parquet(tiny_warehouse / "workspaces.parquet")
+    renamed = pl.when(pl.col("workspace_id") == 1).then(pl.lit("Tíny Ço 東京")).otherwise(pl.col("name"))
+    dimension.with_columns(name=renamed).write_parquet(tiny_warehouse / "workspaces.parquet")
+    archive = LocalStorage(tmp_path / "archive")
+    write_archive(LocalStorage(tiny_warehouse), archive, [1], DAYS[-1], None)
+    body = (archive.root / f"1/{DAYS[-1]}/rev-1/manifest.json").read_bytes()
+    assert "Tíny Ço 東京".encode() in body
+    manifest = json.loads(body)
+    assert {k: manifest[k] for k in ("workspace_id", "workspace_name", "report_day", "timezone", "revision",
+                                     "sequence", "previous_manifest_sha256", "supersedes")} == {
+        "workspace_id": 1, "workspace_name": "Tíny Ço 東京", "report_day": DAYS[-1].isoformat(),
+        "timezone": "Europe/Madrid", "revision": 1, "sequence": 1, "previous_manifest_sha256": None,
+        "supersedes": None}
+    assert manifest["run_id"].startswith("2026-03-30#")
+    page = (archive.root / f"1/{DAYS[-1]}/rev-1/contacts_added.html").read_text()
+    assert "· rev 1</title>" in page and "· revision 1 ·" in page
+
+
+@pytest.mark.parametrize(("lock", "days"), [(Lock(), None), (Lock("COMPLIANCE", 0), None), (Lock(None, 30), None),
+                                            (Lock("GOVERNANCE", 2), 3)], ids=str)
+def test_retention_needs_both_a_mode_and_days(lock: Lock, days: int | None) -> None:
+    """Counted from the write, rounded up to the next midnight UTC, whatever the report day."""
+    until = lock.retain_until(date(2020, 1, 1))
+    assert until == (None if days is None else
+                     datetime.combine(datetime.now(UTC).date() + timedelta(days=days), time.min, UTC))
+
+
+def test_a_snapshot_written_straight_to_s3_is_locked_whole(tiny_warehouse: Path, moto_server: str) -> None:
+    """Every object of a snapshot (files, manifest, its hash) carries the lock, not only the files."""
+    client = s3_client()
+    client.create_bucket(Bucket="audit-direct", ObjectLockEnabledForBucket=True)
+    remote = S3Storage("audit-direct", "archive", client)
+    write_archive(LocalStorage(tiny_warehouse), remote, [1], DAYS[-1], None, Lock("GOVERNANCE", 30))
+    keys = [k for k in remote.list(f"1/{DAYS[-1]}/rev-1")]
+    assert len(keys) == 14 and {"manifest.json", "manifest.sha256"} <= {k.rsplit("/", 1)[1] for k in keys}
+    for key in keys:
+        assert client.head_object(Bucket="audit-direct", Key=f"archive/{key}").get("ObjectLockMode") == "GOVERNANCE"
 
 
 def test_two_swapped_days_are_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:
@@ -178,11 +269,7 @@ def test_the_first_manifest_must_start_the_chain(tiny_archive: tuple[LocalStorag
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["previous_manifest_sha256"] is None and manifest["sequence"] == 1
     manifest["previous_manifest_sha256"] = "0" * 64
-    body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
-    for name, data in (("manifest.json", body),
-                       ("manifest.sha256", f"{hashlib.sha256(body).hexdigest()}  manifest.json\n".encode())):
-        (folder / name).chmod(0o644)
-        (folder / name).write_bytes(data)
+    forge(folder, manifest)
     found = problems_of(archive)
     assert (f"2/{DAYS[0]}/rev-1: chain broken: previous_manifest_sha256 does not match the manifest written before"
             " it") in found

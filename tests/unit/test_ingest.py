@@ -179,7 +179,7 @@ def test_chunks_are_cut_at_line_ends_about_a_chunk_long(sizes: tuple[int, ...]) 
     with patch.object(ingest, "CHUNK_BYTES", 100):
         chunks = ingest._chunks(pieces, ends)
     assert b"".join(bytes(text) for text, _, _ in chunks) == b"".join(pieces)
-    assert all(100 <= len(text) < 110 or 25 <= len(text) <= 100 and text in pieces for text, _, _ in chunks[:-1])
+    assert all(100 <= len(text) < 110 or (25 <= len(text) <= 100 and text in pieces) for text, _, _ in chunks[:-1])
     first = 1
     for text, first_line, lines in chunks:
         assert bytes(text).endswith(b"\n") and (first_line, lines) == (first, bytes(text).count(b"\n"))
