@@ -362,7 +362,8 @@ def _decode(chunk: bytes, lines: int) -> _Decoded | None:
 
 
 def _longest_line_fits(data: bytes, limit: int) -> bool:
-    """True if no line is longer than `limit` bytes: every window of limit/2 bytes holds a newline."""
+    """True only if no line is longer than `limit` bytes: every window of limit/2 bytes holds a newline (a cheap,
+    cautious test: a text it refuses is split and its lines judged one by one, with the same outcome)."""
     step = max(1, limit // 2)
     return len(data) <= limit or all(data.find(b"\n", i, i + step) >= 0 for i in range(0, len(data) - step, step))
 

@@ -191,7 +191,7 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
             messages.append((f"{workspace_id}:{address}", message))
     results = send(smtp_factory(), [m for _, m in messages]) if messages else {}
     for ledger_entry, message in messages:
-        ledger[ledger_entry] = results.get(str(message["To"]), "not sent")
+        ledger[ledger_entry] = results[str(message["To"])]  # `send` answers for every message
     warehouse.write_bytes(ledger_key, json.dumps(ledger, indent=1, sort_keys=True).encode(), "application/json")
     sent = sum(1 for _, m in messages if results.get(str(m["To"])) == "sent")
     return {"sent": sent, "failed": len(messages) - sent + invalid, "skipped": skipped}

@@ -63,6 +63,9 @@ def _mapping_run() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    escaped = [item.nodeid for item in items if "\\" in item.nodeid]
+    if escaped:  # see plain_id: under `make mutation` such tests would never run
+        raise pytest.UsageError(f"test ids that pytest escapes (give their parametrize ids=plain_id): {escaped[:3]}")
     if not MUTATION:
         return
     elsewhere = [i for i in items if _IN_ANOTHER_PROCESS & set(getattr(i, "fixturenames", ()))

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from etl.archive import Lock, mirror, show, verify, write_archive
+from etl.archive import ArchiveError, Lock, mirror, show, verify, write_archive
 from etl.pipeline import run_etl
 from etl.publish import content_type
 from etl.render import RenderJob, render
@@ -162,6 +162,20 @@ def test_the_snapshot_says_what_an_auditor_needs_in_readable_utf8(tmp_path: Path
     assert "· rev 1</title>" in page and "· revision 1 ·" in page
 
 
+def test_an_open_day_or_an_unknown_workspace_is_refused_with_what_to_do(tmp_path: Path, tiny_warehouse: Path
+                                                                        ) -> None:
+    warehouse, archive = LocalStorage(tiny_warehouse), LocalStorage(tmp_path / "archive")
+    with pytest.raises(ArchiveError, match=re.escape(
+            "report day 2026-03-30 of workspace 2 (and 0 more) had not ended when the warehouse's latest arrival day "
+            "2026-03-30 ended (2026-03-31T00:00Z): snapshots are immutable, so only finished days are archived; "
+            "archive it after a later night")):
+        write_archive(warehouse, archive, None, date(2026, 3, 30), None)
+    with pytest.raises(ArchiveError, match=re.escape(f"workspaces [99] are not in {warehouse.uri}'s workspaces "
+                                                     "dimension; check the ids")):
+        write_archive(warehouse, archive, [1, 99], DAYS[-1], None)
+    assert not archive.root.exists() or not any(archive.root.iterdir())  # nothing half-written
+
+
 @pytest.mark.parametrize(("lock", "days"), [(Lock(), None), (Lock("COMPLIANCE", 0), None), (Lock(None, 30), None),
                                             (Lock("GOVERNANCE", 2), 3)], ids=str)
 def test_retention_needs_both_a_mode_and_days(lock: Lock, days: int | None) -> None:
@@ -181,6 +195,8 @@ def test_a_snapshot_written_straight_to_s3_is_locked_whole(tiny_warehouse: Path,
     assert len(keys) == 14 and {"manifest.json", "manifest.sha256"} <= {k.rsplit("/", 1)[1] for k in keys}
     for key in keys:
         assert client.head_object(Bucket="audit-direct", Key=f"archive/{key}").get("ObjectLockMode") == "GOVERNANCE"
+    index = client.head_object(Bucket="audit-direct", Key="archive/1/index.html")  # opened in a browser
+    assert index["ContentType"] == "text/html; charset=utf-8"
 
 
 def test_two_swapped_days_are_named(tiny_archive: tuple[LocalStorage, LocalStorage]) -> None:

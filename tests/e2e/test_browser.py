@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import copy_tiny_warehouse
+from tests.conftest import copy_tiny_warehouse, plain_id
 from tests.e2e.test_pages import build, render_all
 
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
@@ -185,7 +185,7 @@ _POSITIONS = """([selector, after]) => {
     ("1/2026-03-11/today.html", "#connected ul.legend li", "—"),
     ("index.html", "tbody tr td", "#1"),
     ("1/index.html", "header.top", "Workspace 1"),
-])
+], ids=plain_id)
 def test_an_open_right_to_left_override_does_not_turn_the_text_after_it(browser: Any, bidi_site: Path,
                                                                        page_name: str, selector: str,
                                                                        after: str) -> None:

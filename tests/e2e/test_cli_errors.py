@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from etl.cli import EXIT_FAILED, EXIT_STORAGE, EXIT_USAGE, main
-from tests.conftest import TINY
+from tests.conftest import TINY, plain_id
 from tests.helpers import event, write_landing
 
 _caplog: list[pytest.LogCaptureFixture] = []
@@ -106,7 +106,7 @@ def test_arguments_out_of_range_are_usage_errors(capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize("value", ["channel=²", "channel=٣", "user=99999999999999999999", "channel=-1", "user=1.0",
-                                   "source=Users", "channel="])
+                                   "source=Users", "channel="], ids=plain_id)
 def test_a_filter_that_is_not_a_valid_id_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                           value: str) -> None:
     code, _, err = run(capsys, "render", "--warehouse", str(tmp_path / "wh"), "--out", str(tmp_path / "out"),
@@ -193,7 +193,7 @@ def test_archive_verify_of_nothing_fails(capsys: pytest.CaptureFixture[str], tmp
 
 
 @pytest.mark.parametrize("manifest", [b"[" * 100_000, b"[]", b'{"files": 5}', b'{"files": {"a.csv": 5}}',
-                                      b'{"files": {}, "sequence": "one"}', b"\xff"])
+                                      b'{"files": {}, "sequence": "one"}', b"\xff"], ids=plain_id)
 def test_a_malformed_manifest_is_a_problem_not_a_crash(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                        manifest: bytes) -> None:
     folder = tmp_path / "archive/1/2026-03-10/rev-1"

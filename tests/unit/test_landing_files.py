@@ -23,6 +23,7 @@ from etl.pipeline import quarantine_key, run_etl
 from etl.quality import Thresholds, problems
 from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
 from etl.storage import LocalStorage, open_storage, read_parquet
+from tests.conftest import plain_id
 from tests.helpers import event, write_landing
 
 DAY = "2026-03-10"
@@ -53,7 +54,7 @@ def assert_counts_add_up(summary: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- 1. time zones
 
 @pytest.mark.parametrize("zone", ["Factory", "Europe", "America", "posixrules", "right/UTC", "posix/Europe/Madrid",
-                                  "Etc/GMT+14", "zone.tab", "Europe/Madrid ", "\ud800", "", 5, None])
+                                  "Etc/GMT+14", "zone.tab", "Europe/Madrid ", "\ud800", "", 5, None], ids=plain_id)
 def test_a_zone_either_engine_refuses_isolates_only_its_workspace(tmp_path: Path, zone: Any) -> None:
     landing = write_landing(tmp_path / "landing", [(1, "Good", "Asia/Kathmandu")], {f"{DAY}/09": [
         event("ok", "2026-03-10T08:00:00Z"), event("bad", "2026-03-10T08:00:00Z", workspace_id=2)]})
@@ -168,7 +169,8 @@ def test_a_member_cut_in_or_after_its_header_keeps_the_members_before_it(fields:
 
 
 @pytest.mark.parametrize(("tail", "reason"), [(b"\0", None), (b"\0" * 512, None),  # padding ends the stream
-                                              (b"\0junk", "corrupt_gzip"), (b"\0\0\x1f\x8b", "corrupt_gzip")])
+                                              (b"\0junk", "corrupt_gzip"), (b"\0\0\x1f\x8b", "corrupt_gzip")],
+                         ids=plain_id)
 def test_zero_padding_after_the_last_member_ends_the_stream_and_anything_else_is_damage(tail: bytes,
                                                                                        reason: str | None) -> None:
     body = ndjson(LINES[:20])

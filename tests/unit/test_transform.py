@@ -138,6 +138,31 @@ def test_offset_lookup_equals_zone_conversion_across_dst_transitions() -> None:
     assert looked_up["local_date"].to_list() == converted["local_date"].to_list()
 
 
+def test_zone_offsets_are_each_zones_utc_offset_per_quarter_hour() -> None:
+    from etl.transform import BUCKET_US, zone_offsets
+
+    first = int(datetime(2026, 3, 29, 0, 45, tzinfo=UTC).timestamp() * 1_000_000) // BUCKET_US  # Madrid: +1 -> +2
+    table, whole = zone_offsets(["Asia/Kolkata", "Europe/Madrid", "UTC"], first, first + 1)
+    hour = 3_600_000_000
+    assert table.to_list() == [5.5 * hour, 5.5 * hour, hour, 2 * hour, 0, 0]
+    assert whole
+
+
+def test_events_spanning_years_take_the_per_zone_conversion_with_the_same_result() -> None:
+    """A night whose instants span more than the lookup table holds (years of quarter hours) converts zone by
+    zone: the same local times, row for row."""
+    from etl.transform import local_time_columns
+
+    stamps = ["2001-01-01T12:00:00Z", "2026-03-29T01:30:00Z", "2026-03-08T07:00:00Z", "2026-11-01T05:59:59Z"]
+    events = pl.DataFrame({"workspace_id": [6, 6, 1, 1],
+                           "occurred_at": [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in stamps]},
+                          schema={"workspace_id": pl.Int64, "occurred_at": pl.Datetime("us", "UTC")})
+    got = local_time_columns(events, WORKSPACES)
+    assert got["local_ts"].to_list() == [datetime(2001, 1, 1, 13), datetime(2026, 3, 29, 3, 30),
+                                         datetime(2026, 3, 8, 3), datetime(2026, 11, 1, 1, 59, 59)]
+    assert got["tz_code"].to_list() == [2, 2, 0, 0]  # indexes into the sorted zone names
+
+
 def test_aggregates_come_sorted_by_their_keys_nulls_first_or_in_the_order_of_their_first_event() -> None:
     d, e = date(2026, 3, 10), date(2026, 3, 11)
     keys = [(2, e, "contact.added", "user", None, 8), (1, d, "contact.connected", "incoming_message", 11, None),

@@ -88,6 +88,7 @@ def test_absent_nullable_fields_are_nulls() -> None:
         ({**OK, "workspace_id": 77}, "unknown_workspace"),
         ({**OK, "workspace_id": 3}, "workspace_misconfigured"),
     ],
+    ids=plain_id,
 )
 def test_each_broken_line_gets_its_reason(line: bytes | dict[str, Any], expected: str) -> None:
     assert reason(line) == expected
