@@ -189,7 +189,8 @@ pl.scan_parquet(sorted(glob.glob({pattern!r}))).select(
 
 RENDER = """
 from datetime import date
-from etl.render import RenderJob, render
+from etl.render import RenderJob
+from etl.render_jobs import render
 from etl.windows import WINDOW_NAMES
 if __name__ == "__main__":  # the workers are spawned and re-import this module
     ids = tuple(range(1, 1001, 1000 // {workspaces}))[:{workspaces}]  # a spread: sizes are skewed by id

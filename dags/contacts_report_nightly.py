@@ -99,8 +99,8 @@ def contacts_report_nightly() -> None:
         run at once (no retry), while storage errors are retried like any network hiccup."""
         from airflow.sdk.exceptions import AirflowFailException
 
+        from etl.errors import EtlError
         from etl.nightly import check_landing
-        from etl.pipeline import EtlError
 
         started = datetime.now(UTC).isoformat(timespec="seconds")
         try:

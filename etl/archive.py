@@ -24,11 +24,13 @@ from typing import Any
 
 import polars as pl
 
+from etl.csv_logs import log_csv
 from etl.errors import InputError
 from etl.publish import content_type
-from etl.render import WarehouseView, environment, load_inputs, log_csv, read_view, report_days
 from etl.report import KINDS, Workspace, log_frame
 from etl.storage import Storage
+from etl.templating import environment
+from etl.warehouse import WarehouseView, load_inputs, read_view, report_days
 from etl.windows import report_day_for
 
 log = logging.getLogger(__name__)

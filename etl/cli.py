@@ -187,7 +187,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _etl(args: argparse.Namespace, settings: Settings) -> int:
-    from etl.pipeline import EtlError, landing_dates, run_etl
+    from etl.errors import EtlError
+    from etl.ingest import landing_dates
+    from etl.pipeline import run_etl
 
     landing, warehouse = open_storage(args.landing), open_storage(args.warehouse)
     try:
@@ -210,8 +212,10 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from etl.render import RenderError, RenderJob, read_view, render
+    from etl.render import RenderError, RenderJob
+    from etl.render_jobs import render
     from etl.report import FilterError, Filters
+    from etl.warehouse import read_view
 
     if "://" not in args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         log.error("--out %s is a file; give a folder (created if missing) or s3://bucket/prefix", args.out)

@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class InputError(Exception):
     """An argument or an input file is unusable; the message says which and what to do (exit code 2)."""
+
+
+class EtlError(Exception):
+    """The night cannot be processed; the message says what is wrong and what to do."""

@@ -1,4 +1,5 @@
-"""Reading an arrival day's landing files: a vectorised fast path, with the exact validator as the judge.
+"""Reading an arrival day's landing partition (its layout, the workspaces file, every file of the night): a
+vectorised fast path, with the exact validator as the judge.
 
 Every line ends as exactly one of: a valid event row, a quarantine row with a reason, or a blank line.
 `etl.validate` is the contract's reference implementation (one line at a time, ~20 k lines/s). This module gets
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import struct
 import zlib
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cached_property
 from typing import Any
 
@@ -33,8 +36,13 @@ import numpy as np
 import polars as pl
 
 from etl.contract import ALLOWED_SOURCES, CONNECTED, EVENT_SCHEMA, EVENT_TYPES, MERGED, REQUIRED_FIELDS, SOURCES
-from etl.settings import ReadLimits
+from etl.errors import EtlError
+from etl.progress import Progress
+from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
+from etl.storage import Storage, UnsafeLink
 from etl.validate import EARLIEST_MICROS, Invalid, ValidationRules, event_id_hint, validate_line
+from etl.windows import FIRST_DAY, LAST_DAY
+from etl.workspaces import Workspaces, WorkspacesError, parse_workspaces
 
 log = logging.getLogger(__name__)
 
@@ -639,6 +647,13 @@ def events_frame(batch: Batch) -> pl.DataFrame:
     return pl.concat(batch.valid, how="vertical", rechunk=False)
 
 
+def take_events(batch: Batch) -> pl.DataFrame:
+    """`events_frame`, handed over: the batch keeps no reference, so the caller holds the night's only copy."""
+    frame = events_frame(batch)
+    batch.valid.clear()
+    return frame
+
+
 def arrival_keys(ranks: pl.Series, files: list[str]) -> pl.Series:
     """`arrival_rank` -> the stored `arrival_key`: the landing file under events/ and the line, `…:000000042`."""
     names = pl.Series([f.removeprefix("events/") + ":" for f in files], dtype=pl.String())
@@ -650,3 +665,130 @@ def arrival_keys(ranks: pl.Series, files: list[str]) -> pl.Series:
     else:  # a few rows with huge line numbers: a table that long would cost more than it saves
         labels = lines.cast(pl.String).str.pad_start(9, "0")
     return pl.select(pl.concat_str(pl.lit(names.gather(ranks // 2**32)), pl.lit(labels))).to_series()
+
+
+# ---------------------------------------------------------------- the landing zone: its layout, a night's partition
+
+_LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+\.ndjson(?:\.gz)?)$", re.ASCII)
+DECODE_BYTES = 64 * 1024 * 1024  # landing text per group (three groups are in flight): bounds memory
+
+
+def landing_dates(landing: Storage) -> list[date]:
+    """Every arrival day present in the landing zone, oldest first."""
+    names = {m.group(1) for k in landing.list("events") if (m := _LANDING_FILE.match(k))}
+    days = []
+    for name in sorted(names):
+        try:
+            days.append(check_arrival_day(date.fromisoformat(name)))
+        except ValueError:
+            raise EtlError(f"landing partition events/ingest_date={name} is not a calendar date: rename or remove "
+                           "it, then re-run") from None
+    return days
+
+
+def check_arrival_day(day: date) -> date:
+    """The day, if the ETL can process it (its end plus the clock-skew allowance must be a representable instant)."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise EtlError(f"arrival day {day} is out of range: the ETL processes {FIRST_DAY} to "
+                       f"{LAST_DAY}")
+    return day
+
+
+def load_workspaces(landing: Storage) -> Workspaces:
+    try:
+        data = landing.read_bytes("workspaces.json")
+    except FileNotFoundError:
+        raise EtlError(
+            f"{landing.uri}/workspaces.json is missing: the landing zone must provide the workspaces "
+            "dimension (see docs/contract.md) before a night can be processed"
+        ) from None
+    except OSError as err:  # a folder, no permission
+        raise WorkspacesError(f"{landing.uri}/workspaces.json cannot be read ({err.strerror or err}); it must be "
+                              "a JSON file (see docs/contract.md)") from None
+    return parse_workspaces(data, f"{landing.uri}/workspaces.json")
+
+
+_HOUR_FOLDER = re.compile(r"^hour=(?:[01]\d|2[0-3])$", re.ASCII)
+
+
+def landing_inventory(landing: Storage, ingest_date: date) -> tuple[list[str], dict[str, str]]:
+    """Every key of an arrival day's partition, sorted into (files to read, {file skipped: why}). Both storages list
+    the same keys for the same content (temporary names and links included), so they skip the same files."""
+    prefix = f"events/ingest_date={ingest_date.isoformat()}"
+    to_read, skipped = [], {}
+    for key in landing.list(prefix, everything=True):
+        parts = key[len(prefix):].lstrip("/").split("/")
+        name = parts[-1]
+        if len(parts) == 1 and (not parts[0] or _HOUR_FOLDER.match(parts[0])):
+            skipped[key] = "symbolic_link"  # a folder listed as an entry: only a link is
+        elif name.startswith("."):  # `.tmp-…` while a writer is at work, or hidden
+            skipped[key] = "temporary_or_hidden_name"
+        elif name.startswith("_"):  # `_SUCCESS` and the like
+            skipped[key] = "marker_file"
+        elif _LANDING_FILE.match(key) and _HOUR_FOLDER.match(parts[0]):
+            to_read.append(key)
+        elif len(parts) != 2 or not _HOUR_FOLDER.match(parts[0]):
+            skipped[key] = "not_in_an_hour_folder"
+        else:
+            skipped[key] = "not_an_ndjson_name"
+    return to_read, skipped
+
+
+def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool = False,
+                   limits: ReadLimits = DEFAULT_READ_LIMITS) -> Batch:
+    """Validate every line of the arrival day's files; each line ends valid or quarantined, and each file read,
+    refused whole, or skipped (not in the layout), with its reason."""
+    prefix = f"events/ingest_date={ingest_date.isoformat()}"
+    keys, skipped = landing_inventory(landing, ingest_date)
+    if not keys:
+        also = f" (skipped, not in the layout: {sorted(skipped)[:5]})" if skipped else ""
+        raise EtlError(
+            f"no landing files for ingest_date={ingest_date} under {landing.uri}/{prefix}/{also}: the feed has "
+            "not delivered this night (or delivered it elsewhere). Refusing to report zero contacts; "
+            "re-run the night once the partition is complete."
+        )
+    batch = Batch(skipped_files=skipped)
+    group: list[LandingFile] = []
+    group_bytes = 0
+    # Three steps overlap: this thread reads, hashes and cuts a group's files into chunks, a pool of threads decodes
+    # chunks without pause (the next group's as soon as a thread is free), and this thread then judges the group
+    # before (file reads, gunzip, SHA-256, numpy and Polars release the GIL). Only this thread adds to the batch.
+    with Progress(len(keys), "reading", " files") as bar, ThreadPoolExecutor(DECODE_THREADS) as pool:
+        decoding: DecodingGroup | None = None
+
+        def decode_next(files: list[LandingFile]) -> None:
+            nonlocal decoding
+            previous, decoding = decoding, start_decoding(files, rules, pool, exact_only)
+            if previous is not None:
+                judge_group(previous.result(), rules, batch)
+
+        for key in keys:
+            relative = key[len("events/"):]
+            try:
+                if landing.size(key) > limits.max_file_bytes:  # refused unread: memory stays bounded
+                    raw, admitted = b"", Admitted(None, "file_too_large")
+                else:
+                    raw = landing.read_bytes(key)
+                    admitted = admit(key, raw, limits)
+            except UnsafeLink:
+                raw, admitted = b"", Admitted(None, "symbolic_link")
+            except OSError as err:
+                raise EtlError(f"cannot read landing file {landing.uri}/{key}: {err}") from err
+            batch.input_digest.update(f"{key}\0{hashlib.sha256(raw).hexdigest()}\n".encode())
+            bar.advance()
+            if admitted.problem:
+                batch.damaged_files[key] = admitted.problem
+                batch.quarantine.append((ingest_date, relative, None, admitted.problem, None, None))
+            if admitted.text is None:
+                continue
+            batch.files.append(key)
+            group.append(LandingFile(relative, len(batch.files) - 1, admitted.text))
+            group_bytes += len(admitted.text)
+            if group_bytes >= DECODE_BYTES:
+                decode_next(group)
+                group, group_bytes = [], 0
+        if group:
+            decode_next(group)
+        if decoding is not None:
+            judge_group(decoding.result(), rules, batch)
+    return batch

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
-from etl.render import environment
 from etl.report import ReportPage
+from etl.templating import environment
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,20 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from etl.pipeline import EtlError, landing_dates, landing_inventory, run_etl, run_key
+from etl.errors import EtlError
+from etl.indexes import write_indexes
+from etl.ingest import landing_dates, landing_inventory
+from etl.pipeline import run_etl
 from etl.publish import S3Target, link, upload
 from etl.quality import Thresholds, gate
-from etl.render import RenderJob, planned_batches, read_view, render_batch, report_days, write_indexes
+from etl.render import RenderJob, render_batch
+from etl.render_jobs import planned_batches
 from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.settings import Settings
 from etl.storage import open_storage
-from etl.windows import WINDOW_NAMES, WINDOW_TITLES
+from etl.templating import environment
+from etl.warehouse import load_inputs, read_view, report_days, run_key
+from etl.windows import WINDOW_NAMES, WINDOW_TITLES, end_of_night
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +41,6 @@ def night_of(logical_date: datetime | None, run_after: datetime | None = None) -
     if run_after is None:
         raise ValueError("a run needs a logical date or a run_after time to know its night")
     return run_after.astimezone(UTC).date() - timedelta(days=1)
-
-
-def cutoff_of(night: date) -> datetime:
-    return datetime.combine(night + timedelta(days=1), datetime.min.time(), UTC)
 
 
 def check_landing(settings: Settings, night: date, sleep: Any = time.sleep, clock: Any = time.monotonic) -> int:
@@ -90,7 +92,8 @@ def render_workspaces(settings: Settings, night: date, workspace_ids: list[int])
 
 
 def _render_job(settings: Settings, night: date, workspace_ids: list[int]) -> RenderJob:
-    return RenderJob(settings.warehouse, settings.out, tuple(workspace_ids), None, cutoff_of(night), WINDOW_NAMES, ())
+    return RenderJob(settings.warehouse, settings.out, tuple(workspace_ids), None, end_of_night(night), WINDOW_NAMES,
+                     ())
 
 
 def finalize_indexes(settings: Settings) -> int:
@@ -106,11 +109,11 @@ def archive_night(settings: Settings, night: date, client: Any) -> dict[str, int
 
     lock = Lock(settings.archive_lock_mode, settings.archive_lock_days)
     warehouse, archive = open_storage(settings.warehouse), open_storage(settings.archive)
-    outcome = write_archive(warehouse, archive, None, None, cutoff_of(night), lock)
+    outcome = write_archive(warehouse, archive, None, None, end_of_night(night), lock)
     if settings.s3_uri:
         target = S3Target.parse(settings.s3_uri)
         view = read_view(warehouse)
-        days = report_days(view, view.workspaces, None, cutoff_of(night))
+        days = report_days(view, view.workspaces, None, end_of_night(night))
         remote = S3Storage(target.bucket, target.key("archive"), client)
         outcome["mirrored"] = mirror(archive, remote, days, lock)
     return outcome
@@ -120,7 +123,7 @@ def night_keys(settings: Settings, night: date) -> list[str]:
     """What the night publishes: each workspace's report day folder, then the index pages."""
     out = open_storage(settings.out)
     view = read_view(open_storage(settings.warehouse))
-    days = report_days(view, view.workspaces, None, cutoff_of(night))
+    days = report_days(view, view.workspaces, None, end_of_night(night))
     keys = [k for w, d in sorted(days.items()) for k in out.list(f"{w}/{d.isoformat()}")]
     indexes = ["index.html", *(f"{w}/index.html" for w in sorted(view.workspaces))]
     return keys + [k for k in indexes if out.exists(k)]
@@ -153,10 +156,8 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
     ledger_key = f"_mail/night={night.isoformat()}.json"
     ledger: dict[str, str] = json.loads(warehouse.read_bytes(ledger_key)) if warehouse.exists(ledger_key) else {}
     view = read_view(warehouse)
-    days = report_days(view, [w for w in recipients if w in view.workspaces], None, cutoff_of(night))
+    days = report_days(view, [w for w in recipients if w in view.workspaces], None, end_of_night(night))
     target = S3Target.parse(settings.s3_uri) if settings.s3_uri else None
-    from etl.render import load_inputs
-
     inputs = load_inputs(warehouse, [view.workspaces[w] for w in sorted(recipients) if w in view.workspaces], days,
                          ("today",), need_all_events=False)
     presigned = target is not None and not settings.base_url
@@ -199,8 +200,6 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
 
 def record_run(settings: Settings, night: date, stats: dict[str, Any], client: Any | None) -> dict[str, Any]:
     """The ops record of the night, and the small ops page `_runs/index.html` (+ JSON) of recent runs."""
-    from etl.render import environment
-
     warehouse = open_storage(settings.warehouse)
     etl_summary = json.loads(warehouse.read_bytes(run_key(night)))
     finished = datetime.now(UTC)

@@ -1,28 +1,18 @@
-"""The ETL of one arrival day: landing partition -> validated, de-duplicated events + daily aggregates.
-
-Warehouse layout (docs/warehouse.md):
-  workspaces.parquet                                        the dimension as of the latest run
-  events/local_date=YYYY-MM-DD/ingest_date=YYYY-MM-DD.parquet
-                                   the events of a workspace-local day first delivered on an arrival day
-  daily/local_date=YYYY-MM-DD/ingest_date=YYYY-MM-DD.parquet
-                                   their daily aggregates (readers add up a day's files: `read_daily`)
-  ids/ingest_date=YYYY-MM-DD.parquet                        every event_id an arrival day stored, with its local day
-  quarantine/ingest_date=YYYY-MM-DD/part-0.parquet          rejected lines and files with their reason
-  _runs/ingest_date=YYYY-MM-DD.json                         the run summary, written last
+"""The ETL of one arrival day: landing partition -> validated, de-duplicated events + daily aggregates, written
+to the warehouse (its layout and readers: `etl.warehouse`).
 
 A night writes the files named after its own arrival day. De-duplication looks the night's ids up in the other
 arrival days' id indexes (an id may come back on another local day: the workspace changed time zone, or the id was
 reused with another time), then reads only the events files that hold a match. A night processed after a later
-one has that later night processed again, so that any order of nights gives the same warehouse.
+one has that later night processed again (which rewrites the later night's files: they held copies this night
+delivered first), so that any order of nights gives the same warehouse.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,200 +25,45 @@ import polars as pl
 
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from etl.ingest import (
-    DECODE_THREADS,
     REFUSED_WHOLE,
-    Admitted,
-    Batch,
-    DecodingGroup,
-    LandingFile,
-    admit,
     arrival_keys,
-    events_frame,
-    judge_group,
-    start_decoding,
+    check_arrival_day,
+    landing_inventory,
+    load_workspaces,
+    read_partition,
+    take_events,
 )
 from etl.progress import Progress
 from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
-from etl.storage import Storage, UnsafeLink, read_parquet, write_parquet
+from etl.storage import Storage, read_parquet, write_parquet
 from etl.transform import (
-    DAILY_KEYS,
     daily_aggregates,
     local_time_columns,
     storage_permutation,
     with_content_hash,
 )
 from etl.validate import FUTURE_TOLERANCE, MAX_LINE_BYTES, ValidationRules
-from etl.windows import FIRST_DAY, LAST_DAY, local_date
-from etl.workspaces import Workspaces, WorkspacesError, parse_workspaces
+from etl.warehouse import (
+    DAY_FILE,
+    IDS_FILE,
+    IDS_SCHEMA,
+    RUN_FILE,
+    daily_key,
+    events_key,
+    ids_key,
+    quarantine_key,
+    run_key,
+)
+from etl.windows import local_date
 
 log = logging.getLogger(__name__)
 
-_LANDING_FILE = re.compile(r"^events/ingest_date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([^/]+\.ndjson(?:\.gz)?)$", re.ASCII)
-_DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$",
-                       re.ASCII)
-DECODE_BYTES = 64 * 1024 * 1024  # landing text per group (three groups are in flight): bounds memory
 HISTORY_READERS = 4  # stored files listed and read at once by `against_history` (round trips on S3)
 # Stored files decoded in one query (~4x faster than one by one) and held at once: this many, or this much Parquet,
 # whichever comes first (a 10 M-event day's main file is ~12 MB by itself).
 HISTORY_BATCH_FILES = 32
 HISTORY_BATCH_BYTES = 8 * 1024 * 1024
 STORED_COLUMNS = (*EVENT_SCHEMA, "timezone", "local_ts", "local_date")
-
-
-class EtlError(Exception):
-    """The night cannot be processed; the message says what is wrong and what to do."""
-
-
-def events_key(day: date, ingest_date: date) -> str:
-    return f"events/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}.parquet"
-
-
-def daily_key(day: date, ingest_date: date) -> str:
-    return f"daily/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}.parquet"
-
-
-def run_key(ingest_date: date) -> str:
-    return f"_runs/ingest_date={ingest_date.isoformat()}.json"
-
-
-def quarantine_key(ingest_date: date) -> str:
-    return f"quarantine/ingest_date={ingest_date.isoformat()}/part-0.parquet"
-
-
-def day_files(warehouse: Storage, folder: str, day: date) -> dict[date, str]:
-    """arrival day -> key, for the files of one local day in `events` or `daily`."""
-    found = {}
-    for key in warehouse.list(f"{folder}/local_date={day.isoformat()}"):
-        if (m := _DAY_FILE.match(key)) and m.group(1) == folder:
-            found[date.fromisoformat(m.group(3))] = key
-    return found
-
-
-def read_daily(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """A day's (or days') aggregate files added up: one row per DAILY_KEYS."""
-    return (pl.concat(frames, how="vertical").group_by(list(DAILY_KEYS)).agg(pl.col("events").sum())
-            .sort(list(DAILY_KEYS), nulls_last=False))
-
-
-def landing_dates(landing: Storage) -> list[date]:
-    """Every arrival day present in the landing zone, oldest first."""
-    names = {m.group(1) for k in landing.list("events") if (m := _LANDING_FILE.match(k))}
-    days = []
-    for name in sorted(names):
-        try:
-            days.append(check_arrival_day(date.fromisoformat(name)))
-        except ValueError:
-            raise EtlError(f"landing partition events/ingest_date={name} is not a calendar date: rename or remove "
-                           "it, then re-run") from None
-    return days
-
-
-def check_arrival_day(day: date) -> date:
-    """The day, if the ETL can process it (its end plus the clock-skew allowance must be a representable instant)."""
-    if not FIRST_DAY <= day <= LAST_DAY:
-        raise EtlError(f"arrival day {day} is out of range: the ETL processes {FIRST_DAY} to "
-                       f"{LAST_DAY}")
-    return day
-
-
-def load_workspaces(landing: Storage) -> Workspaces:
-    try:
-        data = landing.read_bytes("workspaces.json")
-    except FileNotFoundError:
-        raise EtlError(
-            f"{landing.uri}/workspaces.json is missing: the landing zone must provide the workspaces "
-            "dimension (see docs/contract.md) before a night can be processed"
-        ) from None
-    except OSError as err:  # a folder, no permission
-        raise WorkspacesError(f"{landing.uri}/workspaces.json cannot be read ({err.strerror or err}); it must be "
-                              "a JSON file (see docs/contract.md)") from None
-    return parse_workspaces(data, f"{landing.uri}/workspaces.json")
-
-
-_HOUR_FOLDER = re.compile(r"^hour=(?:[01]\d|2[0-3])$", re.ASCII)
-
-
-def landing_inventory(landing: Storage, ingest_date: date) -> tuple[list[str], dict[str, str]]:
-    """Every key of an arrival day's partition, sorted into (files to read, {file skipped: why}). Both storages list
-    the same keys for the same content (temporary names and links included), so they skip the same files."""
-    prefix = f"events/ingest_date={ingest_date.isoformat()}"
-    to_read, skipped = [], {}
-    for key in landing.list(prefix, everything=True):
-        parts = key[len(prefix):].lstrip("/").split("/")
-        name = parts[-1]
-        if len(parts) == 1 and (not parts[0] or _HOUR_FOLDER.match(parts[0])):
-            skipped[key] = "symbolic_link"  # a folder listed as an entry: only a link is
-        elif name.startswith("."):  # `.tmp-…` while a writer is at work, or hidden
-            skipped[key] = "temporary_or_hidden_name"
-        elif name.startswith("_"):  # `_SUCCESS` and the like
-            skipped[key] = "marker_file"
-        elif _LANDING_FILE.match(key) and _HOUR_FOLDER.match(parts[0]):
-            to_read.append(key)
-        elif len(parts) != 2 or not _HOUR_FOLDER.match(parts[0]):
-            skipped[key] = "not_in_an_hour_folder"
-        else:
-            skipped[key] = "not_an_ndjson_name"
-    return to_read, skipped
-
-
-def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool = False,
-                   limits: ReadLimits = DEFAULT_READ_LIMITS) -> Batch:
-    """Validate every line of the arrival day's files; each line ends valid or quarantined, and each file read,
-    refused whole, or skipped (not in the layout), with its reason."""
-    prefix = f"events/ingest_date={ingest_date.isoformat()}"
-    keys, skipped = landing_inventory(landing, ingest_date)
-    if not keys:
-        also = f" (skipped, not in the layout: {sorted(skipped)[:5]})" if skipped else ""
-        raise EtlError(
-            f"no landing files for ingest_date={ingest_date} under {landing.uri}/{prefix}/{also}: the feed has "
-            "not delivered this night (or delivered it elsewhere). Refusing to report zero contacts; "
-            "re-run the night once the partition is complete."
-        )
-    batch = Batch(skipped_files=skipped)
-    group: list[LandingFile] = []
-    group_bytes = 0
-    # Three steps overlap: this thread reads, hashes and cuts a group's files into chunks, a pool of threads decodes
-    # chunks without pause (the next group's as soon as a thread is free), and this thread then judges the group
-    # before (file reads, gunzip, SHA-256, numpy and Polars release the GIL). Only this thread adds to the batch.
-    with Progress(len(keys), "reading", " files") as bar, ThreadPoolExecutor(DECODE_THREADS) as pool:
-        decoding: DecodingGroup | None = None
-
-        def decode_next(files: list[LandingFile]) -> None:
-            nonlocal decoding
-            previous, decoding = decoding, start_decoding(files, rules, pool, exact_only)
-            if previous is not None:
-                judge_group(previous.result(), rules, batch)
-
-        for key in keys:
-            relative = key[len("events/"):]
-            try:
-                if landing.size(key) > limits.max_file_bytes:  # refused unread: memory stays bounded
-                    raw, admitted = b"", Admitted(None, "file_too_large")
-                else:
-                    raw = landing.read_bytes(key)
-                    admitted = admit(key, raw, limits)
-            except UnsafeLink:
-                raw, admitted = b"", Admitted(None, "symbolic_link")
-            except OSError as err:
-                raise EtlError(f"cannot read landing file {landing.uri}/{key}: {err}") from err
-            batch.input_digest.update(f"{key}\0{hashlib.sha256(raw).hexdigest()}\n".encode())
-            bar.advance()
-            if admitted.problem:
-                batch.damaged_files[key] = admitted.problem
-                batch.quarantine.append((ingest_date, relative, None, admitted.problem, None, None))
-            if admitted.text is None:
-                continue
-            batch.files.append(key)
-            group.append(LandingFile(relative, len(batch.files) - 1, admitted.text))
-            group_bytes += len(admitted.text)
-            if group_bytes >= DECODE_BYTES:
-                decode_next(group)
-                group, group_bytes = [], 0
-        if group:
-            decode_next(group)
-        if decoding is not None:
-            judge_group(decoding.result(), rules, batch)
-    return batch
 
 
 def compacted(frame: pl.DataFrame) -> pl.DataFrame:
@@ -312,13 +147,6 @@ def _previous_days_touched(warehouse: Storage, ingest_date: date) -> set[date]:
 
 # ---------------------------------------------------------------- the id index
 
-def ids_key(ingest_date: date) -> str:
-    return f"ids/ingest_date={ingest_date.isoformat()}.parquet"
-
-
-_IDS_FILE = re.compile(r"^ids/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$", re.ASCII)
-_RUN_FILE = re.compile(r"^_runs/ingest_date=(\d{4}-\d{2}-\d{2})\.json$", re.ASCII)
-IDS_SCHEMA: dict[str, pl.DataType] = {"event_id": pl.String(), "local_date": pl.Date()}
 IDS_ROW_GROUP = 64 * 1024  # rows per row group: the statistics of ids sorted by value let a lookup skip most groups
 
 
@@ -337,15 +165,15 @@ def write_id_index(warehouse: Storage, ingest_date: date, index: pl.DataFrame) -
 def indexed_arrivals(warehouse: Storage) -> dict[date, str]:
     """arrival day -> its id index, building the index of any finished night that has none (a warehouse written
     before the index existed: its events files are read once)."""
-    found = {date.fromisoformat(m.group(1)): k for k in warehouse.list("ids") if (m := _IDS_FILE.match(k))}
-    finished = {date.fromisoformat(m.group(1)) for k in warehouse.list("_runs") if (m := _RUN_FILE.match(k))}
+    found = {date.fromisoformat(m.group(1)): k for k in warehouse.list("ids") if (m := IDS_FILE.match(k))}
+    finished = {date.fromisoformat(m.group(1)) for k in warehouse.list("_runs") if (m := RUN_FILE.match(k))}
     missing = sorted(finished - set(found))
     if missing:
         log.warning("building the id index of %d arrival days written before it existed", len(missing))
         names = {d.isoformat() for d in missing}
         files: dict[date, list[str]] = {}
         for key in warehouse.list("events"):
-            if (m := _DAY_FILE.match(key)) and m.group(3) in names:
+            if (m := DAY_FILE.match(key)) and m.group(3) in names:
                 files.setdefault(date.fromisoformat(m.group(3)), []).append(key)
         for arrival in missing:
             frames = [read_parquet(warehouse, k, columns=list(IDS_SCHEMA)) for k in files.get(arrival, [])]
@@ -411,9 +239,7 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         broken_workspaces=workspaces.broken,
     )
     batch = read_partition(landing, ingest_date, rules, exact_only, limits)
-    night = events_frame(batch)
-    batch.valid.clear()  # `night` holds the only copy of the rows from here on
-    night = compacted(night)
+    night = compacted(take_events(batch))
     night = night.hstack(local_time_columns(night.select("workspace_id", "occurred_at"), workspaces.frame))
 
     lost_in_night = night_duplicates(night)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from etl.pipeline import run_key
 from etl.storage import Storage
+from etl.warehouse import run_key
 
 SCHEMA_DRIFT_PREFIXES = ("bad_type:", "missing_field:", "unknown_event_type", "not_an_object", "unknown_source")
 

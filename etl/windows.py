@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -87,3 +87,9 @@ def local_date(instant: datetime, timezone: str) -> date:
 def report_day_for(cutoff: datetime, timezone: str) -> date:
     """The last local day that had fully ended at `cutoff`: R = local_date(cutoff) - 1 day."""
     return local_date(cutoff, timezone) - timedelta(days=1)
+
+
+def end_of_night(night: date) -> datetime:
+    """The instant an arrival day ends (00:00 UTC the next day): its data are complete, and it is the cutoff whose
+    report days the night publishes."""
+    return datetime.combine(night + timedelta(days=1), datetime.min.time(), UTC)

@@ -98,7 +98,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 # Modules an ETL run executes: while `make mutation` mutates one of them, every test runs the ETL itself.
-_RUN_BY_THE_ETL = {"ingest", "pipeline", "transform", "validate", "windows"}
+_RUN_BY_THE_ETL = {"ingest", "pipeline", "transform", "validate", "warehouse", "windows"}
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +120,8 @@ def tiny_warehouse_built(tmp_path_factory: pytest.TempPathFactory) -> Path | Non
 
 
 def run_tiny_etl(warehouse: Path) -> Path:
-    from etl.pipeline import landing_dates, run_etl
+    from etl.ingest import landing_dates
+    from etl.pipeline import run_etl
     from etl.storage import LocalStorage
 
     landing = LocalStorage(TINY / "landing")

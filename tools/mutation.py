@@ -44,6 +44,7 @@ TESTS = {
                "tests/unit/test_log_csv.py", "tests/e2e/test_pages.py"],
     "nightly": ["tests/unit/test_nightly.py", "tests/e2e/test_night_steps.py", "tests/faults/test_mail_faults.py",
                 "tests/dags/test_nightly_dag.py"],
+    "warehouse": ["tests/unit/test_pipeline.py", "tests/e2e/test_night_steps.py", "tests/e2e/test_pages.py"],
     "validate": ["tests/unit/test_validate.py", "tests/unit/test_ingest.py"],
     "transform": ["tests/unit/test_transform.py", "tests/unit/test_pipeline.py"],
     "windows": ["tests/unit/test_windows.py", "tests/e2e/test_report_semantics.py"],

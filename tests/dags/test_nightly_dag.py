@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from etl.generate import GenerateOptions, generate
-from etl.nightly import backfill, cutoff_of, night_of
+from etl.nightly import backfill, night_of
 from etl.settings import Settings
 from etl.storage import LocalStorage, s3_client
+from etl.windows import end_of_night
 from tests.dags.conftest import REPO, SECRET, dag_env, run_dag
 
 NIGHT = "2026-03-11"
@@ -80,7 +81,7 @@ def test_every_kind_of_run_agrees_on_its_night(logical_date: datetime | None, ru
         for given in {logical_date, logical_date and logical_date.astimezone(timezone(timedelta(hours=-11)))}:
             night = night_of(given, run_after.astimezone(timezone(timedelta(hours=13))))
             assert night == expected
-            assert cutoff_of(night) == datetime(2026, 3, 12, tzinfo=UTC)
+            assert end_of_night(night) == datetime(2026, 3, 12, tzinfo=UTC)
     finally:
         monkeypatch.undo()
         time.tzset()

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from etl.generate import GenerateOptions, generate
-from etl.nightly import backfill, cutoff_of
+from etl.nightly import backfill
 from etl.settings import Settings
 from etl.storage import LocalStorage
-from etl.windows import report_day_for
+from etl.windows import end_of_night, report_day_for
 from tests.conftest import _free_port
 from tests.dags.conftest import REPO
 
@@ -116,6 +116,6 @@ def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tu
     # night (one later) never renders, whatever the zone.
     workspaces = json.loads((Path(env["CONTACTS_REPORT_LANDING"]) / "workspaces.json").read_text())
     for ws in workspaces:
-        day = report_day_for(cutoff_of(night), ws["timezone"])
-        assert day != report_day_for(cutoff_of(night + timedelta(days=1)), ws["timezone"])
+        day = report_day_for(end_of_night(night), ws["timezone"])
+        assert day != report_day_for(end_of_night(night + timedelta(days=1)), ws["timezone"])
         assert (Path(env["CONTACTS_REPORT_OUT"]) / f"{ws['workspace_id']}/{day}/today.html").is_file(), ws

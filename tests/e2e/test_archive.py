@@ -18,7 +18,8 @@ import pytest
 from etl.archive import ArchiveError, Lock, mirror, show, verify, write_archive
 from etl.pipeline import run_etl
 from etl.publish import content_type
-from etl.render import RenderJob, render
+from etl.render import RenderJob
+from etl.render_jobs import render
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, s3_client
 from etl.windows import WINDOW_NAMES
 from tests.helpers import event, write_landing

@@ -17,9 +17,10 @@ from etl import nightly
 from etl.archive import verify
 from etl.generate import GenerateOptions, generate
 from etl.mail import SmtpConfig
-from etl.render import read_view, report_days
 from etl.settings import Settings
 from etl.storage import LocalStorage, S3Storage, s3_client
+from etl.warehouse import read_view, report_days
+from etl.windows import end_of_night
 from tests.conftest import Inbox
 
 NIGHT = date(2026, 3, 11)
@@ -78,7 +79,7 @@ def test_the_night_step_by_step_and_again(settings: Settings, smtp_server: tuple
 
     # What was published: each workspace's report day (7 pages and their CSVs), then the index pages.
     view = read_view(warehouse)
-    days = report_days(view, view.workspaces, None, nightly.cutoff_of(NIGHT))
+    days = report_days(view, view.workspaces, None, end_of_night(NIGHT))
     keys = nightly.night_keys(settings, NIGHT)
     assert keys[-4:] == ["index.html", "1/index.html", "2/index.html", "3/index.html"]
     assert {k.rsplit("/", 1)[0] for k in keys[:-4]} == {f"{w}/{d}" for w, d in days.items()}
@@ -159,7 +160,7 @@ def test_a_night_without_a_bucket_mails_links_to_the_local_pages_past_an_unknown
     assert body is not None
     text = body.get_content()
     view = read_view(LocalStorage(local.warehouse))
-    day = report_days(view, [1], None, nightly.cutoff_of(NIGHT))[1]
+    day = report_days(view, [1], None, end_of_night(NIGHT))[1]
     assert to == "ana@example.com"
     assert f"{tmp_path}/pagesX/1/{day}/today.html" in text
     assert f"All report days: {tmp_path}/pagesX/1/index.html" in text

@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from etl.pipeline import landing_dates, run_etl
-from etl.render import RenderError, RenderJob, neutralise, page_key, planned_batches, render
+from etl.csv_logs import neutralise
+from etl.ingest import landing_dates
+from etl.pipeline import run_etl
+from etl.render import RenderError, RenderJob, page_key
+from etl.render_jobs import planned_batches, render
 from etl.report import NO_DATA_FILTERED, NOT_APPLICABLE, FilterError, Filters
 from etl.storage import LocalStorage, StorageError
 from etl.windows import WINDOW_NAMES, window
@@ -89,7 +92,7 @@ def build(landing: Path, root: Path) -> Path:
 def render_all(warehouse: Path, out: Path | str, report_day: date, workers: int = 1, filters: tuple[str, ...] = (),
                ids: tuple[int, ...] | None = None, page_log_rows: int = 500,
                rows_per_group: int = 1_000_000) -> dict[str, int]:
-    from etl.render import read_view
+    from etl.warehouse import read_view
 
     ids = ids or tuple(sorted(read_view(LocalStorage(warehouse)).workspaces))
     job = RenderJob(str(warehouse), str(out), ids, report_day, None, WINDOW_NAMES, filters, page_log_rows,
@@ -193,7 +196,7 @@ def test_same_warehouse_gives_byte_identical_output_with_one_or_two_workers(tiny
 def test_parallel_workers_get_batches_sized_by_the_events_their_pages_load(tiny_site: tuple[Path, Path]) -> None:
     import polars as pl
 
-    from etl.render import DayFiles, event_counts, read_view
+    from etl.warehouse import DayFiles, event_counts, read_view
 
     warehouse, _ = tiny_site
     day = date(2026, 3, 30)  # its windows reach back to January: every stored event up to the day counts

@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 
 from etl.generate import TIMEZONES, GenerateOptions, generate
-from etl.pipeline import landing_dates, run_etl
+from etl.ingest import landing_dates
+from etl.pipeline import run_etl
 from etl.storage import LocalStorage, open_storage
 from etl.windows import window
 from tests.naive import naive_counts, naive_events

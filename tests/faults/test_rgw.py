@@ -20,7 +20,8 @@ from botocore.exceptions import ClientError
 
 from etl import storage
 from etl.archive import Lock, mirror, verify, write_archive
-from etl.pipeline import landing_dates, run_etl
+from etl.ingest import landing_dates
+from etl.pipeline import run_etl
 from etl.publish import S3Target, link, upload
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, client_config
 from tests.conftest import TINY, free_port_pair

@@ -14,7 +14,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from etl.archive import mirror, verify, write_archive
-from etl.pipeline import landing_dates, run_etl
+from etl.ingest import landing_dates
+from etl.pipeline import run_etl
 from etl.publish import S3Target, upload
 from etl.storage import LocalStorage, S3Storage, StorageError, client_config
 from tests.conftest import TINY

@@ -19,10 +19,11 @@ import polars as pl
 import pytest
 
 from etl.ingest import REFUSED_WHOLE, Admitted, admit, decompress
-from etl.pipeline import quarantine_key, run_etl
+from etl.pipeline import run_etl
 from etl.quality import Thresholds, problems
 from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
 from etl.storage import LocalStorage, open_storage, read_parquet
+from etl.warehouse import quarantine_key
 from tests.conftest import plain_id
 from tests.helpers import event, write_landing
 
@@ -355,7 +356,7 @@ def test_local_and_s3_landings_skip_the_same_files(tmp_path: Path, s3_bucket: st
 
 
 def test_only_strays_is_still_a_missing_night(tmp_path: Path) -> None:
-    from etl.pipeline import EtlError
+    from etl.errors import EtlError
 
     landing = write_landing(tmp_path / "landing", [(1, "M", "Europe/Madrid")], {})
     folder = landing / f"events/ingest_date={DAY}/hour=09"

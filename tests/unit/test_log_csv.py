@@ -7,7 +7,7 @@ import io
 
 import polars as pl
 
-from etl.render import CSV_COLUMNS, log_csv, neutralise
+from etl.csv_logs import CSV_COLUMNS, log_csv, neutralise
 
 HOSTILE = ["=1+2", 'a"b', "line\nbreak", "\tx", "-5", "@SUM(A1)", "é ünï 👋", "", None, "plain", "+x", "\r\n",
            "a,b", "'q", "=HYPERLINK(\"http://x\")"]

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from etl.errors import EtlError
 from etl.nightly import backfill, check_landing, ingest, night_of, quality_gate, record_run
-from etl.pipeline import EtlError, run_key
 from etl.publish import S3Target, upload
 from etl.quality import QualityError, Thresholds, problems
 from etl.settings import Settings
 from etl.storage import LocalStorage, s3_client
+from etl.warehouse import run_key
 from tests.helpers import event, write_landing
 
 LIMITS = Thresholds(max_quarantine_ratio=0.05, max_schema_drift_ratio=0.01, min_volume_ratio=0.2, volume_floor=50)

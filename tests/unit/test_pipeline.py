@@ -20,20 +20,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from etl import pipeline
+from etl import ingest, pipeline
 from etl.contract import CONTENT_COLUMNS
-from etl.ingest import arrival_keys
-from etl.pipeline import (
-    EtlError,
-    day_files,
-    landing_dates,
-    night_duplicates,
-    quarantine_key,
-    read_daily,
-    run_etl,
-)
+from etl.errors import EtlError
+from etl.ingest import arrival_keys, landing_dates
+from etl.pipeline import night_duplicates, run_etl
 from etl.storage import LocalStorage, read_parquet
 from etl.transform import storage_permutation
+from etl.warehouse import day_files, quarantine_key, read_daily
 from etl.workspaces import WorkspacesError
 from tests.conftest import examples
 from tests.helpers import event, write_landing
@@ -179,7 +173,7 @@ def test_lines_are_counted_across_decoding_groups(tmp_path: Path, monkeypatch: p
     landing = write_landing(tmp_path / "landing", MADRID, {
         f"2026-03-10/{hour:02d}": [event(f"e{hour}", f"2026-03-10T{hour:02d}:00:00Z"), "", "{broken"]
         for hour in (8, 9, 10)})
-    monkeypatch.setattr(pipeline, "DECODE_BYTES", 1)  # each file a group of its own
+    monkeypatch.setattr(ingest, "DECODE_BYTES", 1)  # each file a group of its own
     [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
     assert (summary["lines_read"], summary["blank_lines"], summary["events_valid"]) == (6, 3, 3)
     assert summary["quarantined_by_reason"] == {"invalid_json": 3}

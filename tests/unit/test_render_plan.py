@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.render import WORKSPACE_COST, balanced_batches
+from etl.render_jobs import WORKSPACE_COST, balanced_batches
 from tests.conftest import examples
 
 

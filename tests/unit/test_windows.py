@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from etl.windows import WINDOW_NAMES, report_day_for, window
+from etl.windows import WINDOW_NAMES, end_of_night, report_day_for, window
 
 R = date(2026, 3, 10)
 
@@ -68,3 +68,9 @@ def test_report_day_is_the_last_local_day_fully_ended_at_the_cutoff(tz: str, exp
 def test_a_cutoff_without_a_time_zone_is_refused_not_read_as_the_machines_local_time() -> None:
     with pytest.raises(ValueError, match=r"^instant must be timezone-aware$"):
         report_day_for(datetime(2026, 3, 12, 0, 30), "UTC")
+
+
+def test_a_night_ends_at_midnight_utc_after_its_arrival_day() -> None:
+    assert end_of_night(date(2026, 12, 31)) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert report_day_for(end_of_night(date(2026, 3, 10)), "Pacific/Kiritimati") == date(2026, 3, 10)  # +14: ended
+    assert report_day_for(end_of_night(date(2026, 3, 10)), "Pacific/Pago_Pago") == date(2026, 3, 9)  # -11: not yet
