@@ -166,22 +166,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "generate":
-        return _generate(args)
+        return _generate(args, settings)
     if args.command == "etl":
         return _etl(args, settings)
     if args.command == "render":
-        return _render(args)
+        return _render(args, settings)
     if args.command == "archive":
         return _archive(args, settings)
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from etl.generate import GenerateOptions, default_start, generate
 
     options = GenerateOptions(start=args.start or default_start(args.days), days=args.days,
                               workspaces=args.workspaces, events_per_day=args.events_per_day, seed=args.seed)
-    counts = generate(open_storage(args.landing), options)
+    counts = generate(open_storage(args.landing, sse=settings.s3_sse), options)
     print(json.dumps({"landing": args.landing, "start": options.start.isoformat(), **counts}))
     return 0
 
@@ -191,7 +191,8 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
     from etl.ingest import landing_dates
     from etl.pipeline import run_etl
 
-    landing, warehouse = open_storage(args.landing), open_storage(args.warehouse)
+    landing = open_storage(args.landing, sse=settings.s3_sse)
+    warehouse = open_storage(args.warehouse, sse=settings.s3_sse)
     try:
         days = landing_dates(landing) if args.all else sorted(set(args.ingest_date))
     except EtlError as err:
@@ -211,7 +212,7 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _render(args: argparse.Namespace) -> int:
+def _render(args: argparse.Namespace, settings: Settings) -> int:
     from etl.render import RenderError, RenderJob
     from etl.render_jobs import render
     from etl.report import FilterError, Filters
@@ -222,13 +223,14 @@ def _render(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         Filters.parse(args.filter)
-        view = read_view(open_storage(args.warehouse))
+        view = read_view(open_storage(args.warehouse, sse=settings.s3_sse))
     except (FilterError, RenderError) as err:
         log.error("%s", err)
         return EXIT_USAGE
     ids = tuple(sorted(set(args.workspace))) if args.workspace else tuple(sorted(view.workspaces))
     job = RenderJob(warehouse_uri=args.warehouse, out_uri=args.out, workspace_ids=ids, report_day=args.report_day,
-                    cutoff=args.cutoff, windows=tuple(args.window or WINDOW_NAMES), filters=tuple(args.filter))
+                    cutoff=args.cutoff, windows=tuple(args.window or WINDOW_NAMES), filters=tuple(args.filter),
+                    sse=settings.s3_sse)
     try:
         totals = render(job, workers=args.workers)
     except RenderError as err:
@@ -241,11 +243,11 @@ def _render(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
     from etl.archive import Lock, show, verify, write_archive
 
-    archive = open_storage(args.archive)
+    archive = open_storage(args.archive, sse=settings.s3_sse)
     if args.verb == "write":
         lock = Lock(settings.archive_lock_mode, settings.archive_lock_days)
-        outcome = write_archive(open_storage(args.warehouse), archive, args.workspace, args.report_day, args.cutoff,
-                                lock)
+        warehouse = open_storage(args.warehouse, sse=settings.s3_sse)
+        outcome = write_archive(warehouse, archive, args.workspace, args.report_day, args.cutoff, lock)
         print(json.dumps({"archive": args.archive, **outcome}))
         return 0
     if args.verb == "verify":

@@ -19,17 +19,22 @@ from etl.indexes import write_indexes
 from etl.ingest import landing_dates, landing_inventory
 from etl.pipeline import run_etl
 from etl.publish import S3Target, link, upload
-from etl.quality import Thresholds, gate
+from etl.quality import gate
 from etl.render import RenderJob, render_batch
 from etl.render_jobs import planned_batches
 from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.settings import Settings
-from etl.storage import open_storage
+from etl.storage import Storage, open_storage
 from etl.templating import environment
 from etl.warehouse import load_inputs, read_view, report_days, run_key
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES, end_of_night
 
 log = logging.getLogger(__name__)
+
+
+def _store(settings: Settings, uri: str) -> Storage:
+    """One of the night's storages: on S3, every object written is encrypted as the settings say."""
+    return open_storage(uri, sse=settings.s3_sse)
 
 
 def night_of(logical_date: datetime | None, run_after: datetime | None = None) -> date:
@@ -46,7 +51,7 @@ def night_of(logical_date: datetime | None, run_after: datetime | None = None) -
 def check_landing(settings: Settings, night: date, sleep: Any = time.sleep, clock: Any = time.monotonic) -> int:
     """Wait up to `landing_wait_seconds` for the night's arrival partition, then fail loudly: a missing feed must
     never become a report of zero contacts. (`sleep` and `clock` are for tests.)"""
-    landing = open_storage(settings.landing)
+    landing = _store(settings, settings.landing)
     deadline = clock() + settings.landing_wait_seconds
     while True:
         keys = landing_inventory(landing, night)[0]
@@ -61,7 +66,7 @@ def check_landing(settings: Settings, night: date, sleep: Any = time.sleep, cloc
 
 
 def ingest(settings: Settings, night: date) -> dict[str, Any]:
-    summary = run_etl(open_storage(settings.landing), open_storage(settings.warehouse), night,
+    summary = run_etl(_store(settings, settings.landing), _store(settings, settings.warehouse), night,
                       settings.future_tolerance, settings.max_line_bytes, limits=settings.read_limits)
     keep = ("ingest_date", "run_id", "lines_read", "events_valid", "events_quarantined", "duplicates_dropped",
             "late_events")
@@ -69,18 +74,14 @@ def ingest(settings: Settings, night: date) -> dict[str, Any]:
 
 
 def quality_gate(settings: Settings, night: date) -> dict[str, Any]:
-    limits = Thresholds(max_quarantine_ratio=settings.max_quarantine_ratio,
-                        max_schema_drift_ratio=settings.max_schema_drift_ratio,
-                        min_volume_ratio=settings.min_volume_ratio, volume_floor=settings.volume_floor,
-                        max_damaged_files=settings.max_damaged_files)
-    return gate(open_storage(settings.warehouse), night, limits)
+    return gate(_store(settings, settings.warehouse), night, settings.thresholds)
 
 
 def plan_batches(settings: Settings, night: date) -> list[list[int]]:
     """Workspace batches for the mapped render tasks (ids only: XCom carries no data): one per `render_batch_size`
     workspaces, of about equal work (a workspace with a quarter of all events can be a batch of its own), the
     batch with the most work first so that it starts first."""
-    ids = sorted(read_view(open_storage(settings.warehouse)).workspaces)
+    ids = sorted(read_view(_store(settings, settings.warehouse)).workspaces)
     if not ids:
         return []
     count = -(-len(ids) // max(1, settings.render_batch_size))
@@ -93,12 +94,12 @@ def render_workspaces(settings: Settings, night: date, workspace_ids: list[int])
 
 def _render_job(settings: Settings, night: date, workspace_ids: list[int]) -> RenderJob:
     return RenderJob(settings.warehouse, settings.out, tuple(workspace_ids), None, end_of_night(night), WINDOW_NAMES,
-                     ())
+                     (), sse=settings.s3_sse)
 
 
 def finalize_indexes(settings: Settings) -> int:
-    view = read_view(open_storage(settings.warehouse))
-    write_indexes(open_storage(settings.out), view)
+    view = read_view(_store(settings, settings.warehouse))
+    write_indexes(_store(settings, settings.out), view)
     return len(view.workspaces)
 
 
@@ -108,21 +109,21 @@ def archive_night(settings: Settings, night: date, client: Any) -> dict[str, int
     from etl.storage import S3Storage
 
     lock = Lock(settings.archive_lock_mode, settings.archive_lock_days)
-    warehouse, archive = open_storage(settings.warehouse), open_storage(settings.archive)
+    warehouse, archive = _store(settings, settings.warehouse), _store(settings, settings.archive)
     outcome = write_archive(warehouse, archive, None, None, end_of_night(night), lock)
     if settings.s3_uri:
         target = S3Target.parse(settings.s3_uri)
         view = read_view(warehouse)
         days = report_days(view, view.workspaces, None, end_of_night(night))
-        remote = S3Storage(target.bucket, target.key("archive"), client)
+        remote = S3Storage(target.bucket, target.key("archive"), client, settings.s3_sse)
         outcome["mirrored"] = mirror(archive, remote, days, lock)
     return outcome
 
 
 def night_keys(settings: Settings, night: date) -> list[str]:
     """What the night publishes: each workspace's report day folder, then the index pages."""
-    out = open_storage(settings.out)
-    view = read_view(open_storage(settings.warehouse))
+    out = _store(settings, settings.out)
+    view = read_view(_store(settings, settings.warehouse))
     days = report_days(view, view.workspaces, None, end_of_night(night))
     keys = [k for w, d in sorted(days.items()) for k in out.list(f"{w}/{d.isoformat()}")]
     indexes = ["index.html", *(f"{w}/index.html" for w in sorted(view.workspaces))]
@@ -133,7 +134,8 @@ def publish(settings: Settings, night: date, client: Any) -> dict[str, int]:
     if not settings.s3_uri:
         log.info("CONTACTS_REPORT_S3_URI is not set: nothing to publish")
         return {"uploaded": 0, "unchanged": 0}
-    return upload(client, S3Target.parse(settings.s3_uri), open_storage(settings.out), night_keys(settings, night))
+    return upload(client, S3Target.parse(settings.s3_uri), _store(settings, settings.out),
+                  night_keys(settings, night), settings.s3_sse)
 
 
 def _recipients(settings: Settings) -> dict[int, list[str]]:
@@ -152,7 +154,7 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
     recipients = _recipients(settings)
     if not recipients:
         return {"sent": 0, "failed": 0, "skipped": 0}
-    warehouse = open_storage(settings.warehouse)
+    warehouse = _store(settings, settings.warehouse)
     ledger_key = f"_mail/night={night.isoformat()}.json"
     ledger: dict[str, str] = json.loads(warehouse.read_bytes(ledger_key)) if warehouse.exists(ledger_key) else {}
     view = read_view(warehouse)
@@ -200,7 +202,7 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
 
 def record_run(settings: Settings, night: date, stats: dict[str, Any], client: Any | None) -> dict[str, Any]:
     """The ops record of the night, and the small ops page `_runs/index.html` (+ JSON) of recent runs."""
-    warehouse = open_storage(settings.warehouse)
+    warehouse = _store(settings, settings.warehouse)
     etl_summary = json.loads(warehouse.read_bytes(run_key(night)))
     finished = datetime.now(UTC)
     started = stats.get("started_at")
@@ -212,18 +214,18 @@ def record_run(settings: Settings, night: date, stats: dict[str, Any], client: A
     warehouse.write_bytes(f"_nightly/night={night.isoformat()}.json", json.dumps(record, indent=1).encode())
     records = [json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_nightly")][-60:]
     records.sort(key=lambda r: r["night"], reverse=True)
-    out = open_storage(settings.out)
+    out = _store(settings, settings.out)
     out.write_bytes("_runs/runs.json", json.dumps(records, indent=1).encode(), "application/json")
     html = environment().get_template("runs.html.j2").render(runs=records)
     out.write_bytes("_runs/index.html", html.encode(), "text/html; charset=utf-8")
     if settings.s3_uri and client is not None:
-        upload(client, S3Target.parse(settings.s3_uri), out, ["_runs/runs.json", "_runs/index.html"])
+        upload(client, S3Target.parse(settings.s3_uri), out, ["_runs/runs.json", "_runs/index.html"], settings.s3_sse)
     return record
 
 
 def backfill(settings: Settings, until: date) -> int:
     """ETL every arrival day before `until` (the demo's history); returns how many nights ran."""
-    landing, warehouse = open_storage(settings.landing), open_storage(settings.warehouse)
+    landing, warehouse = _store(settings, settings.landing), _store(settings, settings.warehouse)
     nights = [d for d in landing_dates(landing) if d < until]
     for night in nights:
         run_etl(landing, warehouse, night, settings.future_tolerance, settings.max_line_bytes,

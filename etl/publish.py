@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.progress import Progress
+from etl.settings import DEFAULT_S3_SSE
 from etl.storage import Storage, check_key, encryption_args
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def is_index(key: str) -> bool:
     return key.endswith("index.html") or key.endswith("index.json") or key.startswith("_runs/")
 
 
-def upload(client: Any, target: S3Target, source: Storage, keys: Iterable[str]) -> dict[str, int]:
+def upload(client: Any, target: S3Target, source: Storage, keys: Iterable[str], sse: str = DEFAULT_S3_SSE
+           ) -> dict[str, int]:
     """Upload `keys` from `source` in a safe order: dated pages and downloads first, index pages last, so a reader
     never follows an index link to a missing page and a failed run leaves yesterday's indexes valid.
     Objects already present with the same bytes are skipped, so a re-run uploads nothing new."""
@@ -71,7 +73,7 @@ def upload(client: Any, target: S3Target, source: Storage, keys: Iterable[str]) 
             if existing.get(remote) == hashlib.md5(data, usedforsecurity=False).hexdigest():
                 skipped += 1
             else:
-                _put(client, target.bucket, remote, data, key)
+                _put(client, target.bucket, remote, data, key, sse)
                 uploaded += 1
             bar.advance()
     log.info("published %d objects to s3://%s/%s (%d unchanged)", uploaded, target.bucket, target.prefix, skipped)
@@ -101,11 +103,11 @@ def _existing_etags(client: Any, target: S3Target) -> dict[str, str]:
     return etags
 
 
-def _put(client: Any, bucket: str, key: str, data: bytes, relative: str) -> None:
+def _put(client: Any, bucket: str, key: str, data: bytes, relative: str, sse: str) -> None:
     extra = {
         "ContentType": content_type(relative),
         "CacheControl": INDEX_CACHE if is_index(relative) else DATED_CACHE,
-        **encryption_args(),
+        **encryption_args(sse),
     }
     if len(data) >= MULTIPART_THRESHOLD:
         import io

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from etl.settings import Thresholds
 from etl.storage import Storage
 from etl.warehouse import run_key
 
@@ -16,16 +16,6 @@ SCHEMA_DRIFT_PREFIXES = ("bad_type:", "missing_field:", "unknown_event_type", "n
 
 class QualityError(Exception):
     """The night's data failed the gate; the message lists every problem."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    max_quarantine_ratio: float = 0.05
-    max_schema_drift_ratio: float = 0.01
-    min_volume_ratio: float = 0.2
-    volume_floor: int = 50
-    max_damaged_files: int = 0
-    baseline_nights: int = 7
 
 
 def _previous_summaries(warehouse: Storage, night: date, nights: int) -> list[dict[str, Any]]:
@@ -59,8 +49,8 @@ def problems(summary: dict[str, Any], history: list[dict[str, Any]], limits: Thr
     for workspace, baseline in _baselines(history, limits).items():
         tonight = summary.get("events_by_workspace", {}).get(workspace, 0)
         if tonight < limits.min_volume_ratio * baseline:
-            found.append(f"workspace {workspace}: volume collapsed to {tonight} events "
-                         f"(median of the previous nights {baseline:.0f}, floor {limits.min_volume_ratio:.0%})")
+            found.append(f"workspace {workspace}: volume collapsed to {tonight} events (the previous nights' median "
+                         f"is {baseline:.0f}; the gate asks for at least {limits.min_volume_ratio:.0%} of it)")
     return found
 
 

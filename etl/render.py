@@ -33,6 +33,7 @@ from etl.report import (
     filtered_inputs,
     previous_and_next_day,
 )
+from etl.settings import DEFAULT_S3_SSE
 from etl.storage import BackgroundWrites, Storage, check_key, open_storage
 from etl.templating import environment
 from etl.warehouse import DayFiles, WarehouseView, load_groups, read_view, report_days
@@ -106,6 +107,7 @@ class RenderJob:
     filters: tuple[str, ...]
     page_log_rows: int = 500
     rows_per_group: int = 1_000_000  # events a worker holds at once (docs/performance.md, "Render")
+    sse: str = DEFAULT_S3_SSE  # encryption of the pages written to S3 (`Settings.s3_sse`)
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def render_batch(job: RenderJob) -> dict[str, int]:
     counts = {"pages": 0, "csv": 0}
     groups = load_groups(DayFiles(scope.warehouse), scope.workspaces, scope.days, job.windows, scope.need_all_events,
                          job.rows_per_group)
-    with (BackgroundWrites(open_storage(job.out_uri)) as out,
+    with (BackgroundWrites(open_storage(job.out_uri, sse=job.sse)) as out,
           Progress(len(scope.workspaces) * len(job.windows), "rendering", " pages") as bar):
         for group in groups:
             for workspace_id in list(group):  # popped: a rendered workspace's rows are freed at once

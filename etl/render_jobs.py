@@ -56,5 +56,5 @@ def render(job: RenderJob, workers: int = 1) -> dict[str, int]:
             results = list(pool.map(render_batch, jobs))
     totals = {"pages": sum(r["pages"] for r in results), "csv": sum(r["csv"] for r in results)}
     view = read_view(open_storage(job.warehouse_uri))
-    write_indexes(open_storage(job.out_uri), view)
+    write_indexes(open_storage(job.out_uri, sse=job.sse), view)
     return totals

@@ -13,6 +13,9 @@ from etl.errors import InputError
 from etl.validate import FUTURE_TOLERANCE, MAX_LINE_BYTES
 
 DEFAULT_DATA = Path("data")
+# Server-side encryption of every S3 object written: "AES256" (SSE-S3), "aws:kms" or "aws:kms:KEY-ID" (SSE-KMS; Ceph
+# RGW 16.2 supports only this), or "none" (the bucket's default encryption applies). `etl.storage.encryption_args`.
+DEFAULT_S3_SSE = "AES256"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,21 @@ DEFAULT_READ_LIMITS = ReadLimits()
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """The data-quality gate (`etl.quality`): the nightly run fails loudly past any of these."""
+
+    max_quarantine_ratio: float = 0.05
+    max_schema_drift_ratio: float = 0.01
+    min_volume_ratio: float = 0.2  # of a workspace's median over the baseline nights ...
+    volume_floor: int = 50  # ... for workspaces whose median is at least this many events
+    max_damaged_files: int = 0  # landing files not read whole (damaged gzip, past a bound, a link)
+    baseline_nights: int = 7
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
 class Settings:
     landing: str = str(DEFAULT_DATA / "landing")
     warehouse: str = str(DEFAULT_DATA / "warehouse")
@@ -37,6 +55,7 @@ class Settings:
     archive_lock_mode: str | None = None  # COMPLIANCE or GOVERNANCE, for an S3 bucket with Object Lock
     archive_lock_days: int = 0
     s3_uri: str | None = None
+    s3_sse: str = DEFAULT_S3_SSE
     base_url: str | None = None
     recipients_file: str | None = None
     mail_from: str = "contacts-report@localhost"
@@ -48,12 +67,12 @@ class Settings:
     max_file_lines: int = DEFAULT_READ_LIMITS.max_file_lines
     max_file_bytes: int = DEFAULT_READ_LIMITS.max_file_bytes
     max_expansion_ratio: int = DEFAULT_READ_LIMITS.max_expansion_ratio
-    # Data-quality gate (the nightly run fails loudly past these)
-    max_quarantine_ratio: float = 0.05
-    min_volume_ratio: float = 0.2
-    volume_floor: int = 50
-    max_schema_drift_ratio: float = 0.01
-    max_damaged_files: int = 0  # landing files not read whole (damaged gzip, past a bound, a link)
+    # Data-quality gate (`Thresholds`)
+    max_quarantine_ratio: float = DEFAULT_THRESHOLDS.max_quarantine_ratio
+    min_volume_ratio: float = DEFAULT_THRESHOLDS.min_volume_ratio
+    volume_floor: int = DEFAULT_THRESHOLDS.volume_floor
+    max_schema_drift_ratio: float = DEFAULT_THRESHOLDS.max_schema_drift_ratio
+    max_damaged_files: int = DEFAULT_THRESHOLDS.max_damaged_files
     # How long the nightly run waits for a late feed before failing
     landing_wait_seconds: int = 3600
     landing_poll_seconds: int = 300
@@ -65,6 +84,12 @@ class Settings:
     def read_limits(self) -> ReadLimits:
         return ReadLimits(max_file_lines=self.max_file_lines, max_file_bytes=self.max_file_bytes,
                           max_expansion_ratio=self.max_expansion_ratio)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(max_quarantine_ratio=self.max_quarantine_ratio,
+                          max_schema_drift_ratio=self.max_schema_drift_ratio, min_volume_ratio=self.min_volume_ratio,
+                          volume_floor=self.volume_floor, max_damaged_files=self.max_damaged_files)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -94,6 +119,7 @@ class Settings:
             "archive_lock_mode": env.get("CONTACTS_REPORT_ARCHIVE_LOCK_MODE") or None,
             "archive_lock_days": number("CONTACTS_REPORT_ARCHIVE_LOCK_DAYS", 0),
             "s3_uri": env.get("CONTACTS_REPORT_S3_URI") or None,
+            "s3_sse": env.get("CONTACTS_REPORT_S3_SSE", base.s3_sse).strip(),
             "base_url": env.get("CONTACTS_REPORT_BASE_URL") or None,
             "recipients_file": env.get("CONTACTS_REPORT_RECIPIENTS") or None,
             "mail_from": env.get("CONTACTS_REPORT_MAIL_FROM", base.mail_from),

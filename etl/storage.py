@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
+
+from etl.settings import DEFAULT_S3_SSE
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class S3Storage:
     bucket: str
     prefix: str
     client: Any
+    sse: str = DEFAULT_S3_SSE  # how every object written is encrypted (`encryption_args`)
 
     @property
     def uri(self) -> str:
@@ -226,7 +228,7 @@ class S3Storage:
             Key=self._key(key),
             Body=data,
             ContentType=content_type,
-            **encryption_args(),
+            **encryption_args(self.sse),
         )
 
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
@@ -241,7 +243,7 @@ class S3Storage:
         # Content-MD5: the store rejects a body damaged in transit, and Object Lock puts require it.
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         extra: dict[str, Any] = {"ContentType": content_type, "IfNoneMatch": "*", "ContentMD5": md5,
-                                 **encryption_args()}
+                                 **encryption_args(self.sse)}
         if retain_until is not None and lock_mode:
             extra.update(ObjectLockMode=lock_mode, ObjectLockRetainUntilDate=retain_until)
         try:
@@ -298,12 +300,10 @@ class S3Storage:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
-@cache
-def encryption_args() -> dict[str, str]:
-    """Server-side encryption for every object we write: CONTACTS_REPORT_S3_SSE = "AES256" (SSE-S3, the default),
-    "aws:kms" or "aws:kms:KEY-ID" (SSE-KMS; Ceph RGW 16.2 supports only this), or "none" (the bucket's default
+def encryption_args(spec: str) -> dict[str, str]:
+    """The PUT arguments of a server-side encryption setting (`Settings.s3_sse`, CONTACTS_REPORT_S3_SSE):
+    "AES256" (SSE-S3, the default), "aws:kms" or "aws:kms:KEY-ID" (SSE-KMS), or "none" (the bucket's default
     encryption applies)."""
-    spec = os.environ.get("CONTACTS_REPORT_S3_SSE", "AES256").strip()
     if spec.lower() in ("", "none"):
         return {}
     if spec.startswith("aws:kms"):
@@ -328,13 +328,13 @@ def s3_client() -> Any:
     return boto3.client("s3", config=client_config())
 
 
-def open_storage(uri: str, client: Any = None) -> Storage:
-    """`s3://bucket/prefix` or a local folder path."""
+def open_storage(uri: str, client: Any = None, sse: str = DEFAULT_S3_SSE) -> Storage:
+    """`s3://bucket/prefix` (objects written encrypted as `sse` says) or a local folder path."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
             raise StorageError(f"no bucket in {uri!r}; expected s3://bucket/prefix")
-        return S3Storage(bucket=bucket, prefix=prefix.strip("/"), client=client or s3_client())
+        return S3Storage(bucket=bucket, prefix=prefix.strip("/"), client=client or s3_client(), sse=sse)
     if "://" in uri:
         raise StorageError(f"unsupported storage URI {uri!r}; use a local path or s3://bucket/prefix")
     return LocalStorage(Path(uri))

@@ -18,7 +18,6 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from etl import storage
 from etl.archive import Lock, mirror, verify, write_archive
 from etl.ingest import landing_dates
 from etl.pipeline import run_etl
@@ -29,6 +28,7 @@ from tests.faults.proxy import FaultProxy
 
 pytestmark = pytest.mark.rgw
 SCRIPT = Path(__file__).parents[2] / "scripts/radosgw-local"
+KMS = "aws:kms:testkey-1"  # the encryption setting: Ceph 16.2 has SSE-KMS, not SSE-S3
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +49,10 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, st
 
 
 @pytest.fixture
-def client(rgw: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def client(rgw: tuple[str, str, str]) -> Iterator[Any]:
     endpoint, key, secret = rgw
-    monkeypatch.setenv("CONTACTS_REPORT_S3_SSE", "aws:kms:testkey-1")  # Ceph 16.2 has SSE-KMS, not SSE-S3
-    storage.encryption_args.cache_clear()
     yield boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
                        region_name="us-east-1", config=client_config())
-    storage.encryption_args.cache_clear()
 
 
 def fresh_bucket(client: Any, name: str, locked: bool = False) -> str:
@@ -70,7 +67,7 @@ def test_published_pages_are_encrypted_typed_and_presigned_links_expire(client: 
     out.write_bytes("index.html", b"<p>index</p>")
     bucket = fresh_bucket(client, "site")
     target = S3Target(bucket, "reports")
-    assert upload(client, target, out, out.list()) == {"uploaded": 2, "unchanged": 0}
+    assert upload(client, target, out, out.list(), KMS) == {"uploaded": 2, "unchanged": 0}
     head = client.head_object(Bucket=bucket, Key="reports/1/2026-03-10/today.html")
     assert head["ServerSideEncryption"] == "aws:kms" and head["ContentType"] == "text/html; charset=utf-8"
     grants = client.get_object_acl(Bucket=bucket, Key="reports/index.html")["Grants"]
@@ -95,7 +92,7 @@ def test_published_pages_are_encrypted_typed_and_presigned_links_expire(client: 
 
 def test_create_only_writes_on_a_plain_bucket(client: Any) -> None:
     bucket = fresh_bucket(client, "plain")
-    remote = S3Storage(bucket, "archive", client)
+    remote = S3Storage(bucket, "archive", client, KMS)
     remote.write_new("1/a.csv", b"one")
     remote.write_new("1/a.csv", b"one")  # a re-run: our own object, same bytes
     with pytest.raises(AlreadyExists):
@@ -112,7 +109,7 @@ def test_object_lock_bucket_keeps_the_snapshot_and_verify_reads_the_original(cli
         run_etl(LocalStorage(TINY / "landing"), warehouse, d)
     write_archive(warehouse, archive, None, date(2026, 3, 29), None)
     bucket = fresh_bucket(client, "audit", locked=True)
-    remote = S3Storage(bucket, "archive", client)
+    remote = S3Storage(bucket, "archive", client, KMS)
     lock = Lock("COMPLIANCE", 1)
     assert mirror(archive, remote, {1: date(2026, 3, 29), 2: date(2026, 3, 29)}, lock) == 28
     key = "archive/1/2026-03-29/rev-1/contacts_added.csv"
@@ -140,7 +137,7 @@ def test_a_body_damaged_in_transit_is_rejected_not_stored(client: Any, rgw: tupl
         via = boto3.client("s3", endpoint_url=proxy.url, aws_access_key_id=key, aws_secret_access_key=secret,
                            region_name="us-east-1", config=client_config())
         with pytest.raises(ClientError) as refused:
-            S3Storage(bucket, "archive", via).write_new("damaged.csv", b"contact_id,name\r\n1,Ana\r\n")
+            S3Storage(bucket, "archive", via, KMS).write_new("damaged.csv", b"contact_id,name\r\n1,Ana\r\n")
         assert refused.value.response["Error"]["Code"] in ("BadDigest", "XAmzContentSHA256Mismatch")
     finally:
         proxy.stop()

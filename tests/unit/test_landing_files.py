@@ -20,8 +20,8 @@ import pytest
 
 from etl.ingest import REFUSED_WHOLE, Admitted, admit, decompress
 from etl.pipeline import run_etl
-from etl.quality import Thresholds, problems
-from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
+from etl.quality import problems
+from etl.settings import DEFAULT_READ_LIMITS, ReadLimits, Thresholds
 from etl.storage import LocalStorage, open_storage, read_parquet
 from etl.warehouse import quarantine_key
 from tests.conftest import plain_id

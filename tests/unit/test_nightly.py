@@ -13,8 +13,8 @@ import pytest
 from etl.errors import EtlError
 from etl.nightly import backfill, check_landing, ingest, night_of, quality_gate, record_run
 from etl.publish import S3Target, upload
-from etl.quality import QualityError, Thresholds, problems
-from etl.settings import Settings
+from etl.quality import QualityError, problems
+from etl.settings import Settings, Thresholds
 from etl.storage import LocalStorage, s3_client
 from etl.warehouse import run_key
 from tests.helpers import event, write_landing
@@ -40,7 +40,9 @@ def test_gate_names_each_problem() -> None:
     assert len(found) == 3
     assert "8.0% of lines were quarantined" in found[0]
     assert found[1].startswith("schema drift")
-    assert found[2].startswith("workspace 2: volume collapsed to 20 events")
+    assert found[2] == ("workspace 2: volume collapsed to 20 events (the previous nights' median is 400; the gate "
+                        "asks for at least 20% of it)")
+    assert Settings().thresholds == Thresholds()  # the settings' defaults are the gate's
 
 
 def test_an_empty_night_never_passes() -> None:
@@ -150,17 +152,15 @@ def test_publish_uploads_dated_pages_before_any_index(tmp_path: Path, s3_bucket:
     assert again == {"uploaded": 0, "unchanged": 5}
 
 
-@pytest.mark.parametrize("sse", [None, "none"])
+@pytest.mark.parametrize(("environment", "encryption"), [({}, b"AES256"), ({"CONTACTS_REPORT_S3_SSE": "none"}, None),
+                                                      ({"CONTACTS_REPORT_S3_SSE": " aws:kms "}, b"aws:kms")],
+                         ids=["default", "none", "kms"])
 def test_published_objects_carry_the_documented_cache_and_encryption(tmp_path: Path, s3_bucket: str,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     sse: str | None) -> None:
-    """README: a 5-minute cache for index pages, a day for dated ones; AES256 unless CONTACTS_REPORT_S3_SSE=none
-    (then the bucket's own default applies)."""
-    from etl.storage import encryption_args
-
-    if sse is not None:
-        monkeypatch.setenv("CONTACTS_REPORT_S3_SSE", sse)
-    encryption_args.cache_clear()  # read once per process; this test changes it
+                                                                     environment: dict[str, str],
+                                                                     encryption: bytes | None) -> None:
+    """README: a 5-minute cache for index pages, a day for dated ones; AES256 unless CONTACTS_REPORT_S3_SSE says
+    otherwise (`none`: the bucket's own default applies)."""
+    sse = Settings.from_env(environment).s3_sse
     out = LocalStorage(tmp_path)
     keys = ["1/2026-03-10/today.html", "1/2026-03-10/today.contacts_added.csv", "1/index.html", "index.html"]
     for key in keys:
@@ -169,16 +169,12 @@ def test_published_objects_carry_the_documented_cache_and_encryption(tmp_path: P
     sent: dict[str, Any] = {}
     client.meta.events.register("before-send.s3.PutObject",
                                 lambda request, **_: sent.update({request.url.split("/site/")[1]: request.headers}))
-    try:
-        upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys)
-    finally:
-        encryption_args.cache_clear()
+    upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys, sse)
     for key in keys:
         head = client.head_object(Bucket=s3_bucket, Key=f"site/{key}")
         max_age = int(head["CacheControl"].split("max-age=")[1].split(",")[0])
         assert max_age == (300 if key.endswith("index.html") else 86_400), key
-        asked = sent[key].get("x-amz-server-side-encryption")
-        assert asked == (b"AES256" if sse is None else None), key
+        assert sent[key].get("x-amz-server-side-encryption") == encryption, key
 
 
 def test_the_ops_record_times_the_night_and_the_runs_page_lists_the_last_60_nights_newest_first(
