@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from etl.errors import InputError
 from etl.settings import Settings
-from etl.storage import StorageError, open_storage
+from etl.storage import StorageError, StorageUnavailable, open_storage
 from etl.windows import FIRST_DAY, LAST_DAY, WINDOW_NAMES
 
 _S3_ERRORS = (BotoCoreError, ClientError)
@@ -152,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args, settings)
+    except StorageUnavailable as err:
+        log.error("%s; check the storage (AWS_ENDPOINT_URL: %s) and run again", err,
+                  os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint"))
+        return EXIT_STORAGE
     except (StorageError, InputError) as err:
         log.error("%s", err)
         return EXIT_USAGE

@@ -72,6 +72,10 @@ class Storage(Protocol):
     def delete(self, key: str) -> None: ...
 
 
+class StorageUnavailable(StorageError):
+    """The storage did not answer in full after the retries (an outage, not a wrong argument)."""
+
+
 class UnsafeLink(StorageError):
     """A key whose path goes through a symbolic link: never followed (it could lead out of the root)."""
 
@@ -220,7 +224,7 @@ class S3Storage:
                 return data
             log.warning("reading %s/%s gave %d of %s bytes; attempt %d of %d", self.uri, key, len(data),
                         response.get("ContentLength"), attempt, READ_ATTEMPTS)
-        raise StorageError(f"could not read {self.uri}/{key} completely after {READ_ATTEMPTS} attempts")
+        raise StorageUnavailable(f"could not read {self.uri}/{key} completely after {READ_ATTEMPTS} attempts")
 
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(

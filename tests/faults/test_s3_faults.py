@@ -14,6 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from etl.archive import mirror, verify, write_archive
+from etl.cli import EXIT_STORAGE, EXIT_USAGE, main
 from etl.ingest import landing_dates
 from etl.pipeline import run_etl
 from etl.publish import S3Target, upload
@@ -127,6 +128,21 @@ def test_a_body_that_never_arrives_whole_fails_loudly(proxy: FaultProxy, moto_se
     proxy.add("GET", "workspaces.json", "truncate", times=10)
     with pytest.raises(StorageError, match=r"could not read .* completely"):
         S3Storage(BUCKET, "landing", client_via(proxy)).read_bytes("workspaces.json")
+
+
+def test_the_command_line_tells_an_outage_from_a_wrong_argument(proxy: FaultProxy, moto_server: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 3 when the storage fails after the retries (try again later), 2 for a storage argument that can never
+    work (fix it): ops and schedulers act differently on each."""
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    direct.put_object(Bucket=BUCKET, Key="landing/workspaces.json", Body=b"[]" * 1000)
+    proxy.add("GET", "workspaces.json", "truncate", times=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    etl = ["etl", "--warehouse", str(tmp_path / "wh"), "--ingest-date", "2026-03-10", "--landing"]
+    assert main([*etl, f"s3://{BUCKET}/landing"]) == EXIT_STORAGE
+    assert main([*etl, "s3:///landing"]) == EXIT_USAGE  # no bucket
+    assert main([*etl, "ftp://host/landing"]) == EXIT_USAGE
 
 
 def test_a_reply_slower_than_the_read_timeout_is_retried(proxy: FaultProxy, moto_server: str) -> None:
