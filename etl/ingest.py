@@ -38,7 +38,7 @@ import polars as pl
 from etl.contract import ALLOWED_SOURCES, CONNECTED, EVENT_SCHEMA, EVENT_TYPES, MERGED, REQUIRED_FIELDS, SOURCES
 from etl.errors import EtlError
 from etl.progress import Progress
-from etl.settings import DEFAULT_READ_LIMITS, ReadLimits
+from etl.settings import ReadLimits
 from etl.storage import Storage, UnsafeLink
 from etl.validate import EARLIEST_MICROS, Invalid, ValidationRules, event_id_hint, validate_line
 from etl.windows import FIRST_DAY, LAST_DAY
@@ -734,8 +734,8 @@ def landing_inventory(landing: Storage, ingest_date: date) -> tuple[list[str], d
     return to_read, skipped
 
 
-def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool = False,
-                   limits: ReadLimits = DEFAULT_READ_LIMITS) -> Batch:
+def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool,
+                   limits: ReadLimits) -> Batch:
     """Validate every line of the arrival day's files; each line ends valid or quarantined, and each file read,
     refused whole, or skipped (not in the layout), with its reason."""
     prefix = f"events/ingest_date={ingest_date.isoformat()}"

@@ -205,6 +205,11 @@ def test_a_night_shows_its_progress_on_a_terminal_and_nothing_elsewhere(tmp_path
     lines = terminal.getvalue().replace("\r", "\n").splitlines()
     assert any(re.match(r"reading +\[#{30}\] 2/2 files ", line) for line in lines), lines
     assert any(re.match(r"writing +\[#{30}\] 2/2 days ", line) for line in lines), lines
+    (landing / "events/ingest_date=2026-03-10/hour=10").rename(tmp_path / "withdrawn")
+    monkeypatch.setattr("sys.stderr", terminal := Terminal())
+    etl(landing, tmp_path / "wh", "2026-03-10")  # a re-run: one day written, one day it no longer delivers to
+    lines = terminal.getvalue().replace("\r", "\n").splitlines()
+    assert any(re.match(r"writing +\[#{30}\] 2/2 days ", line) for line in lines), lines
     monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "contacts_report_nightly")
     monkeypatch.setattr("sys.stderr", quiet := Terminal())
     etl(landing, tmp_path / "wh", "2026-03-10")
