@@ -26,6 +26,8 @@ connections.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,6 +76,20 @@ def notify_ops(context: dict[str, Any]) -> None:
               str(context.get("exception") or ""))
 
 
+@contextmanager
+def _no_retry_on_bad_input() -> Iterator[None]:
+    """Every task retries (NETWORK_RETRIES: storage and SMTP hiccups pass); input that cannot be processed does not
+    improve on retry, so it fails the task at once."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from etl.errors import EtlError, InputError
+
+    try:
+        yield
+    except (EtlError, InputError) as bad:
+        raise AirflowFailException(str(bad)) from bad
+
+
 NETWORK_RETRIES: dict[str, Any] = {
     "retries": 3,
     "retry_delay": timedelta(seconds=30),
@@ -110,9 +126,11 @@ def contacts_report_nightly() -> None:
 
     @task
     def ingest(landing: dict[str, Any]) -> dict[str, Any]:
+        """Storage errors are retried; input that cannot be processed (EtlError, InputError) fails at once."""
         from etl.nightly import ingest
 
-        return dict(ingest(_settings(), _night()))
+        with _no_retry_on_bad_input():
+            return dict(ingest(_settings(), _night()))
 
     @task
     def quality_gate(summary: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +155,8 @@ def contacts_report_nightly() -> None:
     def render(workspace_ids: list[int]) -> dict[str, int]:
         from etl.nightly import render_workspaces
 
-        return dict(render_workspaces(_settings(), _night(), workspace_ids))
+        with _no_retry_on_bad_input():
+            return dict(render_workspaces(_settings(), _night(), workspace_ids))
 
     @task
     def build_indexes(rendered: list[dict[str, int]]) -> dict[str, int]:

@@ -205,6 +205,24 @@ def test_missing_partition_fails_the_run_before_anything_is_published(airflow_ho
     assert inbox.messages == []  # type: ignore[attr-defined]
 
 
+def test_an_unusable_workspaces_file_fails_the_ingest_at_once(airflow_home: Path, moto_server: str,
+                                                              smtp_server: tuple[int, object],
+                                                              nightly_data: Path) -> None:
+    """Bad input does not improve on retry: the task fails on its first try (storage errors are retried)."""
+    port, inbox = smtp_server
+    (nightly_data / "landing/workspaces.json").write_text('{"not": "a list"}')
+    client, env = publishing_env(airflow_home, moto_server, port, nightly_data,
+                                 CONTACTS_REPORT_OPS_EMAIL="ops@example.com")
+    result = run_dag(env, NIGHT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "workspaces.json" in output and "up_for_retry" not in output.lower()
+    assert client.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    [(_, raw)] = inbox.messages  # type: ignore[attr-defined]
+    assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == (
+        f"[contacts-report] ingest failed for night {NIGHT}")
+
+
 def test_a_night_failing_the_quality_gate_publishes_nothing_and_alerts_ops(airflow_home: Path, moto_server: str,
                                                                            smtp_server: tuple[int, object],
                                                                            nightly_data: Path) -> None:
