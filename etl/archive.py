@@ -62,7 +62,7 @@ class Lock:
     mode: str | None = None  # "COMPLIANCE" or "GOVERNANCE"
     days: int = 0
 
-    def retain_until(self, day: date) -> datetime | None:
+    def retain_until(self) -> datetime | None:
         """Counted from the write (stores refuse a retain-until date in the past, which a backfilled old report
         day would give), rounded up to midnight UTC. A re-run never re-puts an existing object, so an object keeps
         the date of its first write."""
@@ -126,7 +126,7 @@ def write_workspace(archive: Storage, workspace: Workspace, day: date, events: p
     revision = latest + 1
     files = snapshot_files(workspace, day, revision, events)
     folder = f"{wid}/{day.isoformat()}/rev-{revision}"
-    retain = lock.retain_until(day)
+    retain = lock.retain_until()
     for name, (data, _) in sorted(files.items()):
         archive.write_new(f"{folder}/{name}", data, content_type(name), retain, lock.mode)
     body = _written_manifest(archive, folder, files)
@@ -436,7 +436,7 @@ def mirror(source: Storage, target: Storage, workspace_days: dict[int, date], lo
         # Files before manifests, manifests before their hashes: a manifest never names a missing object.
         ordered = sorted(keys, key=lambda k: (k.endswith(MANIFEST_HASH), k.endswith(MANIFEST), k))
         for key in ordered:
-            target.write_new(key, source.read_bytes(key), content_type(key), lock.retain_until(day), lock.mode)
+            target.write_new(key, source.read_bytes(key), content_type(key), lock.retain_until(), lock.mode)
             copied += 1
         for mutable in (f"{wid}/HEAD.json", f"{wid}/index.html"):
             if source.exists(mutable):

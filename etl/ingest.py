@@ -35,7 +35,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl.contract import ALLOWED_SOURCES, CONNECTED, EVENT_SCHEMA, EVENT_TYPES, MERGED, REQUIRED_FIELDS, SOURCES
+from etl.contract import (
+    ALLOWED_SOURCES,
+    CONNECTED,
+    EVENT_SCHEMA,
+    EVENT_TYPES,
+    MERGED,
+    REQUIRED_FIELDS,
+    SOURCES,
+    TEXT_FIELDS,
+)
 from etl.errors import EtlError
 from etl.progress import Progress
 from etl.settings import ReadLimits
@@ -46,10 +55,7 @@ from etl.workspaces import Workspaces, WorkspacesError, parse_workspaces
 
 log = logging.getLogger(__name__)
 
-TEXT_FIELDS = ("event_id", "event_type", "occurred_at", "contact_name", "source", "channel_name", "channel_type",
-               "user_name")
 FREE_TEXT_FIELDS = ("event_id", "contact_name", "channel_name", "channel_type", "user_name")
-ID_FIELDS = ("workspace_id", "contact_id", "channel_id", "user_id", "merged_contact_id")
 VALIDATED_COLUMNS = tuple(c for c in EVENT_SCHEMA if c not in ("ingest_date", "arrival_key"))
 # Text that must match an enumeration or the timestamp pattern: decoded as String, where a number or bool is written
 # as text (objects and arrays too, but their brackets fail the token counts), which then fails its rule. ~1 CPU-s
@@ -585,12 +591,6 @@ def judge_group(group: DecodedGroup, rules: ValidationRules, batch: Batch) -> No
                                         line_no=pl.Series(numbers, dtype=pl.Int64())))
     if passed:
         batch.valid.append(group.lines.with_arrival(pl.concat(passed, how="vertical")))
-
-
-def read_files(files: list[LandingFile], rules: ValidationRules, batch: Batch, exact_only: bool = False) -> None:
-    """Every line of some landing files into `batch`."""
-    with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        judge_group(start_decoding(files, rules, pool, exact_only).result(), rules, batch)
 
 
 class _Lines:

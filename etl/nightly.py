@@ -212,7 +212,7 @@ def record_run(settings: Settings, night: date, stats: dict[str, Any], client: A
                                              "duplicates_dropped", "late_events")},
               **stats}
     warehouse.write_bytes(f"_nightly/night={night.isoformat()}.json", json.dumps(record, indent=1).encode())
-    records = [json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_nightly")][-60:]
+    records = [json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_nightly")[-60:]]  # named by night
     records.sort(key=lambda r: r["night"], reverse=True)
     out = _store(settings, settings.out)
     out.write_bytes("_runs/runs.json", json.dumps(records, indent=1).encode(), "application/json")

@@ -1,4 +1,6 @@
-"""Pure Polars transforms of the warehouse. No I/O here: LazyFrame in, LazyFrame out."""
+"""Pure Polars transforms of the warehouse's rows; no I/O here. Lazy where a caller composes them into one query
+(`with_local_time`, `with_content_hash`, `daily_aggregates`), eager where the ETL needs the rows at once
+(`local_time_columns`, `storage_permutation`, `zone_offsets`)."""
 
 from __future__ import annotations
 

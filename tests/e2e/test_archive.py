@@ -181,7 +181,7 @@ def test_an_open_day_or_an_unknown_workspace_is_refused_with_what_to_do(tmp_path
                                             (Lock("GOVERNANCE", 2), 3)], ids=str)
 def test_retention_needs_both_a_mode_and_days(lock: Lock, days: int | None) -> None:
     """Counted from the write, rounded up to the next midnight UTC, whatever the report day."""
-    until = lock.retain_until(date(2020, 1, 1))
+    until = lock.retain_until()
     assert until == (None if days is None else
                      datetime.combine(datetime.now(UTC).date() + timedelta(days=days), time.min, UTC))
 

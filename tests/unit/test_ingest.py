@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from unittest.mock import patch
@@ -22,7 +23,16 @@ from hypothesis import strategies as st
 
 from etl import ingest
 from etl.contract import ALLOWED_SOURCES, EVENT_TYPES, SOURCES
-from etl.ingest import _PLAIN_TIMESTAMP, Batch, LandingFile, _timestamp_micros, events_frame, read_files
+from etl.ingest import (
+    _PLAIN_TIMESTAMP,
+    DECODE_THREADS,
+    Batch,
+    LandingFile,
+    _timestamp_micros,
+    events_frame,
+    judge_group,
+    start_decoding,
+)
 from etl.validate import EARLIEST_MICROS, ValidationRules, parse_timestamp
 from tests.conftest import examples, plain_id
 from tests.helpers import event
@@ -84,6 +94,12 @@ def mutants() -> st.SearchStrategy[str]:
         st.sampled_from(["", "   ", "\r", "{", "{}", "\x00", "x" * 5_000]),
         st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
     )
+
+
+def read_files(files: list[LandingFile], rules: ValidationRules, batch: Batch, exact_only: bool = False) -> None:
+    """Every line of some in-memory landing files into `batch`, as a night reads a group of files."""
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        judge_group(start_decoding(files, rules, pool, exact_only).result(), rules, batch)
 
 
 def read_both(data: bytes) -> tuple[Batch, Batch]:
