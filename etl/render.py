@@ -92,8 +92,8 @@ def render_page(page: ReportPage, prev_day: date | None, next_day: date | None) 
     # Matplotlib escaped every text node of the SVG; the legends are plain text that Jinja escapes.
     svgs = {k: {"svg": Markup(c.svg), "legend": c.legend} for k, c in _charts(page).items()}
     root = "../../" + ("../../" if page.filters.active else "")
-    return template.render(page=page, summary=page.summary(), charts=svgs, prev_day=prev_day, next_day=next_day,
-                           root=root, kinds=KINDS)
+    return template.render(page=page, summary=page.summary(), charts=svgs, numbers=page.chart_numbers(),
+                           prev_day=prev_day, next_day=next_day, root=root, kinds=KINDS)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from etl.contract import ADDED, CONNECTED, DELETED, MERGED, SOURCE_LABELS, SOURCE_MEANINGS, SOURCES
+from etl.contract import ADDED, ALLOWED_SOURCES, CONNECTED, DELETED, MERGED, SOURCE_LABELS, SOURCE_MEANINGS, SOURCES
 from etl.transform import daily_aggregates
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES, Window, window
 
@@ -156,6 +156,22 @@ class LogTable:
     frame: pl.DataFrame | None = field(default=None, compare=False, repr=False)
 
 
+def thousands(number: int | None) -> str:
+    """A count as the pages show it: thousands separated by commas; a dash where the figure does not apply."""
+    return "—" if number is None else f"{number:,}"
+
+
+# The sources a contact can be added from, in the contract's order, with what each means (the page explains them).
+ADDED_SOURCES_EXPLAINED: tuple[tuple[str, str], ...] = tuple(
+    (SOURCE_LABELS[s], SOURCE_MEANINGS[s]) for s in SOURCES if s in ALLOWED_SOURCES[ADDED])
+
+
+@dataclass(frozen=True)
+class ChartNumbers:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
 @dataclass(frozen=True)
 class DailyRow:
     day: date
@@ -174,6 +190,9 @@ class Freshness:
 
 @dataclass(frozen=True)
 class ReportPage:
+    """Everything a window page shows, ready for the template: it formats nothing but the numbers the model hands
+    it as text (`thousands`) and builds no rows of its own."""
+
     workspace: Workspace
     window: Window
     report_day: date
@@ -190,6 +209,20 @@ class ReportPage:
     @property
     def title(self) -> str:
         return WINDOW_TITLES[self.window.name]
+
+    def chart_numbers(self) -> dict[str, ChartNumbers]:
+        """The table of numbers beside each chart (its text alternative), as the page shows them."""
+        def shares(headers: tuple[str, ...], slices: tuple[Slice, ...], label: Any) -> ChartNumbers:
+            return ChartNumbers(headers, tuple((label(s), thousands(s.count), f"{s.share_pct:.1f}%") for s in slices))
+
+        daily = tuple((r.day.isoformat(), thousands(r.added), thousands(r.deleted), thousands(r.merged))
+                      for r in self.daily)
+        return {
+            "overview": ChartNumbers(("Date", "Added", "Deleted", "Merged"), daily),
+            "added": shares(("Source", "Contacts", "Share"), self.added_by_source, lambda s: s.label),
+            "connected": shares(("Channel", "Contacts", "Share"), self.connected_by_channel,
+                                lambda s: f"{s.label} ({s.detail})"),
+        }
 
     def summary(self) -> dict[str, Any]:
         """The machine-readable block embedded in the page (the issue's contract)."""

@@ -11,8 +11,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from etl.bidi import bdi, isolated
-from etl.contract import SOURCE_LABELS, SOURCE_MEANINGS
-from etl.report import NOT_APPLICABLE
+from etl.report import ADDED_SOURCES_EXPLAINED, NOT_APPLICABLE, thousands
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -37,9 +36,9 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     env = Environment(loader=FileSystemLoader(templates), autoescape=_autoescape, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["script_json"] = script_json
-    env.filters["thousands"] = lambda n: "—" if n is None else f"{n:,}"
+    env.filters["thousands"] = thousands
     env.filters["bdi"] = bdi  # user-provided text in HTML
     env.filters["isolate"] = isolated  # user-provided text where no markup goes (titles, attributes, plain text)
-    env.globals.update(WINDOW_TITLES=WINDOW_TITLES, WINDOW_NAMES=WINDOW_NAMES, SOURCE_LABELS=SOURCE_LABELS,
-                       source_meanings=SOURCE_MEANINGS, not_applicable=NOT_APPLICABLE)
+    env.globals.update(WINDOW_TITLES=WINDOW_TITLES, WINDOW_NAMES=WINDOW_NAMES,
+                       added_sources_explained=ADDED_SOURCES_EXPLAINED, not_applicable=NOT_APPLICABLE)
     return env

@@ -10,8 +10,10 @@ import pytest
 
 from etl.contract import CONTENT_COLUMNS, EVENT_SCHEMA
 from etl.report import (
+    ADDED_SOURCES_EXPLAINED,
     NO_DATA,
     NO_DATA_FILTERED,
+    ChartNumbers,
     Filters,
     Freshness,
     PreparedInputs,
@@ -22,6 +24,7 @@ from etl.report import (
     filtered_inputs,
     log_frame,
     log_frames,
+    thousands,
 )
 from etl.transform import daily_aggregates, with_local_time
 from tests.helpers import event
@@ -174,3 +177,22 @@ def test_a_log_on_its_own_is_the_page_log_of_every_day() -> None:
     for kind in ("added", "connected", "deleted", "merged"):
         assert log_frame(events, kind).equals(log_frames(events)[kind].drop("local_date"))
     assert log_frame(events, "deleted")["contact_id"].to_list() == [2, 27, 26]
+
+
+def test_each_chart_comes_with_its_numbers_as_the_page_shows_them() -> None:
+    """The table beside each chart (its text alternative) is built by the model: counts with thousands separators,
+    a dash where a filter makes a figure not apply, shares with one decimal, channels with their type."""
+    numbers = page(filters=Filters.parse(["channel=12"])).chart_numbers()
+    assert numbers["overview"].headers == ("Date", "Added", "Deleted", "Merged")
+    assert numbers["overview"].rows[4] == ("2026-03-08", "0", "—", "—")
+    assert numbers["connected"] == ChartNumbers(("Channel", "Contacts", "Share"), (("TG (telegram)", "2", "100.0%"),))
+    unfiltered = page().chart_numbers()
+    assert unfiltered["added"] == ChartNumbers(("Source", "Contacts", "Share"),
+                                               (("User", "1", "33.3%"), ("Contact import", "2", "66.7%")))
+    assert thousands(12_645) == "12,645" and thousands(None) == "—"
+
+
+def test_the_page_explains_every_source_a_contact_can_be_added_from_in_the_contracts_order() -> None:
+    assert [label for label, _ in ADDED_SOURCES_EXPLAINED] == [
+        "User", "Contact import", "Developer API", "Incoming message", "Echo message", "Zapier"]
+    assert all(meaning.endswith(".") for _, meaning in ADDED_SOURCES_EXPLAINED)
