@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from etl.publish import S3Target, link, upload
 from etl.quality import gate
 from etl.render import RenderJob, render_batch
 from etl.render_jobs import planned_batches
-from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
+from etl.report import Filters, Freshness, PreparedInputs, ReportPage, build_page, filtered_inputs
 from etl.settings import Settings
 from etl.storage import Storage, open_storage
 from etl.templating import environment
@@ -146,40 +149,33 @@ def _recipients(settings: Settings) -> dict[int, list[str]]:
     return {int(k): [str(a) for a in v] for k, v in raw.items()}
 
 
-def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> dict[str, int]:
-    """One e-mail per recipient per night: a ledger in the warehouse makes re-runs send only what is missing.
-    `smtp_factory` is called only when there is something to send."""
-    from etl.mail import Link, build_message, send, valid_address
+@dataclass(frozen=True)
+class MailPlan:
+    """What a night's e-mail step will do: the messages to send (with their ledger entries), and the ledger as it
+    stands before sending (entries already sent, invalid addresses, unknown workspaces)."""
 
-    recipients = _recipients(settings)
-    if not recipients:
-        return {"sent": 0, "failed": 0, "skipped": 0}
-    warehouse = _store(settings, settings.warehouse)
-    ledger_key = f"_mail/night={night.isoformat()}.json"
-    ledger: dict[str, str] = json.loads(warehouse.read_bytes(ledger_key)) if warehouse.exists(ledger_key) else {}
-    view = read_view(warehouse)
-    days = report_days(view, [w for w in recipients if w in view.workspaces], None, end_of_night(night))
-    target = S3Target.parse(settings.s3_uri) if settings.s3_uri else None
-    inputs = load_inputs(warehouse, [view.workspaces[w] for w in sorted(recipients) if w in view.workspaces], days,
-                         ("today",), need_all_events=False)
-    presigned = target is not None and not settings.base_url
-    messages, skipped, invalid = [], 0, 0
+    messages: tuple[tuple[str, EmailMessage], ...]
+    ledger: dict[str, str]
+    skipped: int
+    invalid: int
+
+
+def plan_emails(recipients: dict[int, list[str]], pages: dict[int, ReportPage], ledger: dict[str, str],
+                href: Callable[[str], str], mail_from: str, presigned: bool) -> MailPlan:
+    """One message per recipient of each workspace with a page, except those the ledger says were sent and invalid
+    addresses; no I/O (`href` turns an output key into the link the e-mail carries)."""
+    from etl.mail import Link, build_message, valid_address
+
+    ledger, messages, skipped, invalid = dict(ledger), [], 0, 0
     for workspace_id, addresses in sorted(recipients.items()):
-        if workspace_id not in inputs:  # a recipients file ahead of (or behind) the warehouse: counted, not sent
+        if workspace_id not in pages:  # a recipients file ahead of (or behind) the warehouse: counted, not sent
             log.error("recipients name workspace %s, which is not in the warehouse", workspace_id)
             ledger.update({f"{workspace_id}:{address}": "unknown workspace" for address in addresses})
             invalid += len(addresses)
             continue
-        day = days[workspace_id]
-        page = build_page(PreparedInputs.of(filtered_inputs(inputs[workspace_id], Filters())), "today", day, Filters(),
-                          Freshness(None, None, None, None), page_log_rows=0)
-
-        def href(relative: str) -> str:
-            if target is None:
-                return f"{settings.out.rstrip('/')}/{relative}"
-            return link(client, target, relative, settings.base_url, settings.presign_seconds)
-
-        links = [Link(WINDOW_TITLES[w], href(f"{workspace_id}/{day.isoformat()}/{w}.html")) for w in WINDOW_NAMES]
+        page = pages[workspace_id]
+        folder = f"{workspace_id}/{page.report_day.isoformat()}"
+        links = [Link(WINDOW_TITLES[w], href(f"{folder}/{w}.html")) for w in WINDOW_NAMES]
         index = Link("All report days", href(f"{workspace_id}/index.html"))
         for address in addresses:
             if ledger.get(f"{workspace_id}:{address}") == "sent":
@@ -190,14 +186,46 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
                 ledger[f"{workspace_id}:{address}"] = "invalid address"
                 invalid += 1
                 continue
-            message = build_message(page, links, index, settings.mail_from, address, presigned=presigned)
+            message = build_message(page, links, index, mail_from, address, presigned=presigned)
             messages.append((f"{workspace_id}:{address}", message))
-    results = send(smtp_factory(), [m for _, m in messages]) if messages else {}
-    for ledger_entry, message in messages:
-        ledger[ledger_entry] = results[str(message["To"])]  # `send` answers for every message
+    return MailPlan(tuple(messages), ledger, skipped, invalid)
+
+
+def _email_pages(warehouse: Storage, workspace_ids: list[int], night: date) -> dict[int, ReportPage]:
+    """The "today" page model of each workspace (of those in the warehouse) for the night's report day."""
+    view = read_view(warehouse)
+    known = [w for w in sorted(workspace_ids) if w in view.workspaces]
+    days = report_days(view, known, None, end_of_night(night))
+    inputs = load_inputs(warehouse, [view.workspaces[w] for w in known], days, ("today",), need_all_events=False)
+    return {w: build_page(PreparedInputs.of(filtered_inputs(inputs[w], Filters())), "today", days[w], Filters(),
+                          Freshness(None, None, None, None), page_log_rows=0) for w in known}
+
+
+def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> dict[str, int]:
+    """One e-mail per recipient per night: a ledger in the warehouse makes re-runs send only what is missing.
+    `smtp_factory` is called only when there is something to send."""
+    from etl.mail import send
+
+    recipients = _recipients(settings)
+    if not recipients:
+        return {"sent": 0, "failed": 0, "skipped": 0}
+    warehouse = _store(settings, settings.warehouse)
+    ledger_key = f"_mail/night={night.isoformat()}.json"
+    ledger: dict[str, str] = json.loads(warehouse.read_bytes(ledger_key)) if warehouse.exists(ledger_key) else {}
+    target = S3Target.parse(settings.s3_uri) if settings.s3_uri else None
+
+    def href(relative: str) -> str:
+        if target is None:
+            return f"{settings.out.rstrip('/')}/{relative}"
+        return link(client, target, relative, settings.base_url, settings.presign_seconds)
+
+    plan = plan_emails(recipients, _email_pages(warehouse, list(recipients), night), ledger, href,
+                       settings.mail_from, presigned=target is not None and not settings.base_url)
+    results = send(smtp_factory(), [m for _, m in plan.messages]) if plan.messages else {}
+    ledger = plan.ledger | {entry: results[str(message["To"])] for entry, message in plan.messages}
     warehouse.write_bytes(ledger_key, json.dumps(ledger, indent=1, sort_keys=True).encode(), "application/json")
-    sent = sum(1 for _, m in messages if results.get(str(m["To"])) == "sent")
-    return {"sent": sent, "failed": len(messages) - sent + invalid, "skipped": skipped}
+    sent = sum(1 for _, m in plan.messages if results.get(str(m["To"])) == "sent")
+    return {"sent": sent, "failed": len(plan.messages) - sent + plan.invalid, "skipped": plan.skipped}
 
 
 def record_run(settings: Settings, night: date, stats: dict[str, Any], client: Any | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from etl.errors import EtlError
-from etl.nightly import backfill, check_landing, ingest, night_of, quality_gate, record_run
+from etl.nightly import backfill, check_landing, ingest, night_of, plan_emails, quality_gate, record_run
 from etl.publish import S3Target, upload
 from etl.quality import QualityError, problems
 from etl.settings import Settings, Thresholds
@@ -230,3 +230,23 @@ def test_the_ops_page_is_written_typed_and_published_with_the_night(tmp_path: Pa
         for key, kind in (("_runs/index.html", "text/html; charset=utf-8"), ("_runs/runs.json", "application/json")):
             sent = client.head_object(Bucket=s3_bucket, Key=f"{prefix}/{key}")["ContentType"]
             assert sent.startswith(kind), (prefix, key, sent)
+
+
+def test_the_email_plan_is_built_without_storage_or_smtp() -> None:
+    """Who gets a message, who is skipped (already sent), who cannot get one (invalid address, a workspace the
+    warehouse does not know), and the links each message carries: one pure step before any delivery."""
+    from tests.unit.test_report_model import page
+
+    built = page(window="today")
+    ledger = {"1:old@example.com": "sent"}
+    plan = plan_emails({1: ["old@example.com", "new@example.com", "not an address"], 9: ["x@example.com"]},
+                       {1: built}, ledger, lambda key: f"https://r.example/{key}", "from@example.com",
+                       presigned=False)
+    assert [(entry, str(message["To"])) for entry, message in plan.messages] == [
+        ("1:new@example.com", "new@example.com")]
+    assert plan.ledger == {"1:old@example.com": "sent", "1:not an address": "invalid address",
+                           "9:x@example.com": "unknown workspace"}
+    assert (plan.skipped, plan.invalid) == (1, 2)
+    assert ledger == {"1:old@example.com": "sent"}  # the caller's ledger is left as it was
+    text = plan.messages[0][1].get_body(("plain",)).get_content()
+    assert "https://r.example/1/2026-03-10/today.html" in text and "https://r.example/1/index.html" in text
