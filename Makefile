@@ -46,7 +46,7 @@ bench-ab: install  ## the ETL of BASE (default HEAD) against the working tree: m
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/ab.py --base $(or $(BASE),HEAD) --size $(or $(SIZE),10M)
 
-mutation: install  ## mutation testing of the core modules (mutmut, each module against its own tests; not part of make test; ARGS="--module NAME" for one; docs/testing.md says how long): mutation_score=NN%
+mutation: install  ## mutation testing of the core modules (mutmut, each module against its own tests; a sample of one mutant in ten, ~20 min on 2 cores; ARGS="--every 1" for all, "--module NAME" for one; not part of make test): mutation_score=NN%
 	$(BIN)/python -m pip install --quiet -e '.[mutation]'
 	$(BIN)/python tools/mutation.py $(ARGS)
 
