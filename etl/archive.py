@@ -150,9 +150,10 @@ def write_workspace(archive: Storage, workspace: Workspace, day: date, events: p
                       for name, (data, rows) in sorted(files.items())},
         }
         body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
-        archive.write_new(f"{folder}/{MANIFEST}", body, "application/json", retain, lock.mode)
+        archive.write_new(f"{folder}/{MANIFEST}", body, content_type(MANIFEST), retain, lock.mode)
     digest = sha256(body)
-    archive.write_new(f"{folder}/{MANIFEST_HASH}", f"{digest}  {MANIFEST}\n".encode(), "text/plain", retain, lock.mode)
+    hash_line = f"{digest}  {MANIFEST}\n".encode()
+    archive.write_new(f"{folder}/{MANIFEST_HASH}", hash_line, content_type(MANIFEST_HASH), retain, lock.mode)
     _advance_head(archive, wid, json.loads(body), f"{folder}/{MANIFEST}")
     return "revised" if latest else "written"
 

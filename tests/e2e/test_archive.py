@@ -195,7 +195,8 @@ def test_a_snapshot_written_straight_to_s3_is_locked_whole(tiny_warehouse: Path,
     keys = [k for k in remote.list(f"1/{DAYS[-1]}/rev-1")]
     assert len(keys) == 14 and {"manifest.json", "manifest.sha256"} <= {k.rsplit("/", 1)[1] for k in keys}
     for key in keys:
-        assert client.head_object(Bucket="audit-direct", Key=f"archive/{key}").get("ObjectLockMode") == "GOVERNANCE"
+        head = client.head_object(Bucket="audit-direct", Key=f"archive/{key}")
+        assert (head.get("ObjectLockMode"), head["ContentType"]) == ("GOVERNANCE", content_type(key)), key
     index = client.head_object(Bucket="audit-direct", Key="archive/1/index.html")  # opened in a browser
     assert index["ContentType"] == "text/html; charset=utf-8"
 

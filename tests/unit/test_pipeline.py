@@ -100,6 +100,21 @@ def test_reused_event_id_with_other_content_is_quarantined_as_a_conflict(tmp_pat
     assert stored(tmp_path / "wh", "2026-03-10")["contact_name"].to_list() == ["Ana"]
 
 
+def test_a_conflict_names_its_file_and_line_whatever_the_file_is_called(tmp_path: Path) -> None:
+    """The quarantine row of a conflicting copy points at it, in a file whose name holds a colon too."""
+    landing = write_landing(tmp_path / "landing", MADRID, {
+        "2026-03-10/09": [event("a", "2026-03-10T08:00:00Z", contact_name="Ana")],
+        "2026-03-10/10/batch:2.ndjson": [event("b", "2026-03-10T09:00:00Z"),
+                                         event("a", "2026-03-10T08:00:00Z", contact_name="Someone else")],
+    })
+    [summary] = etl(landing, tmp_path / "wh", "2026-03-10")
+    quarantine = read_parquet(LocalStorage(tmp_path / "wh"), quarantine_key(date(2026, 3, 10)))
+    assert quarantine.select("file", "line_no", "reason", "event_id").rows() == [
+        ("ingest_date=2026-03-10/hour=10/batch:2.ndjson", 2, "conflicting_duplicate", "a")]
+    assert summary["landing_partitions"] == ["events/ingest_date=2026-03-10/hour=09",
+                                             "events/ingest_date=2026-03-10/hour=10"]
+
+
 def test_late_event_updates_its_own_past_day(tmp_path: Path) -> None:
     landing = write_landing(tmp_path / "landing", MADRID, {
         "2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")],

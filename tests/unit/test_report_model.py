@@ -187,6 +187,7 @@ def test_each_chart_comes_with_its_numbers_as_the_page_shows_them() -> None:
     assert numbers["overview"].rows[4] == ("2026-03-08", "0", "—", "—")
     assert numbers["connected"] == ChartNumbers(("Channel", "Contacts", "Share"), (("TG (telegram)", "2", "100.0%"),))
     unfiltered = page().chart_numbers()
+    assert unfiltered["overview"].rows[4] == ("2026-03-08", "0", "1", "0")
     assert unfiltered["added"] == ChartNumbers(("Source", "Contacts", "Share"),
                                                (("User", "1", "33.3%"), ("Contact import", "2", "66.7%")))
     assert thousands(12_645) == "12,645" and thousands(None) == "—"
