@@ -144,13 +144,21 @@ def prepare(module: str, resume: bool) -> None:
     (work / "pyproject.toml").write_text(config, encoding="utf-8")
 
 
+def exit_codes(module: str) -> dict[str, int | None] | None:
+    """Mutant -> mutmut's recorded exit code (None: not tried yet) from the last run of `module`; None: no run."""
+    meta = workdir(module) / "mutants" / "etl" / f"{module}.py.meta"
+    try:
+        codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return codes
+
+
 def untried(module: str, every: int) -> list[str] | None:
     """The sampled mutants of the last run of `module` that have no outcome yet (None: no last run). mutmut tests
     again every mutant named on its command line; a resumed run names only those."""
-    meta = workdir(module) / "mutants" / "etl" / f"{module}.py.meta"
-    try:
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
-    except (OSError, ValueError, KeyError):
+    codes = exit_codes(module)
+    if codes is None:
         return None
     return [name for name, code in codes.items() if code is None and in_sample(name, every)]
 
@@ -177,12 +185,7 @@ def tried(modules: list[str], every: int) -> tuple[int, int]:
     """(sampled mutants with an outcome, sampled mutants) so far, from mutmut's per-file records."""
     done = total = 0
     for module in modules:
-        meta = workdir(module) / "mutants" / "etl" / f"{module}.py.meta"
-        try:
-            codes = [code for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-                     if in_sample(name, every)]
-        except (OSError, ValueError, KeyError):
-            continue
+        codes = [code for name, code in (exit_codes(module) or {}).items() if in_sample(name, every)]
         total += len(codes)
         done += sum(1 for code in codes if code is not None)
     return done, total
@@ -251,8 +254,7 @@ def outcomes(modules: list[str], every: int) -> dict[str, str]:
         if workdir(module).is_dir():
             listed = mutmut(module, "results", "--all", "true")
             found |= {m.group(1): m.group(2).strip() for line in listed.splitlines() if (m := _RESULT.match(line))}
-            meta = workdir(module) / "mutants" / "etl" / f"{module}.py.meta"
-            codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+            codes = exit_codes(module) or {}
             found |= {name: "runner error" for name, code in codes.items() if code == RUNNER_ERROR}
     return {name: status for name, status in found.items() if in_sample(name, every)}
 
