@@ -13,6 +13,7 @@ from datetime import date, datetime
 from botocore.exceptions import BotoCoreError, ClientError
 
 from etl.errors import InputError
+from etl.progress import show_on_terminal
 from etl.settings import Settings
 from etl.storage import StorageError, StorageUnavailable, open_storage
 from etl.windows import FIRST_DAY, LAST_DAY, WINDOW_NAMES
@@ -150,11 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    show_on_terminal(settings.progress)
     try:
         return _run(args, settings)
     except StorageUnavailable as err:
         log.error("%s; check the storage (AWS_ENDPOINT_URL: %s) and run again", err,
-                  os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint"))
+                  settings.aws_endpoint_url or "the default AWS endpoint")
         return EXIT_STORAGE
     except (StorageError, InputError) as err:
         log.error("%s", err)
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except _S3_ERRORS as err:
         log.error("S3 storage failed after the retries (%s): %s; check AWS_ENDPOINT_URL, the bucket and the "
-                  "credentials", os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint"), err)
+                  "credentials", settings.aws_endpoint_url or "the default AWS endpoint", err)
         return EXIT_STORAGE
 
 

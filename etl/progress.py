@@ -1,19 +1,27 @@
-"""A small progress bar for people at a terminal; silent in CI, Airflow logs and pipes."""
+"""A small progress bar for people at a terminal; silent in CI, Airflow logs and pipes.
+
+Off unless the command line turns it on (`show_on_terminal(settings.progress)`): library code run by Airflow or
+a test never draws, and whether a person is watching is decided once, from the settings."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from types import TracebackType
 from typing import TextIO
 
+_wanted = False
+
+
+def show_on_terminal(wanted: bool) -> None:
+    """Draw progress bars from now on in this process, when their stream is a terminal."""
+    global _wanted
+    _wanted = wanted
+
 
 def progress_enabled(stream: TextIO | None = None) -> bool:
     stream = stream or sys.stderr
-    if os.environ.get("CI") or os.environ.get("AIRFLOW_CTX_DAG_ID") or os.environ.get("NO_PROGRESS"):
-        return False
-    return hasattr(stream, "isatty") and stream.isatty()
+    return _wanted and hasattr(stream, "isatty") and stream.isatty()
 
 
 class Progress:

@@ -1,4 +1,5 @@
-"""Typed, frozen settings, built once from the environment (or arguments) and passed down."""
+"""Typed, frozen settings, built once from the environment (or arguments) and passed down: the only reader of
+`os.environ` (boto3 reads its own credential chain itself)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,10 @@ class Settings:
     # Rendering and links
     render_batch_size: int = 50
     presign_seconds: int = 7 * 24 * 3600  # SigV4's maximum
+    # The command line's terminal: progress bars unless CI, an Airflow task or NO_PROGRESS says nobody watches
+    progress: bool = True
+    # Where boto3 sends S3 requests (its own standard variable, read by boto3 itself): named in error messages
+    aws_endpoint_url: str | None = None
 
     @property
     def read_limits(self) -> ReadLimits:
@@ -135,6 +140,8 @@ class Settings:
             "max_expansion_ratio": number("CONTACTS_REPORT_MAX_EXPANSION_RATIO", base.max_expansion_ratio, least=1),
             "landing_wait_seconds": number("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds),
             "render_batch_size": number("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size, least=1),
+            "progress": not any(env.get(name) for name in ("CI", "AIRFLOW_CTX_DAG_ID", "NO_PROGRESS")),
+            "aws_endpoint_url": env.get("AWS_ENDPOINT_URL") or None,
         }
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from etl import ingest, pipeline
+from etl.cli import main
 from etl.contract import CONTENT_COLUMNS
 from etl.errors import EtlError
 from etl.ingest import arrival_keys, landing_dates
@@ -209,26 +210,36 @@ class Terminal(io.StringIO):
 
 def test_a_night_shows_its_progress_on_a_terminal_and_nothing_elsewhere(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """People at a terminal see what a long night is doing (files read, days written); CI and Airflow logs do not
-    (a progress bar there is noise, redrawn lines as garbage)."""
+    """People at a terminal see what a long night is doing (files read, days written); CI, Airflow logs and
+    NO_PROGRESS do not (a progress bar there is noise, redrawn lines as garbage), nor does library code that the
+    command line did not start."""
     landing = write_landing(tmp_path / "landing", MADRID, {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")],
                                                            "2026-03-10/10": [event("b", "2026-03-09T20:00:00Z")]})
     for name in ("CI", "AIRFLOW_CTX_DAG_ID", "NO_PROGRESS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr("sys.stderr", terminal := Terminal())
-    etl(landing, tmp_path / "wh", "2026-03-10")
-    lines = terminal.getvalue().replace("\r", "\n").splitlines()
+    monkeypatch.setattr("etl.progress._wanted", False)  # restored after the test: main() turns it on
+    warehouse = tmp_path / "wh"
+
+    def night_at_a_terminal() -> list[str]:
+        monkeypatch.setattr("sys.stderr", terminal := Terminal())
+        assert main(["etl", "--landing", str(landing), "--warehouse", str(warehouse),
+                     "--ingest-date", "2026-03-10"]) == 0
+        return terminal.getvalue().replace("\r", "\n").splitlines()
+
+    lines = night_at_a_terminal()
     assert any(re.match(r"reading +\[#{30}\] 2/2 files ", line) for line in lines), lines
     assert any(re.match(r"writing +\[#{30}\] 2/2 days ", line) for line in lines), lines
     (landing / "events/ingest_date=2026-03-10/hour=10").rename(tmp_path / "withdrawn")
-    monkeypatch.setattr("sys.stderr", terminal := Terminal())
-    etl(landing, tmp_path / "wh", "2026-03-10")  # a re-run: one day written, one day it no longer delivers to
-    lines = terminal.getvalue().replace("\r", "\n").splitlines()
+    lines = night_at_a_terminal()  # a re-run: one day written, one day it no longer delivers to
     assert any(re.match(r"writing +\[#{30}\] 2/2 days ", line) for line in lines), lines
-    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "contacts_report_nightly")
-    monkeypatch.setattr("sys.stderr", quiet := Terminal())
-    etl(landing, tmp_path / "wh", "2026-03-10")
-    assert quiet.getvalue() == ""
+    for name in ("CI", "AIRFLOW_CTX_DAG_ID", "NO_PROGRESS"):
+        monkeypatch.setenv(name, "1")
+        assert not any("[#" in line for line in night_at_a_terminal()), name
+        monkeypatch.delenv(name)
+    monkeypatch.setattr("etl.progress._wanted", False)
+    monkeypatch.setattr("sys.stderr", library := Terminal())
+    etl(landing, warehouse, "2026-03-10")  # run_etl called by other code (a DAG task, a test)
+    assert "[#" not in library.getvalue()
 
 
 def test_gzip_files_are_read_and_a_truncated_one_keeps_its_readable_lines(tmp_path: Path) -> None:
