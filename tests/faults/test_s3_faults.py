@@ -131,9 +131,10 @@ def test_a_body_that_never_arrives_whole_fails_loudly(proxy: FaultProxy, moto_se
 
 
 def test_the_command_line_tells_an_outage_from_a_wrong_argument(proxy: FaultProxy, moto_server: str, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Exit 3 when the storage fails after the retries (try again later), 2 for a storage argument that can never
-    work (fix it): ops and schedulers act differently on each."""
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Exit 3 when the storage fails after the retries (try again later), naming the endpoint to check; 2 for a
+    storage argument that can never work (fix it): ops and schedulers act differently on each."""
     direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
     direct.create_bucket(Bucket=BUCKET)
     direct.put_object(Bucket=BUCKET, Key="landing/workspaces.json", Body=b"[]" * 1000)
@@ -141,6 +142,7 @@ def test_the_command_line_tells_an_outage_from_a_wrong_argument(proxy: FaultProx
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     etl = ["etl", "--warehouse", str(tmp_path / "wh"), "--ingest-date", "2026-03-10", "--landing"]
     assert main([*etl, f"s3://{BUCKET}/landing"]) == EXIT_STORAGE
+    assert f"check the storage (AWS_ENDPOINT_URL: {proxy.url}) and run again" in caplog.text
     assert main([*etl, "s3:///landing"]) == EXIT_USAGE  # no bucket
     assert main([*etl, "ftp://host/landing"]) == EXIT_USAGE
 
