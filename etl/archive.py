@@ -30,7 +30,7 @@ from etl.publish import content_type
 from etl.report import KINDS, Workspace, log_frame
 from etl.storage import Storage
 from etl.templating import environment
-from etl.warehouse import WarehouseView, load_inputs, read_view, report_days
+from etl.warehouse import ReportScope, WarehouseView, load_inputs
 from etl.windows import report_day_for
 
 log = logging.getLogger(__name__)
@@ -183,24 +183,16 @@ def _change(previous: dict[str, Any], files: dict[str, tuple[bytes, int]]) -> di
     return {"reason": "late events changed the day after its last snapshot", "rows_added": added}
 
 
-def write_archive(warehouse: Storage, archive: Storage, workspace_ids: list[int] | None, report_day: date | None,
-                  cutoff: datetime | None, lock: Lock = Lock()) -> dict[str, int]:
-    """Snapshot each selected workspace's report day (same report-day rule as `render`). Only days that had fully
-    ended when the warehouse's latest arrival day ended: a snapshot is immutable, so a day still open would be
-    frozen incomplete."""
-    view = read_view(warehouse)
-    ids = workspace_ids or sorted(view.workspaces)
-    unknown = sorted(set(ids) - set(view.workspaces))
-    if unknown:
-        raise ArchiveError(f"workspaces {unknown} are not in {warehouse.uri}'s workspaces dimension; check the ids")
-    days = report_days(view, ids, report_day, cutoff)
-    _refuse_open_days(view, days)
-    selected = [view.workspaces[w] for w in ids]
-    inputs = load_inputs(warehouse, selected, days, ("today",), need_all_events=False)
+def write_archive(warehouse: Storage, archive: Storage, scope: ReportScope, lock: Lock = Lock()) -> dict[str, int]:
+    """Snapshot each workspace of `scope` on its report day (`etl.warehouse.report_scope`, as `render`). Only days
+    that had fully ended when the warehouse's latest arrival day ended: a snapshot is immutable, so a day still open
+    would be frozen incomplete."""
+    _refuse_open_days(scope.view, scope.days)
+    inputs = load_inputs(warehouse, scope.workspaces, scope.days, ("today",), need_all_events=False)
     outcome: dict[str, int] = {"written": 0, "revised": 0, "unchanged": 0}
-    for workspace in selected:
-        result = write_workspace(archive, workspace, days[workspace.workspace_id],
-                                 inputs[workspace.workspace_id].events, view.freshness.run_id, lock)
+    for workspace in scope.workspaces:
+        result = write_workspace(archive, workspace, scope.days[workspace.workspace_id],
+                                 inputs[workspace.workspace_id].events, scope.view.freshness.run_id, lock)
         outcome[result] += 1
         write_index(archive, workspace)
     log.info("archive %s: %s", archive.uri, outcome)

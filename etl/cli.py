@@ -222,23 +222,25 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
     from etl.render import RenderError, RenderJob
     from etl.render_jobs import render
     from etl.report import FilterError, Filters
-    from etl.warehouse import read_view
+    from etl.warehouse import report_scope
 
     if "://" not in args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         log.error("--out %s is a file; give a folder (created if missing) or s3://bucket/prefix", args.out)
         return EXIT_USAGE
     try:
-        Filters.parse(args.filter)
-        view = read_view(open_storage(args.warehouse, sse=settings.s3_sse))
-    except (FilterError, RenderError) as err:
+        Filters.parse(args.filter)  # before reading anything
+    except FilterError as err:
         log.error("%s", err)
         return EXIT_USAGE
-    ids = tuple(sorted(set(args.workspace))) if args.workspace else tuple(sorted(view.workspaces))
+    warehouse = open_storage(args.warehouse, sse=settings.s3_sse)
+    scope = report_scope(warehouse, sorted(set(args.workspace)) if args.workspace else None, args.report_day,
+                         args.cutoff)
+    ids = tuple(scope.days)
     job = RenderJob(warehouse_uri=args.warehouse, out_uri=args.out, workspace_ids=ids, report_day=args.report_day,
                     cutoff=args.cutoff, windows=tuple(args.window or WINDOW_NAMES), filters=tuple(args.filter),
                     sse=settings.s3_sse)
     try:
-        totals = render(job, workers=args.workers)
+        totals = render(job, workers=args.workers, scope=scope)
     except RenderError as err:
         log.error("%s", err)
         return EXIT_FAILED
@@ -248,12 +250,14 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
     from etl.archive import Lock, show, verify, write_archive
+    from etl.warehouse import report_scope
 
     archive = open_storage(args.archive, sse=settings.s3_sse)
     if args.verb == "write":
         lock = Lock(settings.archive_lock_mode, settings.archive_lock_days)
         warehouse = open_storage(args.warehouse, sse=settings.s3_sse)
-        outcome = write_archive(warehouse, archive, args.workspace, args.report_day, args.cutoff, lock)
+        scope = report_scope(warehouse, args.workspace, args.report_day, args.cutoff)
+        outcome = write_archive(warehouse, archive, scope, lock)
         print(json.dumps({"archive": args.archive, **outcome}))
         return 0
     if args.verb == "verify":

@@ -29,7 +29,7 @@ from etl.report import Filters, Freshness, PreparedInputs, ReportPage, build_pag
 from etl.settings import Settings
 from etl.storage import Storage, open_storage
 from etl.templating import environment
-from etl.warehouse import load_inputs, read_view, report_days, run_key
+from etl.warehouse import ReportScope, load_inputs, read_view, report_scope, run_key
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES, end_of_night
 
 log = logging.getLogger(__name__)
@@ -80,15 +80,22 @@ def quality_gate(settings: Settings, night: date) -> dict[str, Any]:
     return gate(_store(settings, settings.warehouse), night, settings.thresholds)
 
 
+def night_scope(settings: Settings, night: date, ids: list[int] | None = None) -> ReportScope:
+    """The night's scope: every workspace (or `ids`) with the report day the night's cutoff gives it. Each task
+    is a process of its own, maybe on another machine: it reads the scope from the warehouse once (a few small
+    objects, `etl.warehouse.read_view`) and passes it on; XCom carries only ids and counts."""
+    return report_scope(_store(settings, settings.warehouse), ids, None, end_of_night(night))
+
+
 def plan_batches(settings: Settings, night: date) -> list[list[int]]:
     """Workspace batches for the mapped render tasks (ids only: XCom carries no data): one per `render_batch_size`
     workspaces, of about equal work (a workspace with a quarter of all events can be a batch of its own), the
     batch with the most work first so that it starts first."""
-    ids = sorted(read_view(_store(settings, settings.warehouse)).workspaces)
-    if not ids:
+    scope = night_scope(settings, night)
+    if not scope.days:
         return []
-    count = -(-len(ids) // max(1, settings.render_batch_size))
-    return [list(batch) for batch in planned_batches(_render_job(settings, night, ids), count)]
+    count = -(-len(scope.days) // max(1, settings.render_batch_size))
+    return [list(batch) for batch in planned_batches(_render_job(settings, night, list(scope.days)), count, scope)]
 
 
 def render_workspaces(settings: Settings, night: date, workspace_ids: list[int]) -> dict[str, int]:
@@ -112,24 +119,22 @@ def archive_night(settings: Settings, night: date, client: Any) -> dict[str, int
     from etl.storage import S3Storage
 
     lock = Lock(settings.archive_lock_mode, settings.archive_lock_days)
-    warehouse, archive = _store(settings, settings.warehouse), _store(settings, settings.archive)
-    outcome = write_archive(warehouse, archive, None, None, end_of_night(night), lock)
+    scope = night_scope(settings, night)
+    archive = _store(settings, settings.archive)
+    outcome = write_archive(_store(settings, settings.warehouse), archive, scope, lock)
     if settings.s3_uri:
         target = S3Target.parse(settings.s3_uri)
-        view = read_view(warehouse)
-        days = report_days(view, view.workspaces, None, end_of_night(night))
         remote = S3Storage(target.bucket, target.key("archive"), client, settings.s3_sse)
-        outcome["mirrored"] = mirror(archive, remote, days, lock)
+        outcome["mirrored"] = mirror(archive, remote, scope.days, lock)
     return outcome
 
 
 def night_keys(settings: Settings, night: date) -> list[str]:
     """What the night publishes: each workspace's report day folder, then the index pages."""
     out = _store(settings, settings.out)
-    view = read_view(_store(settings, settings.warehouse))
-    days = report_days(view, view.workspaces, None, end_of_night(night))
-    keys = [k for w, d in sorted(days.items()) for k in out.list(f"{w}/{d.isoformat()}")]
-    indexes = ["index.html", *(f"{w}/index.html" for w in sorted(view.workspaces))]
+    scope = night_scope(settings, night)
+    keys = [k for w, d in sorted(scope.days.items()) for k in out.list(f"{w}/{d.isoformat()}")]
+    indexes = ["index.html", *(f"{w}/index.html" for w in sorted(scope.days))]
     return keys + [k for k in indexes if out.exists(k)]
 
 
@@ -191,14 +196,12 @@ def plan_emails(recipients: dict[int, list[str]], pages: dict[int, ReportPage], 
     return MailPlan(tuple(messages), ledger, skipped, invalid)
 
 
-def _email_pages(warehouse: Storage, workspace_ids: list[int], night: date) -> dict[int, ReportPage]:
-    """The "today" page model of each workspace (of those in the warehouse) for the night's report day."""
-    view = read_view(warehouse)
-    known = [w for w in sorted(workspace_ids) if w in view.workspaces]
-    days = report_days(view, known, None, end_of_night(night))
-    inputs = load_inputs(warehouse, [view.workspaces[w] for w in known], days, ("today",), need_all_events=False)
-    return {w: build_page(PreparedInputs.of(filtered_inputs(inputs[w], Filters())), "today", days[w], Filters(),
-                          Freshness(None, None, None, None), page_log_rows=0) for w in known}
+def _email_pages(warehouse: Storage, workspace_ids: list[int], scope: ReportScope) -> dict[int, ReportPage]:
+    """The "today" page model of each workspace (of those in the night's `scope`) for its report day."""
+    known = scope.narrowed(w for w in sorted(workspace_ids) if w in scope.days)
+    inputs = load_inputs(warehouse, known.workspaces, known.days, ("today",), need_all_events=False)
+    return {w: build_page(PreparedInputs.of(filtered_inputs(inputs[w], Filters())), "today", day, Filters(),
+                          Freshness(None, None, None, None), page_log_rows=0) for w, day in known.days.items()}
 
 
 def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> dict[str, int]:
@@ -219,8 +222,9 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
             return f"{settings.out.rstrip('/')}/{relative}"
         return link(client, target, relative, settings.base_url, settings.presign_seconds)
 
-    plan = plan_emails(recipients, _email_pages(warehouse, list(recipients), night), ledger, href,
-                       settings.mail_from, presigned=target is not None and not settings.base_url)
+    pages = _email_pages(warehouse, list(recipients), night_scope(settings, night))
+    plan = plan_emails(recipients, pages, ledger, href, settings.mail_from,
+                       presigned=target is not None and not settings.base_url)
     results = send(smtp_factory(), [m for _, m in plan.messages]) if plan.messages else {}
     ledger = plan.ledger | {entry: results[str(message["To"])] for entry, message in plan.messages}
     warehouse.write_bytes(ledger_key, json.dumps(ledger, indent=1, sort_keys=True).encode(), "application/json")

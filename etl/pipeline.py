@@ -52,6 +52,7 @@ from etl.warehouse import (
     events_key,
     ids_key,
     quarantine_key,
+    record_night,
     run_key,
 )
 from etl.windows import local_date
@@ -317,7 +318,7 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         "last_event_at": _last_event_at(kept),
         "seconds": round(time.monotonic() - started, 3),
     }
-    warehouse.write_bytes(run_key(ingest_date), json.dumps(summary, indent=1).encode(), "application/json")
+    record_night(warehouse, summary)
     log.info("ingest_date=%s: %d lines, %d valid, %d quarantined, %d duplicates, %d days touched",
              ingest_date, summary["lines_read"], summary["events_valid"], summary["events_quarantined"],
              summary["duplicates_dropped"], len(touched))

@@ -27,16 +27,15 @@ from etl.report import (
     Freshness,
     PreparedInputs,
     ReportPage,
-    Workspace,
     WorkspaceInputs,
     build_page,
     filtered_inputs,
     previous_and_next_day,
 )
 from etl.settings import DEFAULT_S3_SSE
-from etl.storage import BackgroundWrites, Storage, check_key, open_storage
+from etl.storage import BackgroundWrites, check_key, open_storage
 from etl.templating import environment
-from etl.warehouse import DayFiles, WarehouseView, load_groups, read_view, report_days
+from etl.warehouse import DayFiles, ReportScope, WarehouseView, load_groups, report_scope
 from etl.windows import WINDOW_NAMES, end_of_night, report_day_for
 
 log = logging.getLogger(__name__)
@@ -110,47 +109,28 @@ class RenderJob:
     sse: str = DEFAULT_S3_SSE  # encryption of the pages written to S3 (`Settings.s3_sse`)
 
 
-@dataclass(frozen=True)
-class Scope:
-    """What a job's workspaces are: checked against the warehouse, with their report days and filters."""
-
-    warehouse: Storage
-    view: WarehouseView
-    filters: Filters
-    workspaces: list[Workspace]
-    days: dict[int, date]
-
-    @classmethod
-    def of(cls, job: RenderJob) -> Scope:
-        warehouse = open_storage(job.warehouse_uri)
-        filters = Filters.parse(list(job.filters))
-        view = read_view(warehouse)
-        unknown = [w for w in job.workspace_ids if w not in view.workspaces]
-        if unknown:
-            raise RenderError(f"workspaces {unknown} are not in the warehouse's workspaces dimension")
-        workspaces = [view.workspaces[w] for w in job.workspace_ids]
-        days = report_days(view, job.workspace_ids, job.report_day, job.cutoff) if workspaces else {}
-        return cls(warehouse, view, filters, workspaces, days)
-
-    @property
-    def need_all_events(self) -> bool:
-        return self.filters.contact is not None
+def job_scope(job: RenderJob) -> ReportScope:
+    """The job's workspaces checked against the warehouse, with their report days: read once per job and handed
+    to each batch (`render_batch`) and to the index pages."""
+    return report_scope(open_storage(job.warehouse_uri), job.workspace_ids, job.report_day, job.cutoff)
 
 
-def render_batch(job: RenderJob) -> dict[str, int]:
-    """Render every page of the job's workspaces; the DAG maps this over workspace batches."""
-    scope = Scope.of(job)
-    if not scope.workspaces:
-        return {"pages": 0, "csv": 0}
+def render_batch(job: RenderJob, scope: ReportScope | None = None) -> dict[str, int]:
+    """Render every page of the job's workspaces (of `scope`, the job's own when None: a mapped DAG task reads
+    it itself); the DAG maps this over workspace batches."""
+    filters = Filters.parse(list(job.filters))
+    scope = job_scope(job) if scope is None else scope.narrowed(job.workspace_ids)
     counts = {"pages": 0, "csv": 0}
-    groups = load_groups(DayFiles(scope.warehouse), scope.workspaces, scope.days, job.windows, scope.need_all_events,
-                         job.rows_per_group)
+    if not scope.days:
+        return counts
+    groups = load_groups(DayFiles(open_storage(job.warehouse_uri)), scope.workspaces, scope.days, job.windows,
+                         filters.contact is not None, job.rows_per_group)
     with (BackgroundWrites(open_storage(job.out_uri, sse=job.sse)) as out,
-          Progress(len(scope.workspaces) * len(job.windows), "rendering", " pages") as bar):
+          Progress(len(scope.days) * len(job.windows), "rendering", " pages") as bar):
         for group in groups:
             for workspace_id in list(group):  # popped: a rendered workspace's rows are freed at once
-                _render_workspace(job, out, scope.view, scope.filters, scope.days[workspace_id],
-                                  group.pop(workspace_id), counts, bar)
+                _render_workspace(job, out, scope.view, filters, scope.days[workspace_id], group.pop(workspace_id),
+                                  counts, bar)
     return counts
 
 

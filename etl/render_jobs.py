@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from etl.indexes import write_indexes
-from etl.render import RenderJob, Scope, render_batch
+from etl.render import RenderJob, job_scope, render_batch
+from etl.report import Filters
 from etl.storage import open_storage
-from etl.warehouse import DayFiles, event_counts, read_view
+from etl.warehouse import DayFiles, ReportScope, event_counts
 
 # A workspace's render work beyond its events, in events' worth: its seven pages, charts and files take ~0.3-0.5 s
 # whatever its size, an event ~5 µs more (measured at 10 M: docs/performance.md, "Render").
@@ -33,28 +34,30 @@ def balanced_batches(ids: Sequence[int], sizes: dict[int, int], count: int) -> l
     return [tuple(sorted(members[index])) for index in sorted(range(count), key=lambda i: (-totals[i], i))]
 
 
-def planned_batches(job: RenderJob, count: int) -> list[tuple[int, ...]]:
+def planned_batches(job: RenderJob, count: int, scope: ReportScope) -> list[tuple[int, ...]]:
     """The job's workspaces in `count` batches of about equal work (`balanced_batches`), sized from the warehouse's
-    daily aggregates over the days the job's pages load."""
+    daily aggregates over the days the job's pages load (`scope`: the job's, `job_scope`)."""
     if count <= 1 or len(job.workspace_ids) <= 1:
         return balanced_batches(job.workspace_ids, {}, count)
-    scope = Scope.of(job)
-    sizes = event_counts(DayFiles(scope.warehouse), scope.workspaces, scope.days, job.windows, scope.need_all_events)
+    need_all_events = Filters.parse(list(job.filters)).contact is not None
+    sizes = event_counts(DayFiles(open_storage(job.warehouse_uri)), scope.workspaces, scope.days, job.windows,
+                         need_all_events)
     return balanced_batches(job.workspace_ids, sizes, count)
 
 
-def render(job: RenderJob, workers: int = 1) -> dict[str, int]:
-    """Render in `workers` processes (spawned: Polars and forking do not mix), then the index pages."""
-    parts = planned_batches(job, workers)
+def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None) -> dict[str, int]:
+    """Render in `workers` processes (spawned: Polars and forking do not mix), then the index pages; the job's
+    scope (`job_scope`, read here when not given) is read once and handed to each batch."""
+    scope = job_scope(job) if scope is None else scope
+    parts = planned_batches(job, workers, scope)
     jobs = [RenderJob(**{**job.__dict__, "workspace_ids": part}) for part in parts]
     if len(jobs) <= 1:
-        results = [render_batch(j) for j in jobs]
+        results = [render_batch(j, scope) for j in jobs]
     else:
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(render_batch, jobs))
+            results = list(pool.map(render_batch, jobs, [scope] * len(jobs)))
     totals = {"pages": sum(r["pages"] for r in results), "csv": sum(r["csv"] for r in results)}
-    view = read_view(open_storage(job.warehouse_uri))
-    write_indexes(open_storage(job.out_uri, sse=job.sse), view)
+    write_indexes(open_storage(job.out_uri, sse=job.sse), scope.view)
     return totals

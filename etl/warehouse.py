@@ -9,6 +9,8 @@ Layout (docs/warehouse.md):
   ids/ingest_date=YYYY-MM-DD.parquet                        every event_id an arrival day stored, with its local day
   quarantine/ingest_date=YYYY-MM-DD/part-0.parquet          rejected lines and files with their reason
   _runs/ingest_date=YYYY-MM-DD.json                         the run summary, written last
+  _runs/nights.json                 each night's run id and last event, from the summaries: the report's freshness
+                                    in one read (`read_view`), whatever the length of the history
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import polars as pl
 
@@ -55,6 +58,9 @@ def run_key(ingest_date: date) -> str:
     return f"_runs/ingest_date={ingest_date.isoformat()}.json"
 
 
+NIGHTS_KEY = "_runs/nights.json"
+
+
 def quarantine_key(ingest_date: date) -> str:
     return f"quarantine/ingest_date={ingest_date.isoformat()}/part-0.parquet"
 
@@ -88,14 +94,15 @@ class WarehouseView:
 
 
 def read_view(warehouse: Storage) -> WarehouseView:
+    """The workspaces, the freshness of the data and the first day with events: a few small reads (the dimension,
+    the nights digest, the listings of `_runs` and `events`), whatever the length of the history."""
     if not warehouse.exists("workspaces.parquet"):
         raise WarehouseError(f"{warehouse.uri} has no workspaces.parquet: run `contacts-report etl` first")
     dim = read_parquet(warehouse, "workspaces.parquet")
     workspaces = {w: Workspace(w, n, tz) for w, n, tz in dim.select("workspace_id", "name", "timezone").rows()}
-    runs = tuple(json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_runs") if k.endswith(".json"))
-    runs = tuple(sorted(runs, key=lambda r: r["ingest_date"]))
-    latest = runs[-1] if runs else None
-    last_events = [r["last_event_at"] for r in runs if r.get("last_event_at")]
+    nights = read_nights(warehouse)
+    latest = nights[max(nights)] if nights else None
+    last_events = [n["last_event_at"] for n in nights.values() if n.get("last_event_at")]
     days = [date.fromisoformat(m.group(1)) for k in warehouse.list("events") if (m := _DATE_KEY.search(k))]
     freshness = Freshness(
         run_id=latest["run_id"] if latest else None,
@@ -104,6 +111,61 @@ def read_view(warehouse: Storage) -> WarehouseView:
         latest_report_day=None,
     )
     return WarehouseView(workspaces, freshness, min(days) if days else None)
+
+
+def night_entry(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the nights digest keeps of a run summary."""
+    return {k: summary.get(k) for k in ("ingest_date", "run_id", "last_event_at")}
+
+
+def read_nights(warehouse: Storage) -> dict[str, dict[str, Any]]:
+    """ingest date -> its `night_entry`, for every finished night: from the digest, and from the summaries of any
+    night the digest does not name (a warehouse written before the digest, or two nights that updated it at once)."""
+    finished = {m.group(1): k for k in warehouse.list("_runs") if (m := RUN_FILE.match(k))}
+    digest = json.loads(warehouse.read_bytes(NIGHTS_KEY)) if warehouse.exists(NIGHTS_KEY) else {}
+    nights = {night: entry for night, entry in digest.items() if night in finished}
+    for night in sorted(set(finished) - set(nights)):
+        nights[night] = night_entry(json.loads(warehouse.read_bytes(finished[night])))
+    return nights
+
+
+def record_night(warehouse: Storage, summary: dict[str, Any]) -> None:
+    """Write a night's run summary, then its entry in the nights digest (the summary stays the record: a digest
+    that misses it is mended by `read_nights`)."""
+    night = summary["ingest_date"]
+    warehouse.write_bytes(run_key(date.fromisoformat(night)), json.dumps(summary, indent=1).encode(),
+                          "application/json")
+    nights = read_nights(warehouse) | {night: night_entry(summary)}
+    warehouse.write_bytes(NIGHTS_KEY, json.dumps(dict(sorted(nights.items())), indent=1).encode(), "application/json")
+
+
+@dataclass(frozen=True)
+class ReportScope:
+    """What a report step covers: the warehouse as read once (`view`) and, for each of its workspaces (in the
+    order asked), the report day its pages or snapshots show."""
+
+    view: WarehouseView
+    days: dict[int, date]
+
+    @property
+    def workspaces(self) -> list[Workspace]:
+        return [self.view.workspaces[w] for w in self.days]
+
+    def narrowed(self, ids: Iterable[int]) -> ReportScope:
+        """The same scope for some of its workspaces (a batch of a job)."""
+        return ReportScope(self.view, {w: self.days[w] for w in ids})
+
+
+def report_scope(warehouse: Storage, ids: Sequence[int] | None, report_day: date | None, cutoff: datetime | None
+                 ) -> ReportScope:
+    """The scope of the workspaces `ids` (None: all, ascending) for `report_day`, or each one's last day that had
+    ended at `cutoff` in its own time zone. Read once per step and passed on."""
+    view = read_view(warehouse)
+    ids = sorted(view.workspaces) if ids is None else list(ids)
+    unknown = sorted(set(ids) - set(view.workspaces))
+    if unknown:
+        raise WarehouseError(f"workspaces {unknown} are not in {warehouse.uri}'s workspaces dimension; check the ids")
+    return ReportScope(view, report_days(view, ids, report_day, cutoff) if ids else {})
 
 
 class DayFiles:

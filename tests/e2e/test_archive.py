@@ -21,6 +21,7 @@ from etl.publish import content_type
 from etl.render import RenderJob
 from etl.render_jobs import render
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, s3_client
+from etl.warehouse import WarehouseError, report_scope
 from etl.windows import WINDOW_NAMES
 from tests.helpers import event, write_landing
 
@@ -32,7 +33,7 @@ DAYS = [date(2026, 3, 26), date(2026, 3, 27), date(2026, 3, 28), date(2026, 3, 2
 def tiny_archive(tmp_path: Path, tiny_warehouse: Path) -> tuple[LocalStorage, LocalStorage]:
     warehouse, archive = LocalStorage(tiny_warehouse), LocalStorage(tmp_path / "archive")
     for day in DAYS:
-        write_archive(warehouse, archive, None, day, None)
+        write_archive(warehouse, archive, report_scope(warehouse, None, day, None))
     return warehouse, archive
 
 
@@ -149,7 +150,8 @@ def test_the_snapshot_says_what_an_auditor_needs_in_readable_utf8(tmp_path: Path
     renamed = pl.when(pl.col("workspace_id") == 1).then(pl.lit("Tíny Ço 東京")).otherwise(pl.col("name"))
     dimension.with_columns(name=renamed).write_parquet(tiny_warehouse / "workspaces.parquet")
     archive = LocalStorage(tmp_path / "archive")
-    write_archive(LocalStorage(tiny_warehouse), archive, [1], DAYS[-1], None)
+    warehouse = LocalStorage(tiny_warehouse)
+    write_archive(warehouse, archive, report_scope(warehouse, [1], DAYS[-1], None))
     body = (archive.root / f"1/{DAYS[-1]}/rev-1/manifest.json").read_bytes()
     assert "Tíny Ço 東京".encode() in body
     manifest = json.loads(body)
@@ -170,10 +172,10 @@ def test_an_open_day_or_an_unknown_workspace_is_refused_with_what_to_do(tmp_path
             "report day 2026-03-30 of workspace 2 (and 0 more) had not ended when the warehouse's latest arrival day "
             "2026-03-30 ended (2026-03-31T00:00Z): snapshots are immutable, so only finished days are archived; "
             "archive it after a later night")):
-        write_archive(warehouse, archive, None, date(2026, 3, 30), None)
-    with pytest.raises(ArchiveError, match=re.escape(f"workspaces [99] are not in {warehouse.uri}'s workspaces "
-                                                     "dimension; check the ids")):
-        write_archive(warehouse, archive, [1, 99], DAYS[-1], None)
+        write_archive(warehouse, archive, report_scope(warehouse, None, date(2026, 3, 30), None))
+    with pytest.raises(WarehouseError, match=re.escape(f"workspaces [99] are not in {warehouse.uri}'s workspaces "
+                                                       "dimension; check the ids")):
+        write_archive(warehouse, archive, report_scope(warehouse, [1, 99], DAYS[-1], None))
     assert not archive.root.exists() or not any(archive.root.iterdir())  # nothing half-written
 
 
@@ -191,7 +193,8 @@ def test_a_snapshot_written_straight_to_s3_is_locked_whole(tiny_warehouse: Path,
     client = s3_client()
     client.create_bucket(Bucket="audit-direct", ObjectLockEnabledForBucket=True)
     remote = S3Storage("audit-direct", "archive", client)
-    write_archive(LocalStorage(tiny_warehouse), remote, [1], DAYS[-1], None, Lock("GOVERNANCE", 30))
+    warehouse = LocalStorage(tiny_warehouse)
+    write_archive(warehouse, remote, report_scope(warehouse, [1], DAYS[-1], None), Lock("GOVERNANCE", 30))
     keys = [k for k in remote.list(f"1/{DAYS[-1]}/rev-1")]
     assert len(keys) == 14 and {"manifest.json", "manifest.sha256"} <= {k.rsplit("/", 1)[1] for k in keys}
     for key in keys:
@@ -317,12 +320,15 @@ def test_late_events_make_a_new_revision_and_leave_the_old_one_untouched(tmp_pat
                             {"2026-03-10/09": [first], "2026-03-12/09": [late]})
     warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
     run_etl(LocalStorage(landing), warehouse, date(2026, 3, 10))
-    assert write_archive(warehouse, archive, None, date(2026, 3, 10), None) == {"written": 1, "revised": 0,
-                                                                                 "unchanged": 0}
+
+    def snapshot() -> dict[str, int]:
+        return write_archive(warehouse, archive, report_scope(warehouse, None, date(2026, 3, 10), None))
+
+    assert snapshot() == {"written": 1, "revised": 0, "unchanged": 0}
     before = {p.name: p.read_bytes() for p in (archive.root / "1/2026-03-10/rev-1").iterdir()}
-    assert write_archive(warehouse, archive, None, date(2026, 3, 10), None)["unchanged"] == 1  # a re-run
+    assert snapshot()["unchanged"] == 1  # a re-run
     run_etl(LocalStorage(landing), warehouse, date(2026, 3, 12))
-    assert write_archive(warehouse, archive, None, date(2026, 3, 10), None)["revised"] == 1
+    assert snapshot()["revised"] == 1
     assert {p.name: p.read_bytes() for p in (archive.root / "1/2026-03-10/rev-1").iterdir()} == before
     manifest = json.loads((archive.root / "1/2026-03-10/rev-2/manifest.json").read_text())
     assert manifest["supersedes"] == "rev-1"
@@ -344,19 +350,19 @@ def test_a_night_interrupted_inside_a_snapshot_is_completed_by_the_rerun(tmp_pat
     warehouse = LocalStorage(tiny_warehouse)
     clean, crashed = LocalStorage(tmp_path / "clean"), LocalStorage(tmp_path / "crashed")
     for day in DAYS[:2]:
-        write_archive(warehouse, clean, None, day, None)
-    write_archive(warehouse, crashed, None, DAYS[0], None)
+        write_archive(warehouse, clean, report_scope(warehouse, None, day, None))
+    write_archive(warehouse, crashed, report_scope(warehouse, None, DAYS[0], None))
     head_before = (crashed.root / "1/HEAD.json").read_bytes()
-    write_archive(warehouse, crashed, [1], DAYS[1], None)
+    write_archive(warehouse, crashed, report_scope(warehouse, [1], DAYS[1], None))
     (crashed.root / "1/HEAD.json").write_bytes(head_before)  # HEAD is written last: the crash undoes it
     if crash == "before the manifest's hash":
         (crashed.root / f"1/{DAYS[1]}/rev-1/manifest.sha256").unlink()
-    outcome = write_archive(warehouse, crashed, None, DAYS[1], None)
+    outcome = write_archive(warehouse, crashed, report_scope(warehouse, None, DAYS[1], None))
     assert outcome["revised"] == 0
     assert snapshot_state(crashed.root) == snapshot_state(clean.root)
     for day in DAYS[2:]:
-        write_archive(warehouse, clean, None, day, None)
-        write_archive(warehouse, crashed, None, day, None)
+        write_archive(warehouse, clean, report_scope(warehouse, None, day, None))
+        write_archive(warehouse, crashed, report_scope(warehouse, None, day, None))
     assert snapshot_state(crashed.root) == snapshot_state(clean.root)
     assert verify(crashed)[0] == []
 

@@ -18,7 +18,7 @@ import pytest
 from etl.csv_logs import neutralise
 from etl.ingest import landing_dates
 from etl.pipeline import run_etl
-from etl.render import RenderError, RenderJob, page_key
+from etl.render import RenderError, RenderJob, job_scope, page_key
 from etl.render_jobs import planned_batches, render
 from etl.report import NO_DATA_FILTERED, NOT_APPLICABLE, FilterError, Filters
 from etl.storage import LocalStorage, StorageError
@@ -209,8 +209,9 @@ def test_parallel_workers_get_batches_sized_by_the_events_their_pages_load(tiny_
 
     job = RenderJob(str(warehouse), "unused", (2, 1), day, None, WINDOW_NAMES, ())
     busier = max(counted, key=counted.__getitem__)
-    assert planned_batches(job, 2) == [(busier,), (3 - busier,)]  # the batch with more work starts first
-    assert planned_batches(job, 1) == [(1, 2)]
+    scope = job_scope(job)
+    assert planned_batches(job, 2, scope) == [(busier,), (3 - busier,)]  # the batch with more work starts first
+    assert planned_batches(job, 1, scope) == [(1, 2)]
 
 
 @pytest.mark.other_process

@@ -41,10 +41,11 @@ def kill_when(cmd: list[str], ready: Callable[[], bool], env: dict[str, str] | N
 
 
 def state(root: Path) -> dict[str, str]:
-    """What a reader sees: every visible file and its digest (temporary files are never listed)."""
+    """What a reader sees: every visible file and its digest (temporary files are never listed), but the run
+    summaries (they carry their durations)."""
     storage = LocalStorage(root)
     return {k: hashlib.sha256(storage.read_bytes(k)).hexdigest() for k in storage.list()
-            if not k.startswith("_runs/") and not k.endswith("HEAD.json")}
+            if not k.startswith("_runs/ingest_date=") and not k.endswith("HEAD.json")}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def clean(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_killed_etl_converges_on_rerun(landing: Path, clean: Path, tmp_path: Path) -> None:
     warehouse = tmp_path / "wh"
     etl = [*CLI, "etl", "--landing", str(landing), "--warehouse", str(warehouse), "--all"]
-    kill_when(etl, lambda: len(list((warehouse / "_runs").glob("*.json"))) >= 12)
+    kill_when(etl, lambda: len(list((warehouse / "_runs").glob("ingest_date=*.json"))) >= 12)
     subprocess.run(etl, check=True, capture_output=True)
     assert state(warehouse) == state(clean / "wh")
 

@@ -23,6 +23,7 @@ from etl.ingest import landing_dates
 from etl.pipeline import run_etl
 from etl.publish import S3Target, link, upload
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, client_config
+from etl.warehouse import report_scope
 from tests.conftest import TINY, free_port_pair
 from tests.faults.proxy import FaultProxy
 
@@ -107,7 +108,7 @@ def test_object_lock_bucket_keeps_the_snapshot_and_verify_reads_the_original(cli
     warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
     for d in landing_dates(LocalStorage(TINY / "landing")):
         run_etl(LocalStorage(TINY / "landing"), warehouse, d)
-    write_archive(warehouse, archive, None, date(2026, 3, 29), None)
+    write_archive(warehouse, archive, report_scope(warehouse, None, date(2026, 3, 29), None))
     bucket = fresh_bucket(client, "audit", locked=True)
     remote = S3Storage(bucket, "archive", client, KMS)
     lock = Lock("COMPLIANCE", 1)

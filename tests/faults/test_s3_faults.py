@@ -19,6 +19,7 @@ from etl.ingest import landing_dates
 from etl.pipeline import run_etl
 from etl.publish import S3Target, upload
 from etl.storage import LocalStorage, S3Storage, StorageError, client_config
+from etl.warehouse import report_scope
 from tests.conftest import TINY
 from tests.faults.proxy import FaultProxy
 
@@ -90,7 +91,7 @@ def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy, tmp
     warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
     for d in landing_dates(LocalStorage(TINY / "landing")):
         run_etl(LocalStorage(TINY / "landing"), warehouse, d)
-    write_archive(warehouse, archive, None, date(2026, 3, 29), None)
+    write_archive(warehouse, archive, report_scope(warehouse, None, date(2026, 3, 29), None))
     direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
     direct.create_bucket(Bucket=BUCKET)
     direct.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})

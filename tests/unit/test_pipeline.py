@@ -42,9 +42,9 @@ def etl(landing: Path, warehouse: Path, *days: str) -> list[dict[str, Any]]:
 
 
 def warehouse_state(warehouse: Path) -> dict[str, str]:
-    """Every data file's digest (run summaries hold timings, so they are compared separately)."""
+    """Every data file's digest and the nights digest (run summaries hold timings: compared separately)."""
     return {p.relative_to(warehouse).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(warehouse.rglob("*.parquet"))}
+            for p in sorted([*warehouse.rglob("*.parquet"), *warehouse.glob("_runs/nights.json")])}
 
 
 def stored(warehouse: Path, day: str) -> pl.DataFrame:
