@@ -26,6 +26,7 @@ import polars as pl
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from etl.ingest import (
     REFUSED_WHOLE,
+    Batch,
     arrival_keys,
     check_arrival_day,
     landing_inventory,
@@ -56,6 +57,7 @@ from etl.warehouse import (
     run_key,
 )
 from etl.windows import local_date
+from etl.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -222,89 +224,69 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
     return HistoryCheck(_flag_conflicts(lost.select("row", "event_id"), night, kept_hashes), later)
 
 
-def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
-            future_tolerance: timedelta = FUTURE_TOLERANCE, max_line_bytes: int = MAX_LINE_BYTES,
-            exact_only: bool = False, limits: ReadLimits = DEFAULT_READ_LIMITS) -> dict[str, Any]:
-    """Process one arrival day end to end and return its run summary (also stored in the warehouse).
+@dataclass(frozen=True)
+class NightPlan:
+    """What a night writes, decided from its rows and from what the other arrival days hold (`plan_night`)."""
 
-    `exact_only` sends every line through the exact validator (the reference the fast path is tested against).
-    """
-    started = time.monotonic()
-    check_arrival_day(ingest_date)
-    workspaces = load_workspaces(landing)
-    rules = ValidationRules(
-        workspace_ids=workspaces.ids,
-        ingest_date=ingest_date,
-        future_tolerance=future_tolerance,
-        max_line_bytes=max_line_bytes,
-        broken_workspaces=workspaces.broken,
-    )
-    batch = read_partition(landing, ingest_date, rules, exact_only, limits)
-    night = compacted(take_events(batch))
-    night = night.hstack(local_time_columns(night.select("workspace_id", "occurred_at"), workspaces.frame))
+    kept: pl.DataFrame  # the rows kept (`row`, `local_date`, `workspace_id`, `occurred_at`)
+    by_day: pl.DataFrame  # their `row`s grouped by local day, in the order of `days`
+    days: pl.DataFrame  # each local day the night writes, with its number of rows (`local_date`, `len`)
+    stale: frozenset[date]  # days an earlier run of this night wrote to and this run does not: their files go
+    quarantine: pl.DataFrame  # the night's quarantine, conflicting duplicates included, in file and line order
+    duplicates: int  # copies dropped: the id was delivered before with the same content
+    late_events: int  # kept events of local days the previous night already reported
 
-    lost_in_night = night_duplicates(night)
-    kept_in_night = ~pl.col("row").is_in(lost_in_night["row"].implode())
-    history = against_history(warehouse, kept_in_night, night, ingest_date)
-    lost_all = pl.concat([lost_in_night, history.lost], how="vertical")
+    @property
+    def touched(self) -> list[date]:
+        return sorted(self.days["local_date"].to_list())
+
+
+def plan_night(night: pl.DataFrame, lost: pl.DataFrame, rejected: list[tuple[Any, ...]], files: list[str],
+               previous_days: set[date], first_open_days: pl.DataFrame, ingest_date: date) -> NightPlan:
+    """The night's plan, no I/O: `night` (its rows with `local_date`, `workspace_id`, `occurred_at` and
+    `arrival_rank`), `lost` (rows `row`, `event_id`, `conflict` that repeat an earlier copy, within the night or
+    from an earlier arrival day), the lines the reader `rejected`, the `files` read (arrival ranks index them), the
+    days an earlier run of this night wrote, and each workspace's first day not yet reported (`_first_open_days`)."""
     # What is kept, as row numbers grouped by local day; each day is put in storage order (workspace, time,
-    # arrival) by its own writer thread, and its wide rows are gathered once.
+    # arrival) by its own writer, and its wide rows are gathered once.
     kept = (night.select("local_date", "workspace_id", "occurred_at").with_row_index("row")
-            .filter(~pl.col("row").is_in(lost_all["row"].implode())))
+            .filter(~pl.col("row").is_in(lost["row"].implode())))
     by_day = kept.select("row", "local_date").sort("local_date", maintain_order=True)
     days = by_day.group_by("local_date", maintain_order=True).len()
-
-    touched = set(days["local_date"].to_list())
-    stale = _previous_days_touched(warehouse, ingest_date) - touched
-    zones = sorted(set(workspaces.frame["timezone"].to_list()))
-    with Progress(len(touched) + len(stale), "writing", " days") as bar:
-        starts = [0, *days["len"].cum_sum().to_list()]
-
-        def write(position: int) -> None:
-            numbers = by_day["row"].slice(starts[position], starts[position + 1] - starts[position])
-            ordered = storage_permutation(night.select("workspace_id", "occurred_at", "arrival_rank")[numbers]
-                                          .with_columns(row=numbers))
-            day = days["local_date"][position]
-            _write_day(warehouse, day, ingest_date, _stored_rows(night[ordered], ingest_date, batch.files, zones))
-
-        # Two days at a time: gathering and Parquet encoding release the GIL, and a day is ~1/30 of the night.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for _ in pool.map(write, range(days.height)):
-                bar.advance()
-        for day in stale:  # an earlier run of this night delivered to days this run does not
-            _write_day(warehouse, day, ingest_date, None)
-            bar.advance()
-    write_id_index(warehouse, ingest_date, id_index(night.select(*IDS_SCHEMA)[kept["row"]]))
-
-    conflicts = lost_all.filter(pl.col("conflict"))
-    conflict_keys = arrival_keys(night[conflicts["row"]]["arrival_rank"], batch.files)
+    conflicts = lost.filter(pl.col("conflict"))
+    conflict_keys = arrival_keys(night[conflicts["row"]]["arrival_rank"], files)
+    quarantine = list(rejected)
     for event_id, arrival_key in zip(conflicts["event_id"], conflict_keys, strict=True):
         file, _, line = arrival_key.rpartition(":")
-        batch.quarantine.append((ingest_date, file, int(line), "conflicting_duplicate", event_id, None))
-    quarantine = pl.DataFrame(batch.quarantine, schema=QUARANTINE_SCHEMA, orient="row")
-    write_parquet(warehouse, quarantine_key(ingest_date), quarantine.sort("file", "line_no", nulls_last=False))
-    write_parquet(warehouse, "workspaces.parquet", workspaces.frame)
-    if history.later:  # nights processed out of order: they kept copies of events this night delivered first
-        _rerun_later(landing, warehouse, history.later, {"future_tolerance": future_tolerance,
-                                                        "max_line_bytes": max_line_bytes, "exact_only": exact_only,
-                                                        "limits": limits})
+        quarantine.append((ingest_date, file, int(line), "conflicting_duplicate", event_id, None))
+    first_open_day = pl.col("workspace_id").replace_strict(first_open_days["workspace_id"],
+                                                           first_open_days["first_open_day"])
+    return NightPlan(
+        kept=kept, by_day=by_day, days=days,
+        stale=frozenset(previous_days - set(days["local_date"].to_list())),
+        quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA, orient="row").sort("file", "line_no",
+                                                                                         nulls_last=False),
+        duplicates=lost.height - conflicts.height,
+        late_events=kept.select((pl.col("local_date") < first_open_day).sum()).item(),  # no join materialised
+    )
 
-    opens = _first_open_days(workspaces.frame, ingest_date)
-    first_open_day = pl.col("workspace_id").replace_strict(opens["workspace_id"], opens["first_open_day"])
-    late_events = kept.select((pl.col("local_date") < first_open_day).sum()).item()  # no join materialised
-    line_reasons = Counter(r[3] for r in batch.quarantine if r[2] is not None)
-    summary: dict[str, Any] = {
+
+def night_summary(plan: NightPlan, batch: Batch, workspaces: Workspaces, ingest_date: date, seconds: float
+                  ) -> dict[str, Any]:
+    """The run summary (docs/warehouse.md): what was read, kept, dropped and quarantined, and why."""
+    line_reasons = Counter(r for r in plan.quarantine.filter(pl.col("line_no").is_not_null())["reason"])
+    return {
         "ingest_date": ingest_date.isoformat(),
         "run_id": f"{ingest_date.isoformat()}#{batch.input_digest.hexdigest()[:12]}",
         "lines_read": batch.lines_read,
-        "events_valid": kept.height,
+        "events_valid": plan.kept.height,
         "events_quarantined": sum(line_reasons.values()),
         "quarantined_by_reason": dict(sorted(line_reasons.items())),
-        "duplicates_dropped": lost_all.height - conflicts.height,
-        "late_events": late_events,
-        "days_touched": [d.isoformat() for d in sorted(touched)],
+        "duplicates_dropped": plan.duplicates,
+        "late_events": plan.late_events,
+        "days_touched": [d.isoformat() for d in plan.touched],
         "events_by_workspace": {str(w): n for w, n in
-                                kept.group_by("workspace_id").len().sort("workspace_id").rows()},
+                                plan.kept.group_by("workspace_id").len().sort("workspace_id").rows()},
         "blank_lines": batch.blank_lines,
         "lines_exact_path": batch.exact_lines,
         "files_listed": len(batch.files) + len(batch.skipped_files) + sum(
@@ -315,14 +297,70 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
         "workspaces_misconfigured": {str(k): v for k, v in sorted(workspaces.broken.items())},
         "landing_partitions": sorted({k.rsplit("/", 1)[0] for k in batch.files}),
         "input_sha256": batch.input_digest.hexdigest(),
-        "last_event_at": _last_event_at(kept),
-        "seconds": round(time.monotonic() - started, 3),
+        "last_event_at": _last_event_at(plan.kept),
+        "seconds": round(seconds, 3),
     }
+
+
+def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
+            future_tolerance: timedelta = FUTURE_TOLERANCE, max_line_bytes: int = MAX_LINE_BYTES,
+            exact_only: bool = False, limits: ReadLimits = DEFAULT_READ_LIMITS) -> dict[str, Any]:
+    """Process one arrival day end to end and return its run summary (also stored in the warehouse): read the
+    landing and what the warehouse holds of the night's ids, plan (`plan_night`), write.
+
+    `exact_only` sends every line through the exact validator (the reference the fast path is tested against).
+    """
+    started = time.monotonic()
+    check_arrival_day(ingest_date)
+    workspaces = load_workspaces(landing)
+    rules = ValidationRules(workspace_ids=workspaces.ids, ingest_date=ingest_date, future_tolerance=future_tolerance,
+                            max_line_bytes=max_line_bytes, broken_workspaces=workspaces.broken)
+    batch = read_partition(landing, ingest_date, rules, exact_only, limits)
+    night = compacted(take_events(batch))
+    night = night.hstack(local_time_columns(night.select("workspace_id", "occurred_at"), workspaces.frame))
+    lost_in_night = night_duplicates(night)
+    history = against_history(warehouse, ~pl.col("row").is_in(lost_in_night["row"].implode()), night, ingest_date)
+    plan = plan_night(night, pl.concat([lost_in_night, history.lost], how="vertical"), batch.quarantine, batch.files,
+                      _previous_days_touched(warehouse, ingest_date), _first_open_days(workspaces.frame, ingest_date),
+                      ingest_date)
+
+    write_night(warehouse, ingest_date, night, plan, batch.files, sorted(set(workspaces.frame["timezone"])))
+    write_parquet(warehouse, "workspaces.parquet", workspaces.frame)
+    if history.later:  # nights processed out of order: they kept copies of events this night delivered first
+        _rerun_later(landing, warehouse, history.later, {"future_tolerance": future_tolerance,
+                                                        "max_line_bytes": max_line_bytes, "exact_only": exact_only,
+                                                        "limits": limits})
+    summary = night_summary(plan, batch, workspaces, ingest_date, time.monotonic() - started)
     record_night(warehouse, summary)
     log.info("ingest_date=%s: %d lines, %d valid, %d quarantined, %d duplicates, %d days touched",
              ingest_date, summary["lines_read"], summary["events_valid"], summary["events_quarantined"],
-             summary["duplicates_dropped"], len(touched))
+             summary["duplicates_dropped"], len(plan.touched))
     return summary
+
+
+def write_night(warehouse: Storage, ingest_date: date, night: pl.DataFrame, plan: NightPlan, files: list[str],
+                zones: list[str]) -> None:
+    """Write what the plan decided: each day's events and aggregates (two days at a time: gathering and Parquet
+    encoding release the GIL, and a day is ~1/30 of the night), the stale days' files deleted, the id index and
+    the quarantine. The run summary comes after, from the caller."""
+    starts = [0, *plan.days["len"].cum_sum().to_list()]
+
+    def write(position: int) -> None:
+        numbers = plan.by_day["row"].slice(starts[position], starts[position + 1] - starts[position])
+        ordered = storage_permutation(night.select("workspace_id", "occurred_at", "arrival_rank")[numbers]
+                                      .with_columns(row=numbers))
+        day = plan.days["local_date"][position]
+        _write_day(warehouse, day, ingest_date, _stored_rows(night[ordered], ingest_date, files, zones))
+
+    with Progress(plan.days.height + len(plan.stale), "writing", " days") as bar:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for _ in pool.map(write, range(plan.days.height)):
+                bar.advance()
+        for day in sorted(plan.stale):
+            _write_day(warehouse, day, ingest_date, None)
+            bar.advance()
+    write_id_index(warehouse, ingest_date, id_index(night.select(*IDS_SCHEMA)[plan.kept["row"]]))
+    write_parquet(warehouse, quarantine_key(ingest_date), plan.quarantine)
 
 
 def _rerun_later(landing: Storage, warehouse: Storage, later: dict[date, set[str]], options: dict[str, Any]) -> None:

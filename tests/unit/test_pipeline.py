@@ -22,14 +22,14 @@ from hypothesis import strategies as st
 
 from etl import ingest, pipeline
 from etl.cli import main
-from etl.contract import CONTENT_COLUMNS
+from etl.contract import CONTENT_COLUMNS, QUARANTINE_SCHEMA
 from etl.errors import EtlError
-from etl.ingest import arrival_keys, landing_dates
-from etl.pipeline import night_duplicates, run_etl
+from etl.ingest import Batch, arrival_keys, landing_dates
+from etl.pipeline import night_duplicates, night_summary, plan_night, run_etl
 from etl.storage import LocalStorage, read_parquet
 from etl.transform import storage_permutation
 from etl.warehouse import day_files, quarantine_key, read_daily
-from etl.workspaces import WorkspacesError
+from etl.workspaces import Workspaces, WorkspacesError
 from tests.conftest import examples
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
@@ -615,3 +615,72 @@ def test_a_rerun_deletes_the_days_its_night_no_longer_delivers_to(tmp_path: Path
     wh = LocalStorage(tmp_path / "wh")
     assert day_files(wh, "events", date(2026, 3, 10)) == {} and day_files(wh, "daily", date(2026, 3, 10)) == {}
     assert list(day_files(wh, "events", date(2026, 3, 12))) == [date(2026, 3, 12)]
+
+
+# ---------------------------------------------------------------- the night's plan: small frames, no storage
+
+FILES = ["events/ingest_date=2026-03-10/hour=09/a.ndjson", "events/ingest_date=2026-03-10/hour=10/b.ndjson"]
+
+
+def small_night(rows: list[tuple[int, str, str, int, int]]) -> pl.DataFrame:
+    """Night rows (workspace, occurred_at, local day, file index, line) as the plan reads them."""
+    return pl.DataFrame(
+        {"workspace_id": [r[0] for r in rows],
+         "occurred_at": [datetime.fromisoformat(r[1]) for r in rows],
+         "local_date": [date.fromisoformat(r[2]) for r in rows],
+         "arrival_rank": [r[3] * 2**32 + r[4] for r in rows]},
+        schema={"workspace_id": pl.Int64, "occurred_at": pl.Datetime("us", "UTC"), "local_date": pl.Date,
+                "arrival_rank": pl.UInt64})
+
+
+def lost_rows(*rows: tuple[int, str, bool]) -> pl.DataFrame:
+    return pl.DataFrame([{"row": r, "event_id": e, "conflict": c} for r, e, c in rows],
+                        schema={"row": pl.UInt32, "event_id": pl.String, "conflict": pl.Boolean})
+
+
+def test_the_plan_keeps_the_first_copies_groups_them_by_day_and_quarantines_conflicts() -> None:
+    night = small_night([(1, "2026-03-10T08:00:00+00:00", "2026-03-10", 0, 1),
+                         (2, "2026-03-09T23:30:00+00:00", "2026-03-10", 0, 2),
+                         (1, "2026-03-09T08:00:00+00:00", "2026-03-09", 1, 7),
+                         (1, "2026-03-10T09:00:00+00:00", "2026-03-10", 1, 8),
+                         (2, "2026-03-08T09:00:00+00:00", "2026-03-08", 1, 12)])
+    rejected = [(date(2026, 3, 10), "ingest_date=2026-03-10/hour=10/b.ndjson", 3, "bad_json", None, "{"),
+                (date(2026, 3, 10), "ingest_date=2026-03-10/hour=11/c.ndjson.gz", None, "truncated_gzip", None,
+                 None)]
+    opens = pl.DataFrame({"workspace_id": [1, 2], "first_open_day": [date(2026, 3, 10), date(2026, 3, 9)]})
+    plan = plan_night(night, lost_rows((3, "dup", False), (4, "reused", True)), rejected, FILES,
+                      {date(2026, 3, 7), date(2026, 3, 8)}, opens, date(2026, 3, 10))
+    assert plan.kept["row"].to_list() == [0, 1, 2]  # rows 3 and 4 repeat earlier copies
+    assert plan.days.rows() == [(date(2026, 3, 9), 1), (date(2026, 3, 10), 2)]
+    assert plan.by_day.rows() == [(2, date(2026, 3, 9)), (0, date(2026, 3, 10)), (1, date(2026, 3, 10))]
+    assert plan.touched == [date(2026, 3, 9), date(2026, 3, 10)]
+    assert plan.stale == {date(2026, 3, 7), date(2026, 3, 8)}  # 03-08's only row was lost this time
+    assert plan.duplicates == 1
+    assert plan.late_events == 1  # workspace 1's 03-09 (reported); workspace 2's 03-10 row is not late
+    assert plan.quarantine.select("file", "line_no", "reason", "event_id").rows() == [
+        ("ingest_date=2026-03-10/hour=10/b.ndjson", 3, "bad_json", None),
+        ("ingest_date=2026-03-10/hour=10/b.ndjson", 12, "conflicting_duplicate", "reused"),
+        ("ingest_date=2026-03-10/hour=11/c.ndjson.gz", None, "truncated_gzip", None)]
+    assert len(rejected) == 2  # the reader's list is not changed
+
+    batch = Batch(lines_read=9, files=list(FILES), damaged_files={"hour=11/c.ndjson.gz": "truncated_gzip"})
+    summary = night_summary(plan, batch, Workspaces(pl.DataFrame(), {3: "unknown time zone"}), date(2026, 3, 10),
+                            1.23456)
+    assert summary["workspaces_misconfigured"] == {"3": "unknown time zone"}
+    assert summary["events_valid"] == 3 and summary["duplicates_dropped"] == 1 and summary["late_events"] == 1
+    assert summary["events_quarantined"] == 2  # lines only: a damaged file is counted under files_damaged
+    assert summary["quarantined_by_reason"] == {"bad_json": 1, "conflicting_duplicate": 1}
+    assert summary["days_touched"] == ["2026-03-09", "2026-03-10"]
+    assert summary["events_by_workspace"] == {"1": 2, "2": 1}
+    assert summary["last_event_at"] == "2026-03-10T08:00:00Z" and summary["seconds"] == 1.235
+    assert summary["landing_partitions"] == ["events/ingest_date=2026-03-10/hour=09",
+                                             "events/ingest_date=2026-03-10/hour=10"]
+
+
+def test_a_plan_with_nothing_kept_writes_no_day_and_deletes_what_an_earlier_run_wrote() -> None:
+    night = small_night([(1, "2026-03-10T08:00:00+00:00", "2026-03-10", 0, 1)])
+    opens = pl.DataFrame({"workspace_id": [1], "first_open_day": [date(2026, 3, 10)]})
+    plan = plan_night(night, lost_rows((0, "a", False)), [], FILES, {date(2026, 3, 10)}, opens, date(2026, 3, 10))
+    assert plan.kept.is_empty() and plan.days.is_empty() and plan.touched == []
+    assert plan.stale == {date(2026, 3, 10)} and plan.duplicates == 1 and plan.late_events == 0
+    assert plan.quarantine.is_empty() and plan.quarantine.schema == pl.Schema(QUARANTINE_SCHEMA)

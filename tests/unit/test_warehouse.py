@@ -8,10 +8,10 @@ from pathlib import Path
 
 import polars as pl
 
+from etl.pipeline import run_etl
 from etl.report import Filters, Freshness, PreparedInputs, build_page
 from etl.storage import LocalStorage, read_parquet
 from etl.transform import DAILY_KEYS
-from etl.pipeline import run_etl
 from etl.warehouse import NIGHTS_KEY, DayFiles, load_inputs, read_view
 from tests.helpers import event, write_landing
 
