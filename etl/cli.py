@@ -112,6 +112,26 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     ren.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1),
                      help="render processes (default %(default)s)")
 
+    pub = commands.add_parser("publish", help="upload what a render wrote to S3 (dated pages first, then indexes)",
+                              epilog=EXIT_CODES + ". Credentials and endpoint: boto3's standard chain "
+                              "(AWS_ENDPOINT_URL, AWS_PROFILE, …)",
+                              description="Upload what the renders of a cutoff or report day wrote under --out "
+                              "(their pages and CSV downloads, then the index pages), compressed, many requests at "
+                              "once; objects the bucket already holds with the same bytes are skipped. "
+                              "Prints a JSON summary on stdout.")
+    pub.add_argument("--out", default=settings.out, help="the render's output folder (default %(default)s)")
+    pub.add_argument("--to", default=settings.s3_uri, required=settings.s3_uri is None, metavar="s3://BUCKET/PREFIX",
+                     help="where to publish (default: CONTACTS_REPORT_S3_URI%s)" % (
+                         f", {settings.s3_uri}" if settings.s3_uri else ", unset"))
+    what = pub.add_mutually_exclusive_group(required=True)
+    what.add_argument("--cutoff", type=_instant, metavar="ISO-INSTANT", help="what `render --cutoff` wrote")
+    what.add_argument("--report-day", type=_date, metavar="YYYY-MM-DD", help="what `render --report-day` wrote")
+    what.add_argument("--all", action="store_true", help="everything under --out, checked against a listing of the "
+                      "bucket (a repair: its cost grows with the bucket)")
+    pub.add_argument("--workspace", type=_positive, action="append", metavar="ID", help="repeatable (default: all)")
+    pub.add_argument("--concurrency", type=_positive, default=settings.publish_concurrency,
+                     help="S3 requests in flight (default %(default)s)")
+
     arc = commands.add_parser("archive", help="auditors' archive of the contact logs: write, verify, show",
                               epilog=EXIT_CODES,
                               description="Immutable, verifiable snapshots of the four contact logs of each "
@@ -179,6 +199,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _render(args, settings)
     if args.command == "archive":
         return _archive(args, settings)
+    if args.command == "publish":
+        return _publish(args, settings)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -245,6 +267,37 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
         log.error("%s", err)
         return EXIT_FAILED
     print(json.dumps({"out": args.out, "workspaces": len(ids), **totals}))
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from etl import manifests
+    from etl.publish import S3Target, upload
+    from etl.storage import s3_client
+
+    try:
+        target = S3Target.parse(args.to)
+    except ValueError as err:
+        log.error("--to: %s", err)
+        return EXIT_USAGE
+    if "://" in args.out or not os.path.isdir(args.out):
+        log.error("--out %s is not a folder; publish reads the render's local output folder", args.out)
+        return EXIT_USAGE
+    out = open_storage(args.out)
+    workspaces = set(args.workspace) if args.workspace else None
+    if args.all:  # not the render records, nor the archive when it lives in --out (mirrored as it is, by `archive`)
+        inside = os.path.relpath(settings.archive, args.out) if "://" not in settings.archive else ".."
+        skipped = (f"{manifests.FOLDER}/", "archive/", *(() if inside.startswith("..") else (f"{inside}/",)))
+        keys = [k for k in out.list() if not k.startswith(skipped)
+                and (workspaces is None or manifests.workspace_of(k) in workspaces or "/" not in k)]
+    else:
+        keys = manifests.rendered(out, manifests.tag(args.cutoff, args.report_day), workspaces)
+        if not out.list(f"{manifests.FOLDER}/{manifests.tag(args.cutoff, args.report_day)}"):
+            log.error("nothing rendered for %s under %s: run `contacts-report render` with the same option first",
+                      manifests.tag(args.cutoff, args.report_day), args.out)
+            return EXIT_FAILED
+    summary = upload(s3_client(), target, out, keys, settings.s3_sse, args.concurrency, verify=args.all)
+    print(json.dumps({"to": args.to, **summary}))
     return 0
 
 

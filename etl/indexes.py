@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from etl import manifests
 from etl.storage import Storage
 from etl.templating import environment
 from etl.warehouse import WarehouseView
@@ -28,3 +29,4 @@ def write_indexes(out: Storage, view: WarehouseView) -> None:
     listing = [(view.workspaces[w], max(found[w]) if w in found else None) for w in sorted(view.workspaces)]
     html = env.get_template("index.html.j2").render(workspaces=listing, freshness=view.freshness)
     out.write_bytes("index.html", html.encode(), "text/html; charset=utf-8")
+    manifests.record_indexes(out, ["index.html", *(f"{wid}/index.html" for wid in sorted(found))])

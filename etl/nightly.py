@@ -17,6 +17,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from etl import manifests
 from etl.errors import EtlError
 from etl.indexes import write_indexes
 from etl.ingest import landing_dates, landing_inventory
@@ -130,20 +131,21 @@ def archive_night(settings: Settings, night: date, client: Any) -> dict[str, int
 
 
 def night_keys(settings: Settings, night: date) -> list[str]:
-    """What the night publishes: each workspace's report day folder, then the index pages."""
-    out = _store(settings, settings.out)
-    scope = night_scope(settings, night)
-    keys = [k for w, d in sorted(scope.days.items()) for k in out.list(f"{w}/{d.isoformat()}")]
-    indexes = ["index.html", *(f"{w}/index.html" for w in sorted(scope.days))]
-    return keys + [k for k in indexes if out.exists(k)]
+    """What the night publishes: what its renders wrote (`etl.manifests`), then the index pages."""
+    return manifests.rendered(_store(settings, settings.out), manifests.tag(end_of_night(night), None))
 
 
-def publish(settings: Settings, night: date, client: Any) -> dict[str, int]:
+def publish(settings: Settings, night: date, client: Any) -> dict[str, Any]:
+    """Upload the night's pages (`contacts-report publish --cutoff` does the same): counts for XCom and the ops
+    record."""
     if not settings.s3_uri:
         log.info("CONTACTS_REPORT_S3_URI is not set: nothing to publish")
         return {"uploaded": 0, "unchanged": 0}
-    return upload(client, S3Target.parse(settings.s3_uri), _store(settings, settings.out),
-                  night_keys(settings, night), settings.s3_sse)
+    summary = upload(client, S3Target.parse(settings.s3_uri), _store(settings, settings.out),
+                     night_keys(settings, night), settings.s3_sse, settings.publish_concurrency)
+    return {"uploaded": summary["uploaded"], "unchanged": summary["unchanged"],
+            "published_bytes": summary["bytes"], "publish_requests": sum(summary["requests"].values()),
+            "publish_seconds": summary["seconds"]}
 
 
 def _recipients(settings: Settings) -> dict[int, list[str]]:
@@ -251,7 +253,8 @@ def record_run(settings: Settings, night: date, stats: dict[str, Any], client: A
     html = environment().get_template("runs.html.j2").render(runs=records)
     out.write_bytes("_runs/index.html", html.encode(), "text/html; charset=utf-8")
     if settings.s3_uri and client is not None:
-        upload(client, S3Target.parse(settings.s3_uri), out, ["_runs/runs.json", "_runs/index.html"], settings.s3_sse)
+        upload(client, S3Target.parse(settings.s3_uri), out, ["_runs/runs.json", "_runs/index.html"], settings.s3_sse,
+               settings.publish_concurrency)
     return record
 
 

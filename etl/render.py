@@ -17,7 +17,7 @@ from datetime import date, datetime
 
 from markupsafe import Markup
 
-from etl import charts
+from etl import charts, manifests
 from etl.csv_logs import log_csv
 from etl.errors import InputError
 from etl.progress import Progress
@@ -125,18 +125,24 @@ def render_batch(job: RenderJob, scope: ReportScope | None = None) -> dict[str, 
         return counts
     groups = load_groups(DayFiles(open_storage(job.warehouse_uri)), scope.workspaces, scope.days, job.windows,
                          filters.contact is not None, job.rows_per_group)
-    with (BackgroundWrites(open_storage(job.out_uri, sse=job.sse)) as out,
+    out = open_storage(job.out_uri, sse=job.sse)
+    written: dict[int, list[str]] = {}
+    with (BackgroundWrites(out) as background,
           Progress(len(scope.days) * len(job.windows), "rendering", " pages") as bar):
         for group in groups:
             for workspace_id in list(group):  # popped: a rendered workspace's rows are freed at once
-                _render_workspace(job, out, scope.view, filters, scope.days[workspace_id], group.pop(workspace_id),
-                                  counts, bar)
+                written[workspace_id] = _render_workspace(job, background, scope.view, filters,
+                                                          scope.days[workspace_id], group.pop(workspace_id), counts,
+                                                          bar)
+    for workspace_id, keys in written.items():  # once every file is in place: a record never names a missing one
+        manifests.record(out, manifests.tag(job.cutoff, job.report_day), workspace_id, job.windows, job.filters, keys)
     return counts
 
 
 def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView, filters: Filters, day: date,
-                      inputs: WorkspaceInputs, counts: dict[str, int], bar: Progress) -> None:
-    """A workspace's pages for every window of the job, with their CSV logs."""
+                      inputs: WorkspaceInputs, counts: dict[str, int], bar: Progress) -> list[str]:
+    """A workspace's pages for every window of the job, with their CSV logs; returns the keys written."""
+    written: list[str] = []
     workspace = inputs.workspace
     latest = (report_day_for(end_of_night(date.fromisoformat(view.freshness.latest_ingest_date)), workspace.timezone)
               if view.freshness.latest_ingest_date else None)
@@ -149,12 +155,15 @@ def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView
         page = build_page(prepared, name, day, filters, freshness, job.page_log_rows)
         key = page_key(workspace.workspace_id, day, name, filters)
         out.write_bytes(key, render_page(page, prev_day, next_day).encode(), "text/html; charset=utf-8")
+        written.append(key)
         counts["pages"] += 1
         for table in page.logs.values():
             if table.csv_name is not None and table.frame is not None:
-                out.write_bytes(key.rsplit("/", 1)[0] + "/" + table.csv_name, log_csv(table.frame),
-                                "text/csv; charset=utf-8")
+                csv_key = key.rsplit("/", 1)[0] + "/" + table.csv_name
+                out.write_bytes(csv_key, log_csv(table.frame), "text/csv; charset=utf-8")
+                written.append(csv_key)
                 counts["csv"] += 1
         bar.advance()
+    return written
 
 

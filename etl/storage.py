@@ -318,11 +318,12 @@ def encryption_args(spec: str) -> dict[str, str]:
 
 def client_config() -> Any:
     """botocore settings for every S3 client: standard-mode retries with a deliberate budget (6 attempts in all),
-    bounded timeouts, and SigV4 (presigned links then carry X-Amz-Expires, at most 7 days)."""
+    bounded timeouts, SigV4 (presigned links then carry X-Amz-Expires, at most 7 days), and connections enough for
+    a concurrent publish (botocore keeps 10)."""
     from botocore.config import Config
 
     return Config(retries={"mode": "standard", "total_max_attempts": 6}, connect_timeout=10, read_timeout=60,
-                  signature_version="s3v4")
+                  signature_version="s3v4", max_pool_connections=64)
 
 
 def s3_client() -> Any:

@@ -41,3 +41,12 @@ def write_landing(root: Path, workspaces: Iterable[tuple[int, str, str]],
             for line in lines:
                 handle.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n")
     return root
+
+
+def published(client: Any, bucket: str, key: str) -> bytes:
+    """A published object's content as a browser sees it: gzip undone when the object says it is compressed."""
+    import gzip
+
+    answer = client.get_object(Bucket=bucket, Key=key)
+    body: bytes = answer["Body"].read()
+    return gzip.decompress(body) if answer.get("ContentEncoding") == "gzip" else body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import gzip
 import json
 import re
 import subprocess
@@ -21,6 +22,7 @@ from etl.settings import Settings
 from etl.storage import LocalStorage, s3_client
 from etl.windows import end_of_night
 from tests.dags.conftest import REPO, SECRET, dag_env, run_dag
+from tests.helpers import published
 
 NIGHT = "2026-03-11"
 BUCKET = "reports-bucket"
@@ -130,9 +132,9 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
         assert head["ContentType"] == "text/html; charset=utf-8"
         assert head["ServerSideEncryption"] == "AES256"
         assert ("max-age=300" in head["CacheControl"]) == key.endswith("index.html")
-        body = client.get_object(Bucket=BUCKET, Key=f"site/{key}")["Body"].read()
+        assert head["ContentEncoding"] == "gzip"
         if key != "_runs/index.html":
-            assert body == local[key], key
+            assert published(client, BUCKET, f"site/{key}") == local[key], key
     csv_head = client.head_object(Bucket=BUCKET, Key=f"site/{next(k for k in objects if k.endswith('.csv'))}")
     assert csv_head["ContentType"] == "text/csv; charset=utf-8"
     acl = client.get_object_acl(Bucket=BUCKET, Key="site/index.html")
@@ -168,8 +170,9 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
     links = re.findall(r"(http://\S+)", text)
     assert len(links) == 8 and all("X-Amz-Expires=604800" in u for u in links)
     assert "7 days" in text
-    with urllib.request.urlopen(links[0]) as response:
-        assert response.read() == local[f"1/{warehouse_run and _report_day(local, 1)}/today.html"]
+    with urllib.request.urlopen(links[0]) as response:  # urllib does not undo Content-Encoding: gzip, browsers do
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(response.read()) == local[f"1/{warehouse_run and _report_day(local, 1)}/today.html"]
 
     # No secret in logs, pages, summaries, the warehouse or e-mails.
     assert SECRET not in result.stdout + result.stderr
@@ -178,11 +181,12 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
     assert not [raw for _, raw in inbox.messages if SECRET.encode() in raw]  # type: ignore[attr-defined]
 
     # A second run of the same night converges: same objects, same bytes, no second e-mail.
-    before = {k: o["ETag"] for k, o in objects.items() if not k.startswith("_runs/")}
+    before = {k: o["ETag"] for k, o in objects.items() if not k.startswith(("_runs/", "_published/runs"))}
     again = run_dag(env, NIGHT)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     after = {o["Key"].removeprefix("site/"): o["ETag"] for p in client.get_paginator("list_objects_v2").paginate(
-        Bucket=BUCKET) for o in p.get("Contents", []) if not o["Key"].startswith("site/_runs/")}
+        Bucket=BUCKET) for o in p.get("Contents", [])
+        if not o["Key"].startswith(("site/_runs/", "site/_published/runs"))}
     assert after == before
     assert len(inbox.messages) == 2  # type: ignore[attr-defined]
 

@@ -197,3 +197,29 @@ def test_an_open_right_to_left_override_does_not_turn_the_text_after_it(browser:
     title = page.title()
     assert title.count("\u2068") == title.count("\u2069") >= ("Acme" in title)  # the name isolated in the title
     page.close()
+
+
+def test_pages_and_downloads_stored_compressed_open_from_s3_as_they_are_on_disk(browser: Any, site: Path,
+                                                                               s3_bucket: str) -> None:
+    """Published text is stored gzip-compressed with Content-Encoding: gzip: a page and a CSV download opened from
+    the loopback S3 through presigned links give the browser exactly the bytes of the local files."""
+    from etl.publish import S3Target, link, upload
+    from etl.storage import LocalStorage, s3_client
+
+    client, target, out = s3_client(), S3Target(s3_bucket, "site"), LocalStorage(site)
+    day = [k for k in out.list("1/2026-03-30")]
+    assert upload(client, target, out, [*day, "1/index.html", "index.html"])["uploaded"] == len(day) + 2
+    page_key, csv_key = "1/2026-03-30/last_30_days.html", "1/2026-03-30/last_30_days.contacts_added.csv"
+    assert client.head_object(Bucket=s3_bucket, Key=target.key(page_key))["ContentEncoding"] == "gzip"
+    page = browser.new_page(viewport={"width": 360, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    answer = page.goto(link(client, target, page_key, None, 3600))
+    assert answer.headers["content-encoding"] == "gzip"  # the browser got it compressed and undid it
+    assert answer.body() == (site / page_key).read_bytes() and errors == []
+    assert page.locator("svg.chart-svg").count() == 5
+    with page.expect_download() as download:  # a CSV link downloads, as it does from disk
+        page.evaluate("url => { const a = document.createElement('a'); a.href = url; a.download = ''; "
+                      "document.body.append(a); a.click(); }", link(client, target, csv_key, None, 3600))
+    assert Path(download.value.path()).read_bytes() == (site / csv_key).read_bytes()
+    page.close()

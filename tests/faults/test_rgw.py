@@ -4,6 +4,7 @@ presigned-link expiry, conditional writes, Object Lock and Content-MD5 — which
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import subprocess
 import time
@@ -68,13 +69,14 @@ def test_published_pages_are_encrypted_typed_and_presigned_links_expire(client: 
     out.write_bytes("index.html", b"<p>index</p>")
     bucket = fresh_bucket(client, "site")
     target = S3Target(bucket, "reports")
-    assert upload(client, target, out, out.list(), KMS) == {"uploaded": 2, "unchanged": 0}
+    assert upload(client, target, out, out.list(), KMS)["uploaded"] == 2
     head = client.head_object(Bucket=bucket, Key="reports/1/2026-03-10/today.html")
     assert head["ServerSideEncryption"] == "aws:kms" and head["ContentType"] == "text/html; charset=utf-8"
     grants = client.get_object_acl(Bucket=bucket, Key="reports/index.html")["Grants"]
     assert all("URI" not in g["Grantee"] for g in grants)  # private: no AllUsers / AuthenticatedUsers
     url = link(client, target, "1/2026-03-10/today.html", None, expires=1)
-    assert urllib.request.urlopen(url).read() == b"<p>today</p>"  # RGW checked the SigV4 signature
+    answer = urllib.request.urlopen(url)  # RGW checked the SigV4 signature
+    assert answer.headers["Content-Encoding"] == "gzip" and gzip.decompress(answer.read()) == b"<p>today</p>"
     tampered = url.replace("today.html", "index.html")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(tampered)

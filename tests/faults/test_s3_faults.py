@@ -3,6 +3,9 @@ one clean run — same keys, same bytes, no duplicates — or the step must fail
 
 from __future__ import annotations
 
+import gzip
+import random
+import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -22,6 +25,7 @@ from etl.storage import LocalStorage, S3Storage, StorageError, client_config
 from etl.warehouse import report_scope
 from tests.conftest import TINY
 from tests.faults.proxy import FaultProxy
+from tests.helpers import published as content_of
 
 BUCKET = "faults"
 
@@ -49,9 +53,10 @@ def site(tmp_path: Path) -> tuple[LocalStorage, list[str]]:
 
 
 def published(client: Any) -> dict[str, bytes]:
+    """Every published page as a browser sees it (the publisher's ledgers left out)."""
     keys = [o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-            for o in p.get("Contents", [])]
-    return {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+            for o in p.get("Contents", []) if "/_published/" not in o["Key"]]
+    return {k: content_of(client, BUCKET, k) for k in keys}
 
 
 def test_throttling_errors_and_resets_are_retried_to_the_clean_state(proxy: FaultProxy, site: Any,
@@ -62,9 +67,9 @@ def test_throttling_errors_and_resets_are_retried_to_the_clean_state(proxy: Faul
     proxy.add("PUT", "today.html", "503", times=2)
     proxy.add("PUT", "index.html", "reset", times=1)
     proxy.add("PUT", "yesterday.html", "500", times=1)
-    proxy.add("GET", "list-type=2", "503", times=1)
+    proxy.add("GET", "_published/", "503", times=1)  # reading a ledger
     result = upload(client_via(proxy), S3Target(BUCKET, "site"), out, keys)
-    assert result == {"uploaded": len(keys), "unchanged": 0}
+    assert (result["uploaded"], result["unchanged"]) == (len(keys), 0)
     assert {a for _, _, a in proxy.seen} >= {"503", "500", "reset", "pass"}
     assert published(direct) == {f"site/{k}": out.read_bytes(k) for k in keys}
 
@@ -82,7 +87,7 @@ def test_more_failures_than_the_retry_budget_fail_clearly_and_a_rerun_converges(
     assert 0 < len(before) < len(keys)
     again = upload(client_via(proxy), S3Target(BUCKET, "site"), out, keys)  # the Airflow retry
     # the retry sends exactly what the failed run did not publish, and leaves the rest alone
-    assert again == {"uploaded": len(keys) - len(before), "unchanged": len(before)}
+    assert (again["uploaded"], again["unchanged"]) == (len(keys) - len(before), len(before))
     assert published(direct) == {f"site/{k}": out.read_bytes(k) for k in keys}
 
 
@@ -163,13 +168,59 @@ def test_faults_on_get_and_on_multipart_parts_are_retried(proxy: FaultProxy, tmp
     direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
     direct.create_bucket(Bucket=BUCKET)
     out = LocalStorage(tmp_path)
-    big = bytes(range(256)) * (9 * 1024 * 1024 // 256 + 1)  # over the 8 MB multipart threshold: two parts
+    big = random.Random(5).randbytes(9 * 1024 * 1024)  # incompressible: over the 8 MB multipart threshold, two parts
     out.write_bytes("1/2026-03-10/last_30_days.contacts_added.csv", big)
     proxy.add("PUT", "partNumber=2", "503", times=2)
     proxy.add("PUT", "partNumber=1", "reset", times=1)
     upload(client_via(proxy), S3Target(BUCKET, "site"), out, out.list())
     assert {a for m, p, a in proxy.seen if "partNumber" in p} == {"503", "reset", "pass"}
     proxy.add("GET", "last_30_days", "503", times=2)
-    assert S3Storage(BUCKET, "site", client_via(proxy)).read_bytes(
-        "1/2026-03-10/last_30_days.contacts_added.csv") == big
+    assert gzip.decompress(S3Storage(BUCKET, "site", client_via(proxy)).read_bytes(
+        "1/2026-03-10/last_30_days.contacts_added.csv")) == big  # stored compressed (Content-Encoding: gzip)
     assert direct.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_publishing_keeps_many_requests_in_flight_and_every_dated_object_before_the_first_index(
+        proxy: FaultProxy, tmp_path: Path, moto_server: str) -> None:
+    """Through an S3 answering each PUT 50 ms late, a publish keeps up to `concurrency` uploads in flight (never
+    more), and no index page starts before every dated page and download is stored: a reader of an index never
+    follows a link to a page that is not there yet. A PUT that fails is retried in its own thread."""
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    out = LocalStorage(tmp_path)
+    dated = [f"{w}/2026-03-{d}/{name}" for w in range(1, 6) for d in (10, 11)
+             for name in ("today.html", "yesterday.html", "today.contacts_added.csv", "today.contacts_merged.csv")]
+    indexes = ["index.html", *(f"{w}/index.html" for w in range(1, 6)), "_runs/index.html", "_runs/runs.json"]
+    for key in [*dated, *indexes]:
+        out.write_bytes(key, key.encode() * 100)
+    proxy.add("PUT", "yesterday", "503", times=3)
+    proxy.add("PUT", "/", "delay", times=10**6, delay=0.05)
+    client = client_via(proxy)
+    lock, events, flying = threading.Lock(), [], [0, 0]  # (started or stored, key); [in flight, most at once]
+
+    def started(params: dict[str, Any], **_: Any) -> None:
+        with lock:
+            events.append(("started", params["Key"]))
+            flying[0] += 1
+            flying[1] = max(flying)
+
+    def stored(params: dict[str, Any], **_: Any) -> None:
+        with lock:
+            events.append(("stored", params["Key"]))
+            flying[0] -= 1
+
+    client.meta.events.register("provide-client-params.s3.PutObject", started)
+    client.meta.events.register("after-call.s3.PutObject",
+                                lambda context, **_: stored({"Key": context["key"]}))
+    client.meta.events.register("before-parameter-build.s3.PutObject",
+                                lambda params, context, **_: context.update(key=params["Key"]))
+    summary = upload(client, S3Target(BUCKET, "site"), out, [*indexes, *dated], concurrency=8)
+    assert (summary["uploaded"], summary["unchanged"]) == (len(dated) + len(indexes), 0)
+    assert summary["requests"]["PutObject"] == len(dated) + len(indexes) + 3 + 4  # 3 retried; 4 ledgers (2 days)
+    assert 4 <= flying[1] <= 8, flying
+    first_index = min(i for i, (what, key) in enumerate(events)
+                      if what == "started" and key.removeprefix("site/") in indexes)
+    stored_before = {key.removeprefix("site/") for what, key in events[:first_index] if what == "stored"}
+    assert set(dated) <= stored_before
+    for key in [*dated, *indexes]:
+        assert content_of(direct, BUCKET, f"site/{key}") == key.encode() * 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from etl.quality import QualityError, problems
 from etl.settings import Settings, Thresholds
 from etl.storage import LocalStorage, s3_client
 from etl.warehouse import run_key
-from tests.helpers import event, write_landing
+from tests.helpers import event, published, write_landing
 
 LIMITS = Thresholds(max_quarantine_ratio=0.05, max_schema_drift_ratio=0.01, min_volume_ratio=0.2, volume_floor=50)
 
@@ -134,22 +135,81 @@ def test_landing_wait_returns_as_soon_as_the_feed_delivers(tmp_path: Path) -> No
     assert clock.naps == [300, 300]
 
 
-def test_publish_uploads_dated_pages_before_any_index(tmp_path: Path, s3_bucket: str) -> None:
+def fake_site(out: LocalStorage, days: list[str], workspaces: tuple[int, ...] = (1, 2, 3)) -> dict[str, list[str]]:
+    """Pages, CSVs and indexes of report days under `out`: report day -> its dated keys (and "indexes")."""
+    nights: dict[str, list[str]] = {}
+    for day in days:
+        nights[day] = [f"{w}/{day}/{name}" for w in workspaces for name in
+                       ("today.html", "last_7_days.html", "today.contacts_added.csv")]
+        for key in nights[day]:
+            out.write_bytes(key, f"<p>{key}</p>".encode() * 40)
+    nights["indexes"] = ["index.html", *(f"{w}/index.html" for w in workspaces), "_runs/index.html"]
+    for key in nights["indexes"]:
+        out.write_bytes(key, f"<p>{key}</p>".encode())
+    return nights
+
+
+def counted_requests(client: Any) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    client.meta.events.register("before-send.s3", lambda event_name, **_: counts.update([event_name.split(".")[-1]]))
+    return counts
+
+
+def test_a_re_run_uploads_nothing_and_a_changed_page_goes_up_alone(tmp_path: Path, s3_bucket: str) -> None:
     out = LocalStorage(tmp_path)
-    keys = ["index.html", "1/index.html", "1/2026-03-10/today.html", "1/2026-03-10/today.contacts_added.csv",
-            "_runs/index.html"]
-    for key in keys:
-        out.write_bytes(key, key.encode())
+    site = fake_site(out, ["2026-03-10"])
+    keys = [*site["2026-03-10"], *site["indexes"]]
+    client, target = s3_client(), S3Target.parse(f"s3://{s3_bucket}/site")
+    first = upload(client, target, out, keys)
+    assert (first["uploaded"], first["unchanged"]) == (len(keys), 0)
+    assert first["requests"]["PutObject"] == len(keys) + 3  # and the ledgers: the report day's, indexes', ops page'
+    requests = counted_requests(client)
+    again = upload(client, target, out, keys)
+    assert (again["uploaded"], again["unchanged"], again["bytes"]) == (0, len(keys), 0)
+    assert "PutObject" not in requests and again["requests"] == dict(requests)
+    out.write_bytes("2/2026-03-10/today.html", b"<p>late events changed it</p>")
+    third = upload(client, target, out, keys)
+    assert (third["uploaded"], third["unchanged"]) == (1, len(keys) - 1)
+    assert published(client, s3_bucket, "site/2/2026-03-10/today.html") == b"<p>late events changed it</p>"
+
+
+def test_the_requests_of_a_night_do_not_grow_with_the_history(tmp_path: Path, s3_bucket: str) -> None:
+    """A night reads the few ledgers of its report days, never a listing of the prefix: publishing the same night
+    into a bucket holding 20 earlier nights costs the same requests as into an empty one."""
+    out = LocalStorage(tmp_path)
+    days = [f"2026-03-{d:02d}" for d in range(1, 22)]
+    site = fake_site(out, days)
     client = s3_client()
-    order: list[str] = []
-    client.meta.events.register("before-parameter-build.s3.PutObject", lambda params, **_: order.append(params["Key"]))
-    result = upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys)
-    assert result == {"uploaded": 5, "unchanged": 0}
-    first_index = min(i for i, k in enumerate(order) if k.endswith("index.html"))
-    assert all(not k.endswith("index.html") for k in order[:first_index])
-    assert order[:2] == ["site/1/2026-03-10/today.contacts_added.csv", "site/1/2026-03-10/today.html"]
-    again = upload(client, S3Target.parse(f"s3://{s3_bucket}/site"), out, keys)
-    assert again == {"uploaded": 0, "unchanged": 5}
+    for day in days[:-1]:
+        upload(client, S3Target(s3_bucket, "busy"), out, [*site[day], *site["indexes"]])
+    out.write_bytes("index.html", b"<p>tonight's index</p>")
+    busy = upload(client, S3Target(s3_bucket, "busy"), out, [*site[days[-1]], *site["indexes"]])
+    empty = upload(client, S3Target(s3_bucket, "empty"), out, [*site[days[-1]], *site["indexes"]])
+    assert busy["requests"] == {"GetObject": 3, "ListMultipartUploads": 1, "PutObject": 9 + 1 + 1 + 1}
+    assert empty["requests"]["GetObject"] == busy["requests"]["GetObject"]
+    assert not {"ListObjectsV2", "HeadObject"} & set(busy["requests"])
+    assert empty["uploaded"] == 9 + len(site["indexes"]) and busy["uploaded"] == 9 + 1  # the indexes but one were
+    # already there, unchanged
+
+
+@pytest.mark.parametrize("key", ["1/2026-03-10/today.html", "1/2026-03-10/today.contacts_added.csv",
+                                 "_runs/runs.json", "1/2026-03-10/manifest.sha256"])
+def test_text_is_stored_compressed_deterministically_and_other_bytes_as_they_are(tmp_path: Path, s3_bucket: str,
+                                                                                key: str) -> None:
+    out = LocalStorage(tmp_path)
+    text = ("<td>Ana María</td>" * 400).encode()
+    out.write_bytes(key, text)
+    out.write_bytes("1/2026-03-10/chart.png", text)
+    client = s3_client()
+    for prefix in ("a", "b"):
+        upload(client, S3Target(s3_bucket, prefix), out, [key, "1/2026-03-10/chart.png"])
+    head = client.head_object(Bucket=s3_bucket, Key=f"a/{key}")
+    assert head["ContentEncoding"] == "gzip" and head["ContentLength"] < len(text) / 10
+    assert published(client, s3_bucket, f"a/{key}") == text and (tmp_path / key).read_bytes() == text  # local: plain
+    stored = [client.get_object(Bucket=s3_bucket, Key=f"{p}/{key}")["Body"].read() for p in ("a", "b")]
+    assert stored[0] == stored[1] and stored[0][4:8] == b"\0\0\0\0"  # no time in the gzip header
+    png = client.head_object(Bucket=s3_bucket, Key="a/1/2026-03-10/chart.png")
+    assert "ContentEncoding" not in png and png["ContentLength"] == len(text)
 
 
 @pytest.mark.parametrize(("environment", "encryption"), [({}, b"AES256"), ({"CONTACTS_REPORT_S3_SSE": "none"}, None),
