@@ -16,6 +16,10 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from night import Night
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -229,8 +233,10 @@ def spread(values: list[float]) -> str:
 
 
 def same_bytes(part: Path, full: Path, *others: Path) -> bool:
-    """Every file of `part` (and of `others`, which render the same workspaces) equals the full render's."""
-    files = [p.relative_to(part) for p in part.rglob("*") if p.is_file() and p.name != "index.html"]
+    """Every file of `part` (and of `others`, which render the same workspaces) equals the full render's, but the
+    index pages and their record (they list the workspaces each render had)."""
+    files = [p.relative_to(part) for p in part.rglob("*")
+             if p.is_file() and p.name not in ("index.html", "indexes.json")]
     return bool(files) and all((full / f).read_bytes() == (root / f).read_bytes()
                                for f in files for root in (part, *others))
 
@@ -320,6 +326,11 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
                                            out=str(scratch / "out-prof"), day=report_day, result=str(share_file)))
     charts_share = float(share_file.read_text())
 
+    from night import measure as measure_night  # night.py imports this module: not at the top
+
+    night = measure_night(history, scratch / "out-full", report_day, scratch / "night", workspaces)
+    night_table(size_name, last, full, night, results, summary)
+
     table = [one, two, full, etl_one, duck, duck_events, floor, pq_floor, first, last]
     results.append(f"\n### {size_name}: {events:,} events over {DAYS} days, {workspaces} workspaces "
                    f"(ETL: all {rows:,} lines landed as one arrival day; nights 1 and 31: {first.rows:,} and "
@@ -349,6 +360,39 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
                    incremental_ratio=f"{mid(ratios['incremental']):.2f}",
                    render_pages_per_s=f"{workspaces * 7 / full.seconds:.1f}",
                    full_render_s=f"{full.seconds:.0f}")
+
+
+def night_table(size_name: str, ingest: Measure, render: Measure, night: Night, results: list[str],
+                summary: dict[str, str]) -> None:
+    """The whole night, phase by phase: ingest (night 31), the full render, publish, archive, e-mail."""
+    from night import CONCURRENCY, LATENCY
+
+    phases = [ingest, render, night.publish, night.archive, night.email]
+    published = night.published
+    requests = published["requests"]
+    assert isinstance(requests, dict) and isinstance(published["plain_bytes"], int)
+    total = sum(m.seconds for m in phases)
+    results.append(f"\n### {size_name}: the whole night (S3 answering every request {LATENCY * 1000:.0f} ms late, "
+                   f"{CONCURRENCY} requests in flight; SMTP on loopback)\n")
+    results.append("| phase | seconds | CPU seconds | peak RSS MB | what |")
+    results.append("|---|---:|---:|---:|---|")
+    what = [f"{ingest.rows or 0:,} lines", f"{render.rows or 0:,} pages",
+            f"{published['uploaded']:,} objects, {night.stored_bytes / 1e6:,.0f} MB stored "
+            f"({published['plain_bytes'] / 1e6:,.0f} MB as files), requests "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(requests.items())),
+            f"{night.snapshots:,} snapshots", f"{night.sent:,} e-mails"]
+    for measure_, text in zip(phases, what, strict=True):
+        results.append(f"| {measure_.name} | {measure_.seconds:.1f} | {measure_.cpu_seconds:.1f} | "
+                       f"{measure_.peak_mb:,.0f} | {text} |")
+    results.append(f"| **the night** | **{total:.1f}** | | | |")
+    results.append(f"| {night.floor.name} | {night.floor.seconds:.1f} | {night.floor.cpu_seconds:.1f} | "
+                   f"{night.floor.peak_mb:,.0f} | {night.floor.rows or 0:,} objects, "
+                   f"{published['plain_bytes'] / 1e6:,.0f} MB |")
+    ratio = night.publish.seconds / night.floor.seconds
+    results.append(f"\npublish / floor = {ratio:.2f}; bytes stored / plain = "
+                   f"{night.stored_bytes / published['plain_bytes']:.3f}")
+    summary.update(night_s=f"{total:.0f}", publish_vs_floor=f"{ratio:.2f}",
+                   bytes_per_night=f"{night.stored_bytes / 1e6:.0f}MB")
 
 
 def main() -> None:

@@ -1,0 +1,204 @@
+"""The rest of the night, measured (`make bench` calls `measure`; `python bench/night.py --size 1M` runs it alone on
+the data the main bench left behind): publish, archive and e-mail after the nightly ETL and render, against a
+loopback S3 answering every request 20 ms late (moto's server behind the fault proxy of the tests) and a loopback
+SMTP server, and in the same run the **publish floor**: a plain concurrent boto3 upload of the same files (a
+thread pool at the same concurrency, no checks, no compression) through the same proxy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from run import PY, ROOT, Measure, child
+
+from tests.faults.proxy import FaultProxy
+
+LATENCY = 0.020  # seconds added to every S3 request: a real S3 answers a small PUT in 20-50 ms
+CONCURRENCY = 16
+BUCKET = "night"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+
+PUBLISH = """
+import json
+from etl import manifests
+from etl.publish import S3Target, upload
+from etl.storage import LocalStorage, s3_client
+out = LocalStorage({out!r})
+keys = manifests.rendered(out, manifests.tag(None, __import__("datetime").date.fromisoformat({day!r})))
+summary = upload(s3_client(), S3Target({bucket!r}, {prefix!r}), out, keys, concurrency={concurrency})
+open({result!r}, "w").write(json.dumps({{**summary, "objects": len(keys),
+                                        "plain_bytes": sum(out.size(k) for k in keys)}}))
+"""
+
+FLOOR = """
+from concurrent.futures import ThreadPoolExecutor
+from etl import manifests
+from etl.storage import s3_client
+from etl.storage import LocalStorage
+out = LocalStorage({out!r})
+keys = manifests.rendered(out, manifests.tag(None, __import__("datetime").date.fromisoformat({day!r})))
+client = s3_client()
+def put(key):
+    client.put_object(Bucket={bucket!r}, Key={prefix!r} + "/" + key, Body=out.read_bytes(key))
+with ThreadPoolExecutor({concurrency}) as pool:
+    list(pool.map(put, keys))
+"""
+
+ARCHIVE = """
+import json
+from datetime import date
+from etl.archive import write_archive
+from etl.storage import LocalStorage
+from etl.warehouse import report_scope
+warehouse = LocalStorage({warehouse!r})
+outcome = write_archive(warehouse, LocalStorage({archive!r}), report_scope(warehouse, None, date.fromisoformat({day!r}),
+                        None))
+open({result!r}, "w").write(json.dumps(outcome))
+"""
+
+EMAIL = """
+import json
+from datetime import date, timedelta
+from etl import nightly
+from etl.mail import SmtpConfig
+from etl.settings import Settings
+from etl.storage import s3_client
+settings = Settings(warehouse={warehouse!r}, out={out!r}, s3_uri="s3://{bucket}/site", recipients_file={recipients!r})
+night = date.fromisoformat({day!r}) + timedelta(days=1)
+open({result!r}, "w").write(json.dumps(nightly.email(settings, night, s3_client(),
+                                                      lambda: SmtpConfig("127.0.0.1", {smtp_port}))))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def slow_s3() -> Iterator[str]:
+    """moto's S3 server in a process of its own, behind the fault proxy adding LATENCY to every request."""
+    port = free_port()
+    server = subprocess.Popen([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json").close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("moto's S3 server did not start") from None
+                time.sleep(0.2)
+        proxy = FaultProxy(f"http://127.0.0.1:{port}").start()
+        for method in ("GET", "PUT", "POST", "HEAD", "DELETE"):
+            proxy.add(method, "/", "delay", times=10**12, delay=LATENCY)
+        try:
+            yield proxy.url
+        finally:
+            proxy.stop()
+    finally:
+        server.terminate()
+        server.wait()
+
+
+@contextmanager
+def smtp_server() -> Iterator[int]:
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@dataclass
+class Night:
+    """The night's phases after the ETL and the render, and what publishing stored."""
+
+    publish: Measure
+    floor: Measure
+    archive: Measure
+    email: Measure
+    published: dict[str, object]
+    stored_bytes: int
+    snapshots: int
+    sent: int
+
+
+def measure(warehouse: Path, out: Path, day: str, scratch: Path, workspaces: int) -> Night:
+    """Publish what the render of `day` wrote under `out`, the floor, the archive snapshots and one e-mail per
+    workspace. `warehouse` holds the nights up to `day`."""
+    import boto3
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    recipients = scratch / "recipients.json"
+    recipients.write_text(json.dumps({str(w): [f"owner{w}@example.com"] for w in range(1, workspaces + 1)}))
+    with slow_s3() as endpoint, smtp_server() as smtp_port:
+        env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+        boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in CREDENTIALS.items()
+                                                      if k != "AWS_DEFAULT_REGION"},
+                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        common = {"out": str(out), "day": day, "bucket": BUCKET, "concurrency": CONCURRENCY}
+        floor = child("publish floor: plain concurrent puts, same files", FLOOR.format(**common, prefix="floor"),
+                      env=env)
+        publish = child("publish (compressed, ledgers, order)",
+                        PUBLISH.format(**common, prefix="site", result=str(scratch / "published.json")), env=env)
+        published = json.loads((scratch / "published.json").read_text())
+        publish.rows = int(published["objects"])
+        floor.rows = publish.rows
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="bench", aws_secret_access_key="bench")
+        stored = sum(o["Size"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
+                                                                                              Prefix="site/")
+                     for o in page.get("Contents", []))
+        subprocess.run(["rm", "-rf", str(scratch / "archive")], check=True)
+        archive = child("archive (a snapshot per workspace)",
+                        ARCHIVE.format(warehouse=str(warehouse), archive=str(scratch / "archive"), day=day,
+                                       result=str(scratch / "archived.json")))
+        snapshots = int(json.loads((scratch / "archived.json").read_text())["written"])
+        mail = child("e-mail (one per workspace, presigned links)",
+                     EMAIL.format(warehouse=str(warehouse), out=str(out), bucket=BUCKET, recipients=str(recipients),
+                                  day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port), env=env)
+        sent = int(json.loads((scratch / "mailed.json").read_text())["sent"])
+    return Night(publish, floor, archive, mail, published, stored, snapshots, sent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", default="1M", choices=("1M", "10M"))
+    args = parser.parse_args()
+    folder = ROOT / "bench/data" / args.size / "scratch"
+    days = sorted(p.name for p in (folder / "out-full/_rendered").iterdir() if p.name.startswith("report-day="))
+    if not days:
+        raise SystemExit(f"no render under {folder}/out-full: run `make bench` first")
+    report_day = days[-1].split("=", 1)[1]
+    night = measure(folder / "wh-history", folder / "out-full", report_day, folder / "night", 1000)
+    print(json.dumps({**night.published, "stored_bytes": night.stored_bytes,
+                      "publish_s": round(night.publish.seconds, 2), "floor_s": round(night.floor.seconds, 2),
+                      "archive_s": round(night.archive.seconds, 2), "email_s": round(night.email.seconds, 2),
+                      "snapshots": night.snapshots, "sent": night.sent}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
