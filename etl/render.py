@@ -7,6 +7,7 @@ Output layout (mirrored to S3 by the publish step):
   {out}/{workspace_id}/{report_day}/{window}.html    one page per preset window
   {out}/{workspace_id}/{report_day}/{window}.contacts_{kind}.csv   complete logs
   {out}/filtered/{filter-slug}/…                     filtered renders, same layout, never over the pages above
+  {out}/_rendered/…                                  what each render wrote, for publishing (`etl.manifests`)
 """
 
 from __future__ import annotations
