@@ -119,7 +119,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                               "(their pages and CSV downloads, then the index pages), compressed, many requests at "
                               "once; objects the bucket already holds with the same bytes are skipped. "
                               "Prints a JSON summary on stdout.")
-    pub.add_argument("--out", default=settings.out, help="the render's output folder (default %(default)s)")
+    pub.add_argument("--out", default=settings.out, help="the render's output: folder or s3://… (default %(default)s)")
     pub.add_argument("--to", default=settings.s3_uri, required=settings.s3_uri is None, metavar="s3://BUCKET/PREFIX",
                      help="where to publish (default: CONTACTS_REPORT_S3_URI%s)" % (
                          f", {settings.s3_uri}" if settings.s3_uri else ", unset"))
@@ -280,10 +280,10 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as err:
         log.error("--to: %s", err)
         return EXIT_USAGE
-    if "://" in args.out or not os.path.isdir(args.out):
-        log.error("--out %s is not a folder; publish reads the render's local output folder", args.out)
+    if "://" not in args.out and not os.path.isdir(args.out):
+        log.error("--out %s is not a folder; give the render's output folder (or its s3:// staging)", args.out)
         return EXIT_USAGE
-    out = open_storage(args.out)
+    out = open_storage(args.out, sse=settings.s3_sse)
     workspaces = set(args.workspace) if args.workspace else None
     if args.all:  # not the render records, nor the archive when it lives in --out (mirrored as it is, by `archive`)
         inside = os.path.relpath(settings.archive, args.out) if "://" not in settings.archive else ".."

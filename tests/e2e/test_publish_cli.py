@@ -90,3 +90,17 @@ def test_publish_refuses_what_cannot_work_with_what_to_do(rendered: Path, tmp_pa
     code, out, _ = run(capsys, "publish", "--help")
     assert code == 0 and "exit codes" in out and "AWS_ENDPOINT_URL" in out and "--concurrency" in out
     assert stored(s3_bucket, "site") == []
+
+
+def test_publish_from_an_s3_staging_as_a_multi_machine_night_does(tiny_warehouse: Path, s3_bucket: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """With the render's output on S3 (workers that share nothing but S3), publish reads the records and the pages
+    from there."""
+    staging = f"s3://{s3_bucket}/staging"
+    assert main(["render", "--warehouse", str(tiny_warehouse), "--out", staging, "--cutoff", CUTOFF, "--workspace",
+                 "2", "--workers", "1"]) == 0
+    capsys.readouterr()
+    code, stdout, _ = run(capsys, "publish", "--out", staging, "--to", f"s3://{s3_bucket}/site", "--cutoff", CUTOFF)
+    night = [k for k in stored(s3_bucket, "staging") if not k.startswith("_rendered/")]
+    assert code == 0 and json.loads(stdout)["uploaded"] == len(night) > 7
+    assert stored(s3_bucket, "site") == night
