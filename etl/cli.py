@@ -291,11 +291,12 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         keys = [k for k in out.list() if not k.startswith(skipped)
                 and (workspaces is None or manifests.workspace_of(k) in workspaces or "/" not in k)]
     else:
-        keys = manifests.rendered(out, manifests.tag(args.cutoff, args.report_day), workspaces)
-        if not out.list(f"{manifests.FOLDER}/{manifests.tag(args.cutoff, args.report_day)}"):
+        folder_tag = manifests.tag(args.cutoff, args.report_day)
+        if not out.list(f"{manifests.FOLDER}/{folder_tag}"):
             log.error("nothing rendered for %s under %s: run `contacts-report render` with the same option first",
-                      manifests.tag(args.cutoff, args.report_day), args.out)
+                      folder_tag, args.out)
             return EXIT_FAILED
+        keys = manifests.rendered(out, folder_tag, workspaces)
     summary = upload(s3_client(), target, out, keys, settings.s3_sse, args.concurrency, verify=args.all)
     print(json.dumps({"to": args.to, **summary}))
     return 0

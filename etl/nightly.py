@@ -81,11 +81,11 @@ def quality_gate(settings: Settings, night: date) -> dict[str, Any]:
     return gate(_store(settings, settings.warehouse), night, settings.thresholds)
 
 
-def night_scope(settings: Settings, night: date, ids: list[int] | None = None) -> ReportScope:
-    """The night's scope: every workspace (or `ids`) with the report day the night's cutoff gives it. Each task
+def night_scope(settings: Settings, night: date) -> ReportScope:
+    """The night's scope: every workspace with the report day the night's cutoff gives it. Each task
     is a process of its own, maybe on another machine: it reads the scope from the warehouse once (a few small
     objects, `etl.warehouse.read_view`) and passes it on; XCom carries only ids and counts."""
-    return report_scope(_store(settings, settings.warehouse), ids, None, end_of_night(night))
+    return report_scope(_store(settings, settings.warehouse), None, None, end_of_night(night))
 
 
 def plan_batches(settings: Settings, night: date) -> list[list[int]]:
