@@ -268,14 +268,10 @@ LOG_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def log_frame(events: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """A log's rows, newest first, with every column the page, the CSV and the archive need."""
-    return log_frames(events)[kind].drop("local_date")
-
-
 def log_frames(events: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Every kind's log over all of `events`, with `local_date` kept so that each window takes its slice: the
-    formatting is done once per workspace, not once per window (the seven windows overlap)."""
+    """Every kind's log over all of `events`, newest first, with every column the page, the CSV and the archive
+    need, and `local_date` kept so that each window takes its slice: the formatting is done once per workspace, not
+    once per window (the seven windows overlap)."""
     return {kind: _log_rows(events, kind) for kind in KINDS}
 
 

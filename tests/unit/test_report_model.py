@@ -22,7 +22,6 @@ from etl.report import (
     WorkspaceInputs,
     build_page,
     filtered_inputs,
-    log_frame,
     log_frames,
     thousands,
 )
@@ -172,11 +171,10 @@ def test_channels_with_as_many_connections_go_by_id() -> None:
     assert [s.key for s in page(bodies=bodies).connected_by_channel] == ["9", "10", "11", "12", "13"]
 
 
-def test_a_log_on_its_own_is_the_page_log_of_every_day() -> None:
-    events = inputs_of(EVENTS).events
-    for kind in ("added", "connected", "deleted", "merged"):
-        assert log_frame(events, kind).equals(log_frames(events)[kind].drop("local_date"))
-    assert log_frame(events, "deleted")["contact_id"].to_list() == [2, 27, 26]
+def test_each_log_is_its_kind_newest_first() -> None:
+    logs = log_frames(inputs_of(EVENTS).events)
+    assert sorted(logs) == ["added", "connected", "deleted", "merged"]
+    assert logs["deleted"]["contact_id"].to_list() == [2, 27, 26]
 
 
 def test_each_chart_comes_with_its_numbers_as_the_page_shows_them() -> None:
