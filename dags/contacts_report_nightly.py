@@ -13,8 +13,9 @@ triggers, `airflow dags test contacts_report_nightly N` and backfills all agree.
 published) → `ingest` (validate, quarantine, de-duplicate, aggregate) → `quality_gate` (fails on a
 high quarantine ratio, schema drift or a workspace whose volume collapsed; thresholds are settings) →
 `plan_render_batches` → `render` (mapped over workspace batches, in parallel) → `build_indexes` → `publish`
-(dated pages first, indexes last) → `archive` (immutable snapshots of the day's four logs, mirrored to S3
-create-only; a failed archive fails the run) → `send_emails` → `run_summary` (the ops page `_runs/index.html`).
+(dated pages first, indexes last) → `send_emails` → `run_summary` (the ops page `_runs/index.html`). Beside the
+render and publish, right after the gate: `archive` (immutable snapshots of the day's four logs from the warehouse,
+mirrored to S3 create-only; it needs no page, so the e-mails do not wait for it; a failed archive fails the run).
 
 **Re-running** a night, clearing any task or `airflow backfill create` over a range converges to the state of one
 clean run: every write is scoped to the night and replaces what the night wrote before; e-mails keep a ledger.
@@ -165,36 +166,37 @@ def contacts_report_nightly() -> None:
         return {"workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered)}
 
     @task
-    def publish(indexes: dict[str, int]) -> dict[str, int]:
+    def publish(indexes: dict[str, int]) -> dict[str, Any]:
         from etl.nightly import publish
 
         return dict(publish(_settings(), _night(), _s3_client()))
 
     @task
-    def archive(published: dict[str, int]) -> dict[str, int]:
+    def archive(checked: dict[str, Any]) -> dict[str, int]:
         from etl.nightly import archive_night
 
         return dict(archive_night(_settings(), _night(), _s3_client()))
 
     @task
-    def send_emails(archived: dict[str, int]) -> dict[str, int]:
+    def send_emails(published: dict[str, Any]) -> dict[str, int]:
         from etl.nightly import email
 
         return dict(email(_settings(), _night(), _s3_client(), _smtp))
 
     @task
-    def run_summary(landing: dict[str, Any], indexes: dict[str, int], published: dict[str, int],
-                    mailed: dict[str, int]) -> dict[str, Any]:
+    def run_summary(landing: dict[str, Any], indexes: dict[str, int], published: dict[str, Any],
+                    mailed: dict[str, int], archived: dict[str, int]) -> dict[str, Any]:
         from etl.nightly import record_run
 
-        stats = {**indexes, **published, **mailed, "started_at": landing["started_at"]}
+        stats = {**indexes, **published, **mailed, "snapshots_written": archived["written"] + archived["revised"],
+                 "started_at": landing["started_at"]}
         return dict(record_run(_settings(), _night(), stats, _s3_client()))
 
     landing = check_landing()
     checked = quality_gate(ingest(landing))
     indexes = build_indexes(render.expand(workspace_ids=plan_render_batches(checked)))
     published = publish(indexes)
-    run_summary(landing, indexes, published, send_emails(archive(published)))
+    run_summary(landing, indexes, published, send_emails(published), archive(checked))
 
 
 contacts_report_nightly()

@@ -46,7 +46,7 @@ dag = module.contacts_report_nightly()
 tasks = {{t.task_id: t for t in dag.tasks}}
 print(repr(dict(elapsed=elapsed, calls=calls, heavy=heavy, tags=sorted(dag.tags), doc=bool(dag.doc_md),
                 owners={{t.owner for t in tasks.values()}}, retries={{k: t.retries for k, t in tasks.items()}},
-                tasks=sorted(tasks))))
+                tasks=sorted(tasks), upstream={{k: sorted(t.upstream_task_ids) for k, t in tasks.items()}})))
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
     found = eval(result.stdout.strip().splitlines()[-1])  # our own repr, printed just above
@@ -59,6 +59,12 @@ print(repr(dict(elapsed=elapsed, calls=calls, heavy=heavy, tags=sorted(dag.tags)
     for network_task in ("check_landing", "ingest", "quality_gate", "render", "publish", "archive", "send_emails",
                          "run_summary"):
         assert found["retries"][network_task] >= 3
+    # The archive reads the warehouse only: it starts after the gate, beside the render; the e-mails wait for the
+    # published pages (their links) and not for the archive; the summary waits for everything.
+    assert found["upstream"]["archive"] == ["quality_gate"]
+    assert found["upstream"]["send_emails"] == ["publish"] and found["upstream"]["publish"] == ["build_indexes"]
+    assert found["upstream"]["run_summary"] == ["archive", "build_indexes", "check_landing", "publish",
+                                                "send_emails"]
 
 
 @pytest.mark.parametrize(
