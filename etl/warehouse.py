@@ -130,13 +130,15 @@ def read_nights(warehouse: Storage) -> dict[str, dict[str, Any]]:
 
 
 def record_night(warehouse: Storage, summary: dict[str, Any]) -> None:
-    """Write a night's run summary, then its entry in the nights digest (the summary stays the record: a digest
-    that misses it is mended by `read_nights`)."""
+    """Record a finished night: its entry in the nights digest, then its run summary, written last as ever. In that
+    order the digest is never behind the files the night wrote: a crash between the two leaves the new entry, which
+    counts once the re-run writes the summary (`read_nights` reads only finished nights, and the summaries of any
+    night the digest misses)."""
     night = summary["ingest_date"]
-    warehouse.write_bytes(run_key(date.fromisoformat(night)), json.dumps(summary, indent=1).encode(),
-                          "application/json")
     nights = read_nights(warehouse) | {night: night_entry(summary)}
     warehouse.write_bytes(NIGHTS_KEY, json.dumps(dict(sorted(nights.items())), indent=1).encode(), "application/json")
+    warehouse.write_bytes(run_key(date.fromisoformat(night)), json.dumps(summary, indent=1).encode(),
+                          "application/json")
 
 
 @dataclass(frozen=True)

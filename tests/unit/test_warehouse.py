@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from etl.pipeline import run_etl
 from etl.report import Filters, Freshness, PreparedInputs, build_page
@@ -104,3 +105,26 @@ def test_a_day_before_any_data_loads_empty_inputs_a_page_can_be_built_from(tiny_
     assert inputs.events.schema["local_date"] == pl.Date and inputs.events.schema["local_ts"] == pl.Datetime("us")
     page = build_page(PreparedInputs.of(inputs), "today", day, Filters(), view.freshness, page_log_rows=10)
     assert page.summary()["workspace_id"] == 1
+
+
+class FailingSummary(LocalStorage):
+    """A warehouse whose next run summary write fails, as a night killed between its last two writes."""
+
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if key.startswith("_runs/ingest_date="):
+            raise OSError("killed")
+        super().write_bytes(key, data, content_type)
+
+
+def test_a_night_killed_before_its_summary_counts_once_its_re_run_finishes(tmp_path: Path) -> None:
+    landing = write_landing(tmp_path / "landing", [(1, "W", "UTC")],
+                            {"2026-03-10/09": [event("a", "2026-03-10T08:00:00Z")],
+                             "2026-03-11/09": [event("b", "2026-03-11T07:00:00Z")]})
+    run_etl(LocalStorage(landing), LocalStorage(tmp_path / "wh"), date(2026, 3, 10))
+    before = read_view(LocalStorage(tmp_path / "wh")).freshness
+    with pytest.raises(OSError, match="killed"):
+        run_etl(LocalStorage(landing), FailingSummary(tmp_path / "wh"), date(2026, 3, 11))
+    assert read_view(LocalStorage(tmp_path / "wh")).freshness == before  # not finished: not counted
+    summary = run_etl(LocalStorage(landing), LocalStorage(tmp_path / "wh"), date(2026, 3, 11))
+    assert read_view(LocalStorage(tmp_path / "wh")).freshness == Freshness(summary["run_id"], "2026-03-11T07:00:00Z",
+                                                                           "2026-03-11", None)
