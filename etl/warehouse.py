@@ -9,7 +9,7 @@ Layout (docs/warehouse.md):
   ids/ingest_date=YYYY-MM-DD.parquet                        every event_id an arrival day stored, with its local day
   quarantine/ingest_date=YYYY-MM-DD/part-0.parquet          rejected lines and files with their reason
   _runs/ingest_date=YYYY-MM-DD.json                         the run summary, written last
-  _runs/nights.json                 each night's run id and last event, from the summaries: the report's freshness
+  _runs/nights.json                 each night's run id and last event, written before its summary: the freshness
                                     in one read (`read_view`), whatever the length of the history
 """
 
