@@ -1,7 +1,7 @@
 """The rest of the night, measured (`make bench` calls `measure`; `python bench/night.py --size 1M` runs it alone on
-the data the main bench left behind): publish, archive and e-mail after the nightly ETL and render, against a
-loopback S3 answering every request 20 ms late (moto's server behind the fault proxy of the tests) and a loopback
-SMTP server, and in the same run the **publish floor**: a plain concurrent boto3 upload of the same files (a
+the data the main bench left behind): the late pages, publish, archive and e-mail after the nightly ETL and render,
+against a loopback S3 answering every request 20 ms late (moto's server behind the fault proxy of the tests) and a
+loopback SMTP server, and in the same run the **publish floor**: a plain concurrent boto3 upload of the same files (a
 thread pool at the same concurrency, no checks, no compression) through the same proxy."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from run import PY, ROOT, Measure, child
 
+from etl.settings import DEFAULT_LATE_PAGES_DAYS
 from tests.faults.proxy import FaultProxy
 
 LATENCY = 0.020  # seconds added to every S3 request: a real S3 answers a small PUT in 20-50 ms
@@ -53,6 +54,30 @@ def put(key):
     client.put_object(Bucket={bucket!r}, Key={prefix!r} + "/" + key, Body=out.read_bytes(key))
 with ThreadPoolExecutor({concurrency}) as pool:
     list(pool.map(put, keys))
+"""
+
+LATE = """
+import json
+from datetime import date, timedelta
+from etl import manifests
+from etl.nightly import late_pages
+from etl.render import RenderJob
+from etl.render_jobs import render
+from etl.settings import DEFAULT_LATE_PAGES_DAYS
+from etl.storage import LocalStorage
+from etl.warehouse import read_view, run_key
+if __name__ == "__main__":  # the workers are spawned and re-import this module
+    warehouse, tonight = LocalStorage({warehouse!r}), date.fromisoformat({day!r})
+    summary = json.loads(warehouse.read_bytes(run_key(tonight + timedelta(days=1))))
+    late = {{int(w): [date.fromisoformat(d) for d in days] for w, days in summary["late_days_by_workspace"].items()}}
+    view = read_view(warehouse)
+    pages = 0
+    for (day, windows), ids in late_pages(late, dict.fromkeys(view.workspaces, tonight), view.first_day,
+                                          DEFAULT_LATE_PAGES_DAYS).items():
+        job = RenderJob({warehouse!r}, {out!r}, tuple(ids), day, None, windows, (),
+                        record_as=manifests.tag(None, tonight))
+        pages += render(job, workers=2)["pages"]
+    open({result!r}, "w").write(json.dumps({{"pages": pages}}))
 """
 
 ARCHIVE = """
@@ -136,6 +161,7 @@ def smtp_server() -> Iterator[int]:
 class Night:
     """The night's phases after the ETL and the render, and what publishing stored."""
 
+    late: Measure
     publish: Measure
     floor: Measure
     archive: Measure
@@ -147,13 +173,18 @@ class Night:
 
 
 def measure(warehouse: Path, out: Path, day: str, scratch: Path, workspaces: int) -> Night:
-    """Publish what the render of `day` wrote under `out`, the floor, the archive snapshots and one e-mail per
-    workspace. `warehouse` holds the nights up to `day`."""
+    """Render the past pages the night's late events changed, publish what the renders of `day` wrote under `out`,
+    the floor, the archive snapshots and one e-mail per workspace. `warehouse` holds the nights up to `day` + 1 (the
+    arrival day whose cutoff reports `day`)."""
     import boto3
 
     scratch.mkdir(parents=True, exist_ok=True)
     recipients = scratch / "recipients.json"
     recipients.write_text(json.dumps({str(w): [f"owner{w}@example.com"] for w in range(1, workspaces + 1)}))
+    late = child(f"late pages ({DEFAULT_LATE_PAGES_DAYS} past report day: the windows the night's late events "
+                 "changed), 2 workers", LATE.format(warehouse=str(warehouse), out=str(out), day=day,
+                                                    result=str(scratch / "late.json")))
+    late.rows = int(json.loads((scratch / "late.json").read_text())["pages"])
     with slow_s3() as endpoint, smtp_server() as smtp_port:
         env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
         boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in CREDENTIALS.items()
@@ -181,7 +212,7 @@ def measure(warehouse: Path, out: Path, day: str, scratch: Path, workspaces: int
                      EMAIL.format(warehouse=str(warehouse), out=str(out), bucket=BUCKET, recipients=str(recipients),
                                   day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port), env=env)
         sent = int(json.loads((scratch / "mailed.json").read_text())["sent"])
-    return Night(publish, floor, archive, mail, published, stored, snapshots, sent)
+    return Night(late, publish, floor, archive, mail, published, stored, snapshots, sent)
 
 
 def main() -> None:
@@ -195,7 +226,9 @@ def main() -> None:
     report_day = days[-1].split("=", 1)[1]
     night = measure(folder / "wh-history", folder / "out-full", report_day, folder / "night", 1000)
     print(json.dumps({**night.published, "stored_bytes": night.stored_bytes,
-                      "publish_s": round(night.publish.seconds, 2), "floor_s": round(night.floor.seconds, 2),
+                      "late_pages": night.late.rows,
+                      "late_s": round(night.late.seconds, 2), "publish_s": round(night.publish.seconds, 2),
+                      "floor_s": round(night.floor.seconds, 2),
                       "archive_s": round(night.archive.seconds, 2), "email_s": round(night.email.seconds, 2),
                       "snapshots": night.snapshots, "sent": night.sent}, indent=1))
 

@@ -364,10 +364,11 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
 
 def night_table(size_name: str, ingest: Measure, render: Measure, night: Night, results: list[str],
                 summary: dict[str, str]) -> None:
-    """The whole night, phase by phase: ingest (night 31), the full render, publish, archive, e-mail."""
+    """The whole night, phase by phase: ingest (night 31), the full render, the late pages, publish, archive,
+    e-mail."""
     from night import CONCURRENCY, LATENCY
 
-    phases = [ingest, render, night.publish, night.archive, night.email]
+    phases = [ingest, render, night.late, night.publish, night.archive, night.email]
     published = night.published
     requests = published["requests"]
     assert isinstance(requests, dict) and isinstance(published["plain_bytes"], int)
@@ -376,7 +377,7 @@ def night_table(size_name: str, ingest: Measure, render: Measure, night: Night, 
                    f"{CONCURRENCY} requests in flight; SMTP on loopback)\n")
     results.append("| phase | seconds | CPU seconds | peak RSS MB | what |")
     results.append("|---|---:|---:|---:|---|")
-    what = [f"{ingest.rows or 0:,} lines", f"{render.rows or 0:,} pages",
+    what = [f"{ingest.rows or 0:,} lines", f"{render.rows or 0:,} pages", f"{night.late.rows or 0:,} pages",
             f"{published['uploaded']:,} objects, {night.stored_bytes / 1e6:,.0f} MB stored "
             f"({published['plain_bytes'] / 1e6:,.0f} MB as files), requests "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(requests.items())),

@@ -163,7 +163,8 @@ def contacts_report_nightly() -> None:
     def build_indexes(rendered: list[dict[str, int]]) -> dict[str, int]:
         from etl.nightly import finalize_indexes
 
-        return {"workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered)}
+        return {"workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered),
+                "late_pages": sum(r.get("late_pages", 0) for r in rendered)}
 
     @task
     def publish(indexes: dict[str, int]) -> dict[str, Any]:

@@ -4,7 +4,8 @@
   _rendered/report-day=YYYY-MM-DD/<workspace>-<pages>.json       ... for a report day given to all workspaces
   _rendered/indexes.json                                         the index pages written last
 
-<pages> is a digest of the windows and filters rendered: a re-render of the same pages replaces its record, another
+<pages> is a digest of the windows and filters rendered (and of the report day, for the past days a night's late
+events re-rendered): a re-render of the same pages replaces its record, another
 selection (a filtered render) adds one, and how the workspaces were split into batches or processes changes
 nothing (the output stays byte-identical). Nothing under `_rendered/` is published.
 """
@@ -39,9 +40,11 @@ def tag_of(cutoff: str) -> str:
 
 
 def record(out: Storage, folder_tag: str, workspace_id: int, windows: Iterable[str], filters: Iterable[str],
-           keys: Iterable[str]) -> None:
-    """Record the keys a render wrote for one workspace's `windows` under `filters`."""
-    pages = hashlib.sha256(json.dumps([list(windows), sorted(filters)]).encode()).hexdigest()[:12]
+           keys: Iterable[str], report_day: date | None = None) -> None:
+    """Record the keys a render wrote for one workspace's `windows` under `filters` (of `report_day`, when the
+    folder holds more than one report day of a workspace: a night's re-render of past days)."""
+    selection = [list(windows), sorted(filters), *([report_day.isoformat()] if report_day else [])]
+    pages = hashlib.sha256(json.dumps(selection).encode()).hexdigest()[:12]
     out.write_bytes(f"{FOLDER}/{folder_tag}/{workspace_id}-{pages}.json", json.dumps({"keys": sorted(set(keys))}
                                                                                        ).encode(), "application/json")
 

@@ -108,6 +108,9 @@ class RenderJob:
     page_log_rows: int = 500
     rows_per_group: int = 1_000_000  # events a worker holds at once (docs/performance.md, "Render")
     sse: str = DEFAULT_S3_SSE  # encryption of the pages written to S3 (`Settings.s3_sse`)
+    # The manifest folder to record the pages in, when not the job's own (`manifests.tag`): a night's re-render of
+    # past report days is published with the night's pages
+    record_as: str | None = None
 
 
 def job_scope(job: RenderJob) -> ReportScope:
@@ -136,7 +139,11 @@ def render_batch(job: RenderJob, scope: ReportScope | None = None) -> dict[str, 
                                                           scope.days[workspace_id], group.pop(workspace_id), counts,
                                                           bar)
     for workspace_id, keys in written.items():  # once every file is in place: a record never names a missing one
-        manifests.record(out, manifests.tag(job.cutoff, job.report_day), workspace_id, job.windows, job.filters, keys)
+        if job.record_as is None:
+            manifests.record(out, manifests.tag(job.cutoff, job.report_day), workspace_id, job.windows, job.filters,
+                             keys)
+        else:  # beside the night's own records of the same workspace: the report day tells them apart
+            manifests.record(out, job.record_as, workspace_id, job.windows, job.filters, keys, job.report_day)
     return counts
 
 

@@ -17,6 +17,7 @@ DEFAULT_DATA = Path("data")
 # Server-side encryption of every S3 object written: "AES256" (SSE-S3), "aws:kms" or "aws:kms:KEY-ID" (SSE-KMS; Ceph
 # RGW 16.2 supports only this), or "none" (the bucket's default encryption applies). `etl.storage.encryption_args`.
 DEFAULT_S3_SSE = "AES256"
+DEFAULT_LATE_PAGES_DAYS = 1  # yesterday's pages, the ones last night's e-mail links to
 DEFAULT_PUBLISH_CONCURRENCY = 16  # S3 requests in flight while publishing: docs/performance.md, "Publish"
 
 
@@ -80,6 +81,8 @@ class Settings:
     landing_poll_seconds: int = 300
     # Rendering and links
     render_batch_size: int = 50
+    # How many past report days a night's late events re-render (0: none): docs/report.md, "Late events"
+    late_pages_days: int = DEFAULT_LATE_PAGES_DAYS
     presign_seconds: int = 7 * 24 * 3600  # SigV4's maximum
     publish_concurrency: int = DEFAULT_PUBLISH_CONCURRENCY
     # The command line's terminal: progress bars unless CI, an Airflow task or NO_PROGRESS says nobody watches
@@ -142,6 +145,7 @@ class Settings:
             "max_expansion_ratio": number("CONTACTS_REPORT_MAX_EXPANSION_RATIO", base.max_expansion_ratio, least=1),
             "landing_wait_seconds": number("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds),
             "render_batch_size": number("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size, least=1),
+            "late_pages_days": number("CONTACTS_REPORT_LATE_PAGES_DAYS", base.late_pages_days),
             "publish_concurrency": number("CONTACTS_REPORT_PUBLISH_CONCURRENCY", base.publish_concurrency, least=1),
             "progress": not any(env.get(name) for name in ("CI", "AIRFLOW_CTX_DAG_ID", "NO_PROGRESS")),
             "aws_endpoint_url": env.get("AWS_ENDPOINT_URL") or None,

@@ -71,6 +71,13 @@ def window(name: str, report_day: date) -> Window:
     raise ValueError(f"unknown window {name!r}; expected one of {', '.join(WINDOW_NAMES)}")
 
 
+def windows_showing(day: date, report_day: date) -> tuple[str, ...]:
+    """The windows of `report_day` whose numbers `day` is part of: its days, or its previous period's (the
+    "% difference")."""
+    return tuple(name for name in WINDOW_NAMES
+                 if (w := window(name, report_day)).previous().start <= day <= w.end)
+
+
 @lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
     """The tz database's zone `name`, read once per process. ZoneInfo's own cache holds only the eight most recent

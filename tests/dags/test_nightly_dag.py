@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from etl.generate import GenerateOptions, generate
-from etl.nightly import backfill, night_of
+from etl.nightly import backfill, late_pages, night_of
 from etl.settings import Settings
 from etl.storage import LocalStorage, s3_client
-from etl.windows import end_of_night
+from etl.warehouse import read_view, report_days
+from etl.windows import WINDOW_NAMES, end_of_night
 from tests.dags.conftest import REPO, SECRET, dag_env, run_dag
 from tests.helpers import published
 
@@ -131,7 +132,13 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
     objects = {o["Key"].removeprefix("site/"): o for p in client.get_paginator("list_objects_v2").paginate(
         Bucket=BUCKET) for o in p.get("Contents", [])}
     pages = [k for k in local if re.fullmatch(r"\d+/\d{4}-\d{2}-\d{2}/\w+\.html", k)]  # archive/… excluded
-    assert len(pages) == 4 * 7
+    view = read_view(LocalStorage(nightly_data / "warehouse"))
+    days = report_days(view, view.workspaces, None, end_of_night(date.fromisoformat(NIGHT)))
+    late = late_pages({int(w): [date.fromisoformat(d) for d in ds]
+                       for w, ds in warehouse_run["late_days_by_workspace"].items()}, days, view.first_day, 1)
+    assert late and sorted(pages) == sorted(  # the night's report days, and what late events changed before
+        [f"{w}/{d}/{n}.html" for w, d in days.items() for n in WINDOW_NAMES]
+        + [f"{w}/{d}/{n}.html" for (d, names), ws in late.items() for w in ws for n in names])
     for key in [*pages, "index.html", "1/index.html", "_runs/index.html"]:
         assert key in objects, key
         head = client.head_object(Bucket=BUCKET, Key=f"site/{key}")

@@ -53,7 +53,8 @@ def run_night(settings: Settings, smtp_port: int) -> dict[str, object]:
     mailed = nightly.email(settings, NIGHT, client, lambda: SmtpConfig("127.0.0.1", smtp_port))
     stats = {"pages": sum(r["pages"] for r in rendered), **published, **mailed}
     record = nightly.record_run(settings, NIGHT, stats, client)
-    return {"files": files, "ingested": ingested, "checked": checked, "batches": batches, "indexed": indexed,
+    return {"files": files, "ingested": ingested, "checked": checked, "batches": batches, "rendered": rendered,
+            "indexed": indexed,
             "published": published, "archived": archived, "mailed": mailed, "record": record}
 
 
@@ -83,8 +84,14 @@ def test_the_night_step_by_step_and_again(settings: Settings, smtp_server: tuple
     days = report_days(view, view.workspaces, None, end_of_night(NIGHT))
     keys = nightly.night_keys(settings, NIGHT)
     assert keys[-4:] == ["index.html", "1/index.html", "2/index.html", "3/index.html"]
-    assert {k.rsplit("/", 1)[0] for k in keys[:-4]} == {f"{w}/{d}" for w, d in days.items()}
-    assert sum(k.endswith(".html") for k in keys[:-4]) == 3 * 7
+    # ... and the pages of last night's report days that the night's late events changed
+    late = nightly.late_pages({int(w): [date.fromisoformat(d) for d in ds]
+                               for w, ds in summary["late_days_by_workspace"].items()}, days, view.first_day, 1)
+    assert summary["late_events"] and late  # the generator delivers some events late
+    assert sum(r["late_pages"] for r in first["rendered"]) == sum(len(n) * len(ws) for (_, n), ws in late.items())
+    assert {k.rsplit("/", 1)[0] for k in keys[:-4]} == {f"{w}/{d}" for w, d in days.items()} | {
+        f"{w}/{d}" for (d, _), ws in late.items() for w in ws}
+    assert sum(k.endswith(".html") for k in keys[:-4]) == 3 * 7 + sum(len(n) * len(ws) for (_, n), ws in late.items())
     published = first["published"]
     assert isinstance(published, dict) and (published["uploaded"], published["unchanged"]) == (len(keys), 0)
     stored = [o for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="site/")
