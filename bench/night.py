@@ -60,7 +60,7 @@ LATE = """
 import json
 from datetime import date, timedelta
 from etl import manifests
-from etl.nightly import late_pages
+from etl.render_jobs import late_pages
 from etl.render import RenderJob
 from etl.render_jobs import render
 from etl.settings import DEFAULT_LATE_PAGES_DAYS

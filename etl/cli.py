@@ -111,6 +111,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                      help="channel=<id>, user=<id>, source=<source>, contact=<id or part of a name>; AND-ed")
     ren.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1),
                      help="render processes (default %(default)s)")
+    ren.add_argument("--late-pages-days", type=int, default=settings.late_pages_days, metavar="N",
+                     help="with --cutoff: also render again the pages of the N report days before each workspace's "
+                     "that the night's late events changed, as the nightly does (default %(default)s, from "
+                     "CONTACTS_REPORT_LATE_PAGES_DAYS; 0: none)")
 
     pub = commands.add_parser("publish", help="upload what a render wrote to S3 (dated pages first, then indexes)",
                               epilog=EXIT_CODES + ". Credentials and endpoint: boto3's standard chain "
@@ -262,7 +266,7 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
                     cutoff=args.cutoff, windows=tuple(args.window or WINDOW_NAMES), filters=tuple(args.filter),
                     sse=settings.s3_sse)
     try:
-        totals = render(job, workers=args.workers, scope=scope)
+        totals = render(job, workers=args.workers, scope=scope, late_pages_days=args.late_pages_days)
     except RenderError as err:
         log.error("%s", err)
         return EXIT_FAILED

@@ -24,14 +24,14 @@ from etl.ingest import landing_dates, landing_inventory
 from etl.pipeline import run_etl
 from etl.publish import S3Target, link, upload
 from etl.quality import gate
-from etl.render import RenderJob, render_batch
-from etl.render_jobs import planned_batches
+from etl.render import RenderJob, job_scope, render_batch
+from etl.render_jobs import late_jobs, planned_batches
 from etl.report import Filters, Freshness, PreparedInputs, ReportPage, build_page, filtered_inputs
 from etl.settings import Settings
 from etl.storage import Storage, open_storage
 from etl.templating import environment
 from etl.warehouse import ReportScope, load_inputs, read_view, report_scope, run_key
-from etl.windows import WINDOW_NAMES, WINDOW_TITLES, end_of_night, windows_showing
+from etl.windows import WINDOW_NAMES, WINDOW_TITLES, end_of_night
 
 log = logging.getLogger(__name__)
 
@@ -101,40 +101,12 @@ def plan_batches(settings: Settings, night: date) -> list[list[int]]:
 
 def render_workspaces(settings: Settings, night: date, workspace_ids: list[int]) -> dict[str, int]:
     """The night's pages of these workspaces, then the pages of past report days that the night's late events
-    changed (`late_pages`), recorded with the night's so that publish uploads them too."""
-    counts = render_batch(_render_job(settings, night, workspace_ids))
-    late = [render_batch(job)["pages"] for job in _late_jobs(settings, night, workspace_ids)]
-    return {**counts, "late_pages": sum(late)}
-
-
-def _late_jobs(settings: Settings, night: date, workspace_ids: list[int]) -> list[RenderJob]:
-    warehouse = _store(settings, settings.warehouse)
-    summary = json.loads(warehouse.read_bytes(run_key(night))) if warehouse.exists(run_key(night)) else {}
-    late_days = {int(w): [date.fromisoformat(d) for d in days]
-                 for w, days in summary.get("late_days_by_workspace", {}).items()}  # older summaries: none
-    scope = night_scope(settings, night).narrowed(workspace_ids)
-    pages = late_pages(late_days, scope.days, scope.view.first_day, settings.late_pages_days)
-    return [RenderJob(settings.warehouse, settings.out, tuple(ids), day, None, windows, (), sse=settings.s3_sse,
-                      record_as=manifests.tag(end_of_night(night), None)) for (day, windows), ids in pages.items()]
-
-
-def late_pages(late_days: dict[int, list[date]], report_days: dict[int, date], first_day: date | None,
-               horizon: int) -> dict[tuple[date, tuple[str, ...]], list[int]]:
-    """(past report day, its windows to render again) -> workspaces, for the late events of a night: each
-    workspace's `horizon` report days before tonight's (`report_days`; none before the warehouse's `first_day`),
-    and of those only the windows whose days or previous period hold a late day (`late_days`)."""
-    pages: dict[tuple[date, tuple[str, ...]], list[int]] = {}
-    for workspace_id, tonight in report_days.items():
-        days = late_days.get(workspace_id, [])
-        for back in range(1, horizon + 1 if days else 1):
-            report_day = tonight - timedelta(days=back)
-            if first_day is not None and report_day < first_day:
-                break
-            shown = {name for day in days for name in windows_showing(day, report_day)}
-            if shown:
-                windows = tuple(name for name in WINDOW_NAMES if name in shown)
-                pages.setdefault((report_day, windows), []).append(workspace_id)
-    return dict(sorted(pages.items()))
+    changed (`etl.render_jobs.late_jobs`), recorded with the night's so that publish uploads them too."""
+    job = _render_job(settings, night, workspace_ids)
+    scope = job_scope(job)
+    counts = render_batch(job, scope)
+    late = late_jobs(_store(settings, settings.warehouse), job, scope, settings.late_pages_days)
+    return {**counts, "late_pages": sum(render_batch(past)["pages"] for past in late)}
 
 
 def _render_job(settings: Settings, night: date, workspace_ids: list[int]) -> RenderJob:

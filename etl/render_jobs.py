@@ -4,14 +4,19 @@ the index pages. The DAG maps the same batches over tasks (`etl.nightly`)."""
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from datetime import UTC, date, timedelta
 
+from etl import manifests
 from etl.indexes import write_indexes
 from etl.render import RenderJob, job_scope, render_batch
 from etl.report import Filters
-from etl.storage import open_storage
-from etl.warehouse import DayFiles, ReportScope, event_counts
+from etl.storage import Storage, open_storage
+from etl.warehouse import DayFiles, ReportScope, event_counts, run_key
+from etl.windows import WINDOW_NAMES, windows_showing
 
 # A workspace's render work beyond its events, in events' worth: its seven pages, charts and files take ~0.3-0.5 s
 # whatever its size, an event ~5 µs more (measured at 10 M: docs/performance.md, "Render").
@@ -45,19 +50,63 @@ def planned_batches(job: RenderJob, count: int, scope: ReportScope) -> list[tupl
     return balanced_batches(job.workspace_ids, sizes, count)
 
 
-def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None) -> dict[str, int]:
+def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None, late_pages_days: int = 0
+           ) -> dict[str, int]:
     """Render in `workers` processes (spawned: Polars and forking do not mix), then the index pages; the job's
-    scope (`job_scope`, read here when not given) is read once and handed to each batch."""
+    scope (`job_scope`, read here when not given) is read once and handed to each batch. With a cutoff, also the
+    past pages the night's late events changed, within `late_pages_days` report days (`late_jobs`)."""
     scope = job_scope(job) if scope is None else scope
-    parts = planned_batches(job, workers, scope)
-    jobs = [RenderJob(**{**job.__dict__, "workspace_ids": part}) for part in parts]
-    if len(jobs) <= 1:
-        results = [render_batch(j, scope) for j in jobs]
+    parts = [(RenderJob(**{**job.__dict__, "workspace_ids": part}), scope)
+             for part in planned_batches(job, workers, scope)]
+    late = [(past, None) for past in late_jobs(open_storage(job.warehouse_uri), job, scope, late_pages_days)]
+    jobs, scopes = zip(*(parts + late), strict=True) if parts or late else ((), ())
+    if workers <= 1 or len(jobs) <= 1:
+        results = [render_batch(j, s) for j, s in zip(jobs, scopes, strict=True)]
     else:
         import multiprocessing
 
-        with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(render_batch, jobs, [scope] * len(jobs)))
-    totals = {"pages": sum(r["pages"] for r in results), "csv": sum(r["csv"] for r in results)}
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(render_batch, jobs, scopes))
+    totals = {"pages": sum(r["pages"] for r in results[:len(parts)]), "csv": sum(r["csv"] for r in results),
+              "late_pages": sum(r["pages"] for r in results[len(parts):])}
     write_indexes(open_storage(job.out_uri, sse=job.sse), scope.view)
     return totals
+
+
+def late_pages(late_days: dict[int, list[date]], report_days: dict[int, date], first_day: date | None,
+               horizon: int) -> dict[tuple[date, tuple[str, ...]], list[int]]:
+    """(past report day, its windows to render again) -> workspaces, for the late events of a night: each
+    workspace's `horizon` report days before tonight's (`report_days`; none before the warehouse's `first_day`),
+    and of those only the windows whose days or previous period hold a late day (`late_days`)."""
+    pages: dict[tuple[date, tuple[str, ...]], list[int]] = {}
+    for workspace_id, tonight in report_days.items():
+        days = late_days.get(workspace_id, [])
+        for back in range(1, horizon + 1 if days else 1):
+            report_day = tonight - timedelta(days=back)
+            if first_day is not None and report_day < first_day:
+                break
+            shown = {name for day in days for name in windows_showing(day, report_day)}
+            if shown:
+                windows = tuple(name for name in WINDOW_NAMES if name in shown)
+                pages.setdefault((report_day, windows), []).append(workspace_id)
+    return dict(sorted(pages.items()))
+
+
+def late_jobs(warehouse: Storage, job: RenderJob, scope: ReportScope, horizon: int) -> list[RenderJob]:
+    """The renders of past report days that the late events of the night ending at `job.cutoff` changed
+    (`late_pages`, from the night's run summary), of the job's windows, recorded with the job's pages so that
+    publish uploads them together. None for a render by report day or of filtered pages."""
+    if job.cutoff is None or job.filters or horizon <= 0:
+        return []
+    night = (job.cutoff.astimezone(UTC) - timedelta(microseconds=1)).date()  # the arrival day the cutoff ends
+    summary = json.loads(warehouse.read_bytes(run_key(night))) if warehouse.exists(run_key(night)) else {}
+    late_days = {int(w): [date.fromisoformat(d) for d in days]
+                 for w, days in summary.get("late_days_by_workspace", {}).items()}  # older summaries: none
+    jobs = []
+    for (day, windows), ids in late_pages(late_days, scope.days, scope.view.first_day, horizon).items():
+        chosen = tuple(name for name in windows if name in job.windows)
+        if chosen:
+            jobs.append(replace(job, workspace_ids=tuple(ids), report_day=day, cutoff=None, windows=chosen,
+                                record_as=manifests.tag(job.cutoff, None)))
+    return jobs

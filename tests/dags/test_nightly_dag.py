@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from etl.generate import GenerateOptions, generate
-from etl.nightly import backfill, late_pages, night_of
+from etl.nightly import backfill, night_of
+from etl.render_jobs import late_pages
 from etl.settings import Settings
 from etl.storage import LocalStorage, s3_client
 from etl.warehouse import read_view, report_days

@@ -17,6 +17,7 @@ from etl import nightly
 from etl.archive import verify
 from etl.generate import GenerateOptions, generate
 from etl.mail import SmtpConfig
+from etl.render_jobs import late_pages
 from etl.settings import Settings
 from etl.storage import LocalStorage, S3Storage, s3_client
 from etl.warehouse import read_view, report_days
@@ -85,7 +86,7 @@ def test_the_night_step_by_step_and_again(settings: Settings, smtp_server: tuple
     keys = nightly.night_keys(settings, NIGHT)
     assert keys[-4:] == ["index.html", "1/index.html", "2/index.html", "3/index.html"]
     # ... and the pages of last night's report days that the night's late events changed
-    late = nightly.late_pages({int(w): [date.fromisoformat(d) for d in ds]
+    late = late_pages({int(w): [date.fromisoformat(d) for d in ds]
                                for w, ds in summary["late_days_by_workspace"].items()}, days, view.first_day, 1)
     assert summary["late_events"] and late  # the generator delivers some events late
     assert sum(r["late_pages"] for r in first["rendered"]) == sum(len(n) * len(ws) for (_, n), ws in late.items())

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from etl import nightly
-from etl.nightly import late_pages
+from etl.render_jobs import late_pages
 from etl.settings import Settings
 from etl.storage import LocalStorage
 from etl.windows import WINDOW_NAMES, window, windows_showing
@@ -121,3 +121,24 @@ def test_the_setting_is_read_and_checked() -> None:
     assert Settings.from_env({"CONTACTS_REPORT_LATE_PAGES_DAYS": "30"}).late_pages_days == 30
     with pytest.raises(Exception, match="CONTACTS_REPORT_LATE_PAGES_DAYS"):
         Settings.from_env({"CONTACTS_REPORT_LATE_PAGES_DAYS": "-1"})
+
+
+def test_the_render_command_with_a_cutoff_renders_the_late_pages_as_the_nightly_does(
+        two_nights: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from etl.cli import main
+
+    run(two_nights, "2026-03-10")
+    run(two_nights, "2026-03-11")
+    nightly_out = Path(two_nights.out)
+    by_hand = tmp_path / "by-hand"
+    render = ["render", "--warehouse", two_nights.warehouse, "--out", str(by_hand), "--cutoff", "2026-03-12T00:00Z",
+              "--workers", "2"]
+    assert main(render) == 0
+    assert json.loads(capsys.readouterr().out)["late_pages"] == 5
+    for name in ("today", "last_7_days", "this_month"):  # what the nightly re-rendered, byte for byte
+        page = f"1/2026-03-10/{name}.html"
+        assert (by_hand / page).read_bytes() == (nightly_out / page).read_bytes()
+    assert not (by_hand / "1/2026-03-10/yesterday.html").exists()  # not changed by the late event
+    assert main([*render, "--late-pages-days", "0", "--out", str(tmp_path / "none")]) == 0
+    assert json.loads(capsys.readouterr().out)["late_pages"] == 0
+    assert not (tmp_path / "none/1/2026-03-10").exists()
