@@ -43,17 +43,33 @@ def _night() -> Any:
 
 
 def _settings() -> Any:
+    from dataclasses import replace
+
     from etl.settings import Settings
 
-    return Settings.from_env()
+    return replace(Settings.from_env(), s3_identity=_aws_default())
+
+
+def _aws_default() -> Any:
+    """The `aws_default` connection (credentials, region, endpoint) as the one S3 identity of every storage, upload
+    and link of the task, render workers included; what it leaves out comes from boto3's standard chain."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
+
+    from etl.settings import S3Identity
+
+    hook: AwsGenericHook[Any] = AwsGenericHook(aws_conn_id="aws_default", client_type="s3")
+    try:
+        credentials = hook.get_credentials()  # masked in the task's log
+    except AttributeError:  # no credentials anywhere: local stores need none
+        return S3Identity(region=hook.region_name, endpoint_url=hook.conn_config.get_service_endpoint_url("s3"))
+    return S3Identity(credentials.access_key, credentials.secret_key, credentials.token, hook.region_name,
+                      hook.conn_config.get_service_endpoint_url("s3"))
 
 
 def _s3_client() -> Any:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from etl.storage import s3_client
 
-    from etl.storage import client_config
-
-    return S3Hook(aws_conn_id="aws_default", config=client_config()).get_conn()
+    return s3_client(_settings().s3_identity)
 
 
 def _smtp() -> Any:

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def _store(settings: Settings, uri: str) -> Storage:
     """One of the night's storages: on S3, every object written is encrypted as the settings say."""
-    return open_storage(uri, sse=settings.s3_sse)
+    return open_storage(uri, sse=settings.s3_sse, identity=settings.s3_identity)
 
 
 def night_of(logical_date: datetime | None, run_after: datetime | None = None) -> date:
@@ -111,7 +111,7 @@ def render_workspaces(settings: Settings, night: date, workspace_ids: list[int])
 
 def _render_job(settings: Settings, night: date, workspace_ids: list[int]) -> RenderJob:
     return RenderJob(settings.warehouse, settings.out, tuple(workspace_ids), None, end_of_night(night), WINDOW_NAMES,
-                     (), sse=settings.s3_sse)
+                     (), sse=settings.s3_sse, s3=settings.s3_identity)
 
 
 def finalize_indexes(settings: Settings) -> int:

@@ -13,7 +13,7 @@ Output layout (mirrored to S3 by the publish step):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from markupsafe import Markup
@@ -33,8 +33,8 @@ from etl.report import (
     filtered_inputs,
     previous_and_next_day,
 )
-from etl.settings import DEFAULT_S3_SSE
-from etl.storage import BackgroundWrites, check_key, open_storage
+from etl.settings import DEFAULT_S3_SSE, S3Identity
+from etl.storage import BackgroundWrites, Storage, check_key, open_storage
 from etl.templating import environment
 from etl.warehouse import DayFiles, ReportScope, WarehouseView, load_groups, report_scope
 from etl.windows import WINDOW_NAMES, end_of_night, report_day_for
@@ -111,12 +111,19 @@ class RenderJob:
     # The manifest folder to record the pages in, when not the job's own (`manifests.tag`): a night's re-render of
     # past report days is published with the night's pages
     record_as: str | None = None
+    s3: S3Identity = field(default_factory=S3Identity)  # who the warehouse reads and page writes on S3 are signed as
+
+    def warehouse(self) -> Storage:
+        return open_storage(self.warehouse_uri, identity=self.s3)
+
+    def output(self) -> Storage:
+        return open_storage(self.out_uri, sse=self.sse, identity=self.s3)
 
 
 def job_scope(job: RenderJob) -> ReportScope:
     """The job's workspaces checked against the warehouse, with their report days: read once per job and handed
     to each batch (`render_batch`) and to the index pages."""
-    return report_scope(open_storage(job.warehouse_uri), job.workspace_ids, job.report_day, job.cutoff)
+    return report_scope(job.warehouse(), job.workspace_ids, job.report_day, job.cutoff)
 
 
 def render_batch(job: RenderJob, scope: ReportScope | None = None) -> dict[str, int]:
@@ -127,9 +134,9 @@ def render_batch(job: RenderJob, scope: ReportScope | None = None) -> dict[str, 
     counts = {"pages": 0, "csv": 0}
     if not scope.days:
         return counts
-    groups = load_groups(DayFiles(open_storage(job.warehouse_uri)), scope.workspaces, scope.days, job.windows,
+    groups = load_groups(DayFiles(job.warehouse()), scope.workspaces, scope.days, job.windows,
                          filters.contact is not None, job.rows_per_group)
-    out = open_storage(job.out_uri, sse=job.sse)
+    out = job.output()
     written: dict[int, list[str]] = {}
     with (BackgroundWrites(out) as background,
           Progress(len(scope.days) * len(job.windows), "rendering", " pages") as bar):

@@ -14,7 +14,7 @@ from etl import manifests
 from etl.indexes import write_indexes
 from etl.render import RenderJob, job_scope, render_batch
 from etl.report import Filters
-from etl.storage import Storage, open_storage
+from etl.storage import Storage
 from etl.warehouse import DayFiles, ReportScope, event_counts, run_key
 from etl.windows import WINDOW_NAMES, windows_showing
 
@@ -45,7 +45,7 @@ def planned_batches(job: RenderJob, count: int, scope: ReportScope) -> list[tupl
     if count <= 1 or len(job.workspace_ids) <= 1:
         return balanced_batches(job.workspace_ids, {}, count)
     need_all_events = Filters.parse(list(job.filters)).contact is not None
-    sizes = event_counts(DayFiles(open_storage(job.warehouse_uri)), scope.workspaces, scope.days, job.windows,
+    sizes = event_counts(DayFiles(job.warehouse()), scope.workspaces, scope.days, job.windows,
                          need_all_events)
     return balanced_batches(job.workspace_ids, sizes, count)
 
@@ -58,7 +58,7 @@ def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None, l
     scope = job_scope(job) if scope is None else scope
     parts = [(RenderJob(**{**job.__dict__, "workspace_ids": part}), scope)
              for part in planned_batches(job, workers, scope)]
-    late = [(past, None) for past in late_jobs(open_storage(job.warehouse_uri), job, scope, late_pages_days)]
+    late = [(past, None) for past in late_jobs(job.warehouse(), job, scope, late_pages_days)]
     jobs, scopes = zip(*(parts + late), strict=True) if parts or late else ((), ())
     if workers <= 1 or len(jobs) <= 1:
         results = [render_batch(j, s) for j, s in zip(jobs, scopes, strict=True)]
@@ -70,7 +70,7 @@ def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None, l
             results = list(pool.map(render_batch, jobs, scopes))
     totals = {"pages": sum(r["pages"] for r in results[:len(parts)]), "csv": sum(r["csv"] for r in results),
               "late_pages": sum(r["pages"] for r in results[len(parts):])}
-    write_indexes(open_storage(job.out_uri, sse=job.sse), scope.view)
+    write_indexes(job.output(), scope.view)
     return totals
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,26 @@ DEFAULT_DATA = Path("data")
 DEFAULT_S3_SSE = "AES256"
 DEFAULT_LATE_PAGES_DAYS = 1  # yesterday's pages, the ones last night's e-mail links to
 DEFAULT_PUBLISH_CONCURRENCY = 16  # S3 requests in flight while publishing: docs/performance.md, "Publish"
+
+
+@dataclass(frozen=True)
+class S3Identity:
+    """Who every S3 request of a run is signed as, and where it goes: given explicitly (the DAG fills it from the
+    Airflow connection `aws_default`), or all None for boto3's standard chain (environment, profile, instance role;
+    `AWS_ENDPOINT_URL`). One value for every storage, upload and link of a run, handed to worker processes too."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    def client_args(self) -> dict[str, str]:
+        """boto3.client keyword arguments: only those given, so that the standard chain supplies the others."""
+        given = {"aws_access_key_id": self.access_key_id, "aws_secret_access_key": self.secret_access_key,
+                 "aws_session_token": self.session_token, "region_name": self.region,
+                 "endpoint_url": self.endpoint_url}
+        return {k: v for k, v in given.items() if v}
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,8 @@ class Settings:
     progress: bool = True
     # Where boto3 sends S3 requests (its own standard variable, read by boto3 itself): named in error messages
     aws_endpoint_url: str | None = None
+    # Who S3 requests are signed as (the DAG: the `aws_default` connection); the standard chain when not given
+    s3_identity: S3Identity = field(default_factory=S3Identity)
 
     @property
     def read_limits(self) -> ReadLimits:

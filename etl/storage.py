@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from etl.settings import DEFAULT_S3_SSE
+from etl.settings import DEFAULT_S3_SSE, S3Identity
 
 log = logging.getLogger(__name__)
 
@@ -326,20 +326,23 @@ def client_config() -> Any:
                   signature_version="s3v4", max_pool_connections=64)
 
 
-def s3_client() -> Any:
-    """A boto3 S3 client from the standard credential chain (AWS_ENDPOINT_URL included)."""
+def s3_client(identity: S3Identity | None = None) -> Any:
+    """A boto3 S3 client signed as `identity` says, the standard credential chain (AWS_ENDPOINT_URL included)
+    supplying whatever it leaves out."""
     import boto3
 
-    return boto3.client("s3", config=client_config())
+    return boto3.client("s3", config=client_config(), **(identity.client_args() if identity else {}))
 
 
-def open_storage(uri: str, client: Any = None, sse: str = DEFAULT_S3_SSE) -> Storage:
-    """`s3://bucket/prefix` (objects written encrypted as `sse` says) or a local folder path."""
+def open_storage(uri: str, client: Any = None, sse: str = DEFAULT_S3_SSE, identity: S3Identity | None = None
+                 ) -> Storage:
+    """`s3://bucket/prefix` (objects written encrypted as `sse` says, requests signed as `identity` unless a
+    `client` is given) or a local folder path."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
             raise StorageError(f"no bucket in {uri!r}; expected s3://bucket/prefix")
-        return S3Storage(bucket=bucket, prefix=prefix.strip("/"), client=client or s3_client(), sse=sse)
+        return S3Storage(bucket=bucket, prefix=prefix.strip("/"), client=client or s3_client(identity), sse=sse)
     if "://" in uri:
         raise StorageError(f"unsupported storage URI {uri!r}; use a local path or s3://bucket/prefix")
     return LocalStorage(Path(uri))

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +236,24 @@ def smtp_server() -> Iterator[tuple[int, Inbox]]:
     controller.start()
     yield port, inbox
     controller.stop()
+
+
+RADOSGW_LOCAL = Path(__file__).parents[1] / "scripts/radosgw-local"
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """Ceph's RADOS Gateway on loopback for the session (`scripts/radosgw-local`): (endpoint, key, secret)."""
+    folder = tmp_path_factory.mktemp("rgw")
+    port = free_port_pair(10_000)  # the script's monitor listens on port + 10000
+    started = subprocess.run([str(RADOSGW_LOCAL), "start", str(folder), str(port)], capture_output=True, text=True,
+                             check=False, timeout=300)
+    ready = [line for line in started.stdout.splitlines() if line.startswith("RGW_READY")]
+    if not ready:  # the daemons often exit without a word on the terminal: their logs say why
+        logs = "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
+                       for log in sorted((folder / "log").glob("*.log")))
+        pytest.fail(f"RADOS Gateway did not start (exit {started.returncode}; ceph-mon, for one, refuses to start "
+                    f"with less than 5 % of its disk free):\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}{logs}")
+    _, endpoint, key, secret = ready[0].split()
+    yield endpoint, key, secret
+    subprocess.run([str(RADOSGW_LOCAL), "stop", str(folder)], check=False, timeout=60)

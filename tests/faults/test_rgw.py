@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -25,29 +24,11 @@ from etl.pipeline import run_etl
 from etl.publish import S3Target, link, upload
 from etl.storage import AlreadyExists, LocalStorage, S3Storage, client_config
 from etl.warehouse import report_scope
-from tests.conftest import TINY, free_port_pair
+from tests.conftest import TINY
 from tests.faults.proxy import FaultProxy
 
 pytestmark = pytest.mark.rgw
-SCRIPT = Path(__file__).parents[2] / "scripts/radosgw-local"
 KMS = "aws:kms:testkey-1"  # the encryption setting: Ceph 16.2 has SSE-KMS, not SSE-S3
-
-
-@pytest.fixture(scope="module")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
-    folder = tmp_path_factory.mktemp("rgw")
-    port = free_port_pair(10_000)  # the script's monitor listens on port + 10000
-    started = subprocess.run([str(SCRIPT), "start", str(folder), str(port)], capture_output=True, text=True,
-                             check=False, timeout=300)
-    ready = [line for line in started.stdout.splitlines() if line.startswith("RGW_READY")]
-    if not ready:  # the daemons often exit without a word on the terminal: their logs say why
-        logs = "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
-                       for log in sorted((folder / "log").glob("*.log")))
-        pytest.fail(f"RADOS Gateway did not start (exit {started.returncode}; ceph-mon, for one, refuses to start "
-                    f"with less than 5 % of its disk free):\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}{logs}")
-    _, endpoint, key, secret = ready[0].split()
-    yield endpoint, key, secret
-    subprocess.run([str(SCRIPT), "stop", str(folder)], check=False, timeout=60)
 
 
 @pytest.fixture
