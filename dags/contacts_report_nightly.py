@@ -10,8 +10,9 @@ fully ended at that instant. The night is always the UTC date of the run's logic
 triggers, `airflow dags test contacts_report_nightly N` and backfills all agree.
 
 **Tasks.** `check_landing` (waits up to an hour for a late partition, then fails: no "0 contacts" report is ever
-published) → `ingest` (validate, quarantine, de-duplicate, aggregate) → `quality_gate` (fails on a
-high quarantine ratio, schema drift or a workspace whose volume collapsed; thresholds are settings) →
+published) → `plan_shards` → `ingest` (validate, quarantine, de-duplicate, aggregate; mapped over
+`CONTACTS_REPORT_INGEST_SHARDS` shards, one by default) → `finish_ingest` (the night's summary) → `quality_gate`
+(fails on a high quarantine ratio, schema drift or a workspace whose volume collapsed; thresholds are settings) →
 `plan_render_batches` → `render` (mapped over workspace batches, in parallel) → `build_indexes` → `publish`
 (dated pages first, indexes last) → `send_emails` → `run_summary` (the ops page `_runs/index.html`). Beside the
 render and publish, right after the gate: `archive` (immutable snapshots of the day's four logs from the warehouse,
@@ -142,12 +143,26 @@ def contacts_report_nightly() -> None:
             raise AirflowFailException(str(missing)) from missing
 
     @task
-    def ingest(landing: dict[str, Any]) -> dict[str, Any]:
-        """Storage errors are retried; input that cannot be processed (EtlError, InputError) fails at once."""
-        from etl.nightly import ingest
+    def plan_shards(landing: dict[str, Any]) -> list[int]:
+        """The ingest shards (CONTACTS_REPORT_INGEST_SHARDS): numbers only, one mapped `ingest` task each."""
+        return list(range(_settings().ingest_shards))
+
+    @task
+    def ingest(shard: int) -> dict[str, Any]:
+        """One shard of the night (the whole night with one). Storage errors are retried; input that cannot be
+        processed (EtlError, InputError) fails at once."""
+        from etl.nightly import ingest_shard
 
         with _no_retry_on_bad_input():
-            return dict(ingest(_settings(), _night()))
+            return dict(ingest_shard(_settings(), _night(), shard))
+
+    @task
+    def finish_ingest(shards: list[dict[str, Any]]) -> dict[str, Any]:
+        """The night's summary and quarantine, once, from every shard's."""
+        from etl.nightly import finish_ingest
+
+        with _no_retry_on_bad_input():
+            return dict(finish_ingest(_settings(), _night()))
 
     @task
     def quality_gate(summary: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +225,7 @@ def contacts_report_nightly() -> None:
         return dict(record_run(_settings(), _night(), stats, _s3_client()))
 
     landing = check_landing()
-    checked = quality_gate(ingest(landing))
+    checked = quality_gate(finish_ingest(ingest.expand(shard=plan_shards(landing))))
     indexes = build_indexes(render.expand(workspace_ids=plan_render_batches(checked)))
     published = publish(indexes)
     run_summary(landing, indexes, published, send_emails(published), archive(checked))

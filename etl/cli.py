@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -64,6 +65,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> Any:
+    from etl.warehouse import Shard, WarehouseError
+
+    try:
+        return Shard.parse(text)
+    except WarehouseError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contacts-report",
@@ -93,6 +103,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     which.add_argument("--ingest-date", type=_date, action="append", metavar="YYYY-MM-DD",
                        help="arrival day to process (repeatable)")
     which.add_argument("--all", action="store_true", help="every arrival day in the landing zone, oldest first")
+    split = etl.add_mutually_exclusive_group()
+    split.add_argument("--shard", type=_shard, metavar="K/N",
+                       help="process only shard K of N (0 <= K < N: the events whose event_id hashes to K) and write "
+                       "its own files and summary; run every shard, then --finish N (docs/warehouse.md, \"Shards\")")
+    split.add_argument("--finish", type=_positive, metavar="N",
+                       help="after the N shards of each day: write the night's summary and quarantine from them")
 
     ren = commands.add_parser("render", help="render the report pages of a report day",
                               epilog=EXIT_CODES,
@@ -221,7 +237,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 def _etl(args: argparse.Namespace, settings: Settings) -> int:
     from etl.errors import EtlError
     from etl.ingest import landing_dates
-    from etl.pipeline import run_etl
+    from etl.pipeline import finish_night, run_etl
+    from etl.warehouse import Shard
 
     landing = open_storage(args.landing, sse=settings.s3_sse)
     warehouse = open_storage(args.warehouse, sse=settings.s3_sse)
@@ -233,10 +250,14 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
     if not days:
         log.error("no arrival days under %s/events/; generate or deliver data first", landing.uri)
         return EXIT_FAILED
+    options: dict[str, Any] = {"future_tolerance": settings.future_tolerance,
+                               "max_line_bytes": settings.max_line_bytes, "limits": settings.read_limits}
     for day in days:
         try:
-            summary = run_etl(landing, warehouse, day, future_tolerance=settings.future_tolerance,
-                              max_line_bytes=settings.max_line_bytes, limits=settings.read_limits)
+            if args.finish:
+                summary = finish_night(landing, warehouse, day, args.finish, options)
+            else:
+                summary = run_etl(landing, warehouse, day, **options, shard=args.shard or Shard())
         except EtlError as err:
             log.error("%s", err)
             return EXIT_FAILED

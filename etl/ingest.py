@@ -98,6 +98,7 @@ class Batch:
     damaged_files: dict[str, str] = field(default_factory=dict)  # file -> why it was not read whole
     skipped_files: dict[str, str] = field(default_factory=dict)  # key -> why it is not a landing file
     input_digest: Any = field(default_factory=hashlib.sha256)
+    keep: pl.Expr | None = None  # the valid rows kept (an ingest shard's); all when None
 
 
 # File-level reasons for a landing file refused whole (not read); the other file-level reasons (a damaged gzip) mark
@@ -590,7 +591,8 @@ def judge_group(group: DecodedGroup, rules: ValidationRules, batch: Batch) -> No
         passed.append(slow.with_columns(occurred_at=pl.col("occurred_at").cast(pl.Datetime("us", "UTC")),
                                         line_no=pl.Series(numbers, dtype=pl.Int64())))
     if passed:
-        batch.valid.append(group.lines.with_arrival(pl.concat(passed, how="vertical")))
+        kept = group.lines.with_arrival(pl.concat(passed, how="vertical"))
+        batch.valid.append(kept if batch.keep is None else kept.filter(batch.keep))
 
 
 class _Lines:
@@ -735,9 +737,10 @@ def landing_inventory(landing: Storage, ingest_date: date) -> tuple[list[str], d
 
 
 def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, exact_only: bool,
-                   limits: ReadLimits) -> Batch:
+                   limits: ReadLimits, keep: pl.Expr | None = None) -> Batch:
     """Validate every line of the arrival day's files; each line ends valid or quarantined, and each file read,
-    refused whole, or skipped (not in the layout), with its reason."""
+    refused whole, or skipped (not in the layout), with its reason. With `keep` (an ingest shard's filter), only the
+    valid rows it selects are kept, group by group: the others are never all held at once."""
     prefix = f"events/ingest_date={ingest_date.isoformat()}"
     keys, skipped = landing_inventory(landing, ingest_date)
     if not keys:
@@ -747,7 +750,7 @@ def read_partition(landing: Storage, ingest_date: date, rules: ValidationRules, 
             "not delivered this night (or delivered it elsewhere). Refusing to report zero contacts; "
             "re-run the night once the partition is complete."
         )
-    batch = Batch(skipped_files=skipped)
+    batch = Batch(skipped_files=skipped, keep=keep)
     group: list[LandingFile] = []
     group_bytes = 0
     # Three steps overlap: this thread reads, hashes and cuts a group's files into chunks, a pool of threads decodes

@@ -21,7 +21,7 @@ from etl import manifests
 from etl.errors import EtlError
 from etl.indexes import write_indexes
 from etl.ingest import landing_dates, landing_inventory
-from etl.pipeline import run_etl
+from etl.pipeline import finish_night, run_etl
 from etl.publish import S3Target, link, upload
 from etl.quality import gate
 from etl.render import RenderJob, job_scope, render_batch
@@ -30,7 +30,7 @@ from etl.report import Filters, Freshness, PreparedInputs, ReportPage, build_pag
 from etl.settings import Settings
 from etl.storage import Storage, open_storage
 from etl.templating import environment
-from etl.warehouse import ReportScope, load_inputs, read_view, report_scope, run_key
+from etl.warehouse import ReportScope, Shard, load_inputs, read_view, report_scope, run_key
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES, end_of_night
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,36 @@ def check_landing(settings: Settings, night: date, sleep: Any = time.sleep, cloc
 
 
 def ingest(settings: Settings, night: date) -> dict[str, Any]:
+    """The whole night in this process: every shard (`CONTACTS_REPORT_INGEST_SHARDS`), then `finish_ingest`."""
+    for number in range(settings.ingest_shards):
+        ingest_shard(settings, night, number)
+    return finish_ingest(settings, night)
+
+
+def ingest_shard(settings: Settings, night: date, number: int) -> dict[str, Any]:
+    """One shard of the night's ingest (the whole night with one shard); the DAG maps it over the shards."""
     summary = run_etl(_store(settings, settings.landing), _store(settings, settings.warehouse), night,
-                      settings.future_tolerance, settings.max_line_bytes, limits=settings.read_limits)
+                      shard=Shard(number, settings.ingest_shards), **_etl_options(settings))
+    return {"shard": number, "events_valid": summary["events_valid"]}
+
+
+def finish_ingest(settings: Settings, night: date) -> dict[str, Any]:
+    """After the shards: the night's summary and quarantine written once from theirs (`finish_night`); the counts
+    for XCom."""
+    warehouse = _store(settings, settings.warehouse)
+    if settings.ingest_shards > 1:
+        summary = finish_night(_store(settings, settings.landing), warehouse, night, settings.ingest_shards,
+                               _etl_options(settings))
+    else:  # the one shard wrote the summary itself
+        summary = json.loads(warehouse.read_bytes(run_key(night)))
     keep = ("ingest_date", "run_id", "lines_read", "events_valid", "events_quarantined", "duplicates_dropped",
             "late_events")
     return {k: summary[k] for k in keep} | {"days_touched": len(summary["days_touched"])}
+
+
+def _etl_options(settings: Settings) -> dict[str, Any]:
+    return {"future_tolerance": settings.future_tolerance, "max_line_bytes": settings.max_line_bytes,
+            "limits": settings.read_limits}
 
 
 def quality_gate(settings: Settings, night: date) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from etl.contract import EVENT_SCHEMA, QUARANTINE_SCHEMA
+from etl.errors import EtlError
 from etl.ingest import (
     REFUSED_WHOLE,
     Batch,
@@ -49,12 +50,15 @@ from etl.warehouse import (
     IDS_FILE,
     IDS_SCHEMA,
     RUN_FILE,
+    Shard,
     daily_key,
     events_key,
     ids_key,
     quarantine_key,
     record_night,
     run_key,
+    shard_quarantine_key,
+    shard_summary_key,
 )
 from etl.windows import local_date
 from etl.workspaces import Workspaces
@@ -66,6 +70,9 @@ HISTORY_READERS = 4  # stored files listed and read at once by `against_history`
 # whichever comes first (a 10 M-event day's main file is ~12 MB by itself).
 HISTORY_BATCH_FILES = 32
 HISTORY_BATCH_BYTES = 8 * 1024 * 1024
+SHARD_SEED = 0x5EED  # `shard_filter`: which shard keeps an event
+WHOLE = Shard()  # a night in one piece
+HASH_SCHEME = f"polars-{pl.__version__}-seed-{SHARD_SEED}"  # shards of a night must agree on it (`finish_night`)
 STORED_COLUMNS = (*EVENT_SCHEMA, "timezone", "local_ts", "local_date")
 
 
@@ -109,21 +116,22 @@ def _flag_conflicts(lost: pl.DataFrame, night: pl.DataFrame, kept: pl.DataFrame,
     return lost.select("row", "event_id").with_columns(conflict=(lost_hash != kept_hash).fill_null(True))
 
 
-def _batches(warehouse: Storage, stored: list[tuple[date, str]], pool: ThreadPoolExecutor
-             ) -> Iterator[dict[date, bytes]]:
-    """The `stored` files ((arrival day, key)) fetched HISTORY_READERS at a time and handed out in batches of
-    HISTORY_BATCH_FILES files or HISTORY_BATCH_BYTES, whichever comes first: small files go many to a query, and a
-    night whose history is big holds no more than a batch of it at once."""
-    batch: dict[date, bytes] = {}
+def _batches(warehouse: Storage, stored: list[tuple[date, str, str]], pool: ThreadPoolExecutor
+             ) -> Iterator[list[tuple[date, str, bytes]]]:
+    """The `stored` files ((arrival day, shard suffix, key)) fetched HISTORY_READERS at a time and handed out in
+    batches of HISTORY_BATCH_FILES files or HISTORY_BATCH_BYTES, whichever comes first: small files go many to a
+    query, and a night whose history is big holds no more than a batch of it at once."""
+    batch: list[tuple[date, str, bytes]] = []
     size = 0
     for first in range(0, len(stored), HISTORY_READERS):
         window = stored[first:first + HISTORY_READERS]
-        for (arrival, _), data in zip(window, pool.map(warehouse.read_bytes, [k for _, k in window]), strict=True):
-            batch[arrival] = data
+        for (arrival, suffix, _), data in zip(window, pool.map(warehouse.read_bytes, [k for *_, k in window]),
+                                              strict=True):
+            batch.append((arrival, suffix, data))
             size += len(data)
             if len(batch) >= HISTORY_BATCH_FILES or size >= HISTORY_BATCH_BYTES:
                 yield batch
-                batch, size = {}, 0
+                batch, size = [], 0
     if batch:
         yield batch
 
@@ -140,14 +148,6 @@ def _first_open_days(workspaces: pl.DataFrame, ingest_date: date) -> pl.DataFram
     )
 
 
-def _previous_days_touched(warehouse: Storage, ingest_date: date) -> set[date]:
-    try:
-        summary = json.loads(warehouse.read_bytes(run_key(ingest_date)))
-    except FileNotFoundError:
-        return set()
-    return {date.fromisoformat(d) for d in summary.get("days_touched", [])}
-
-
 # ---------------------------------------------------------------- the id index
 
 IDS_ROW_GROUP = 64 * 1024  # rows per row group: the statistics of ids sorted by value let a lookup skip most groups
@@ -159,17 +159,21 @@ def id_index(events: pl.DataFrame) -> pl.DataFrame:
     return events.lazy().select(*IDS_SCHEMA).sort("event_id").collect()
 
 
-def write_id_index(warehouse: Storage, ingest_date: date, index: pl.DataFrame) -> None:
+def write_id_index(warehouse: Storage, ingest_date: date, index: pl.DataFrame, suffix: str = "") -> None:
     buffer = io.BytesIO()
     index.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True,
                         row_group_size=IDS_ROW_GROUP)
-    warehouse.write_bytes(ids_key(ingest_date), buffer.getvalue(), content_type="application/vnd.apache.parquet")
+    warehouse.write_bytes(ids_key(ingest_date, suffix), buffer.getvalue(),
+                          content_type="application/vnd.apache.parquet")
 
 
-def indexed_arrivals(warehouse: Storage) -> dict[date, str]:
-    """arrival day -> its id index, building the index of any finished night that has none (a warehouse written
-    before the index existed: its events files are read once)."""
-    found = {date.fromisoformat(m.group(1)): k for k in warehouse.list("ids") if (m := IDS_FILE.match(k))}
+def indexed_arrivals(warehouse: Storage) -> list[tuple[date, str, str]]:
+    """Every id index: (arrival day, shard suffix, key), one per shard of a night ingested in shards; builds the
+    index of any finished night that has none (a warehouse written before the index existed: its events files are
+    read once)."""
+    indexes = sorted((date.fromisoformat(m.group(1)), m.group(2) or "", k) for k in warehouse.list("ids")
+                     if (m := IDS_FILE.match(k)))
+    found = {arrival: key for arrival, _, key in indexes}
     finished = {date.fromisoformat(m.group(1)) for k in warehouse.list("_runs") if (m := RUN_FILE.match(k))}
     missing = sorted(finished - set(found))
     if missing:
@@ -182,8 +186,8 @@ def indexed_arrivals(warehouse: Storage) -> dict[date, str]:
         for arrival in missing:
             frames = [read_parquet(warehouse, k, columns=list(IDS_SCHEMA)) for k in files.get(arrival, [])]
             write_id_index(warehouse, arrival, id_index(pl.concat([pl.DataFrame(schema=IDS_SCHEMA), *frames])))
-            found[arrival] = ids_key(arrival)
-    return found
+            indexes.append((arrival, "", ids_key(arrival)))
+    return sorted(indexes)
 
 
 @dataclass(frozen=True)
@@ -201,21 +205,20 @@ def against_history(warehouse: Storage, kept: pl.Expr, night: pl.DataFrame, inge
     a match are read, to tell a redelivery from a conflicting reuse of the id."""
     rows = night.lazy().select("event_id").with_row_index("row").filter(kept).collect()
     ids = rows.lazy().select("event_id")
-    indexes = sorted((a, k) for a, k in indexed_arrivals(warehouse).items() if a != ingest_date)
-    parts = [pl.DataFrame(schema={**IDS_SCHEMA, "arrival": pl.Date()})]
+    indexes = [index for index in indexed_arrivals(warehouse) if index[0] != ingest_date]
+    parts = [pl.DataFrame(schema={**IDS_SCHEMA, "arrival": pl.Date(), "shard": pl.String()})]
     with ThreadPoolExecutor(HISTORY_READERS) as pool:
         for files in _batches(warehouse, indexes, pool):  # a semi-join: ~2x faster than `is_in` here
-            parts.append(pl.concat([pl.scan_parquet(io.BytesIO(data)).with_columns(arrival=pl.lit(arrival,
-                                                                                                  dtype=pl.Date()))
-                                    for arrival, data in sorted(files.items())])
-                         .join(ids, on="event_id", how="semi").collect())
+            parts.append(pl.concat([pl.scan_parquet(io.BytesIO(data)).with_columns(
+                arrival=pl.lit(arrival, dtype=pl.Date()), shard=pl.lit(suffix, dtype=pl.String()))
+                for arrival, suffix, data in files]).join(ids, on="event_id", how="semi").collect())
     matches = pl.concat(parts).sort("arrival", "event_id")
     earlier = matches.filter(pl.col("arrival") < ingest_date).unique("event_id", keep="first", maintain_order=True)
     later = {arrival: set(group["event_id"].to_list())
              for (arrival,), group in matches.filter(pl.col("arrival") > ingest_date).group_by("arrival")}
     lost = earlier.join(rows, on="event_id")
-    holders = [events_key(day, arrival) for day, arrival in lost.select("local_date", "arrival").unique().sort(
-        "local_date", "arrival").iter_rows()]
+    holders = [events_key(day, arrival, suffix) for day, arrival, suffix in lost.select(
+        "local_date", "arrival", "shard").unique().sort("local_date", "arrival", "shard").iter_rows()]
     kept_hashes = pl.DataFrame(schema={"event_id": pl.String(), "kept_hash": pl.UInt64()})
     if holders:  # the copies already stored, read in one query from the files that hold some
         with ThreadPoolExecutor(HISTORY_READERS) as pool:
@@ -310,35 +313,62 @@ def night_summary(plan: NightPlan, batch: Batch, workspaces: Workspaces, ingest_
     }
 
 
+def shard_filter(shard: Shard) -> pl.Expr | None:
+    """The rows of `shard`: those whose `event_id` hashes to its number (every copy of an event, however its
+    workspace or time differ, in one shard). Polars' hash is stable within a version: `finish_night` refuses shards
+    hashed by different versions."""
+    if shard.count == 1:
+        return None
+    return pl.col("event_id").hash(seed=SHARD_SEED) % shard.count == shard.number
+
+
 def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
             future_tolerance: timedelta = FUTURE_TOLERANCE, max_line_bytes: int = MAX_LINE_BYTES,
-            exact_only: bool = False, limits: ReadLimits = DEFAULT_READ_LIMITS) -> dict[str, Any]:
+            exact_only: bool = False, limits: ReadLimits = DEFAULT_READ_LIMITS, shard: Shard = WHOLE
+            ) -> dict[str, Any]:
     """Process one arrival day end to end and return its run summary (also stored in the warehouse): read the
     landing and what the warehouse holds of the night's ids, plan (`plan_night`), write.
 
-    `exact_only` sends every line through the exact validator (the reference the fast path is tested against).
+    With `shard` one of several, only that shard's events are kept and written (files named after the shard), the
+    reader's quarantine goes with shard 0, and the summary is the shard's own: `finish_night` adds the shards up
+    into the night's summary and quarantine. `exact_only` sends every line through the exact validator (the
+    reference the fast path is tested against).
     """
     started = time.monotonic()
     check_arrival_day(ingest_date)
     workspaces = load_workspaces(landing)
     rules = ValidationRules(workspace_ids=workspaces.ids, ingest_date=ingest_date, future_tolerance=future_tolerance,
                             max_line_bytes=max_line_bytes, broken_workspaces=workspaces.broken)
-    batch = read_partition(landing, ingest_date, rules, exact_only, limits)
+    batch = read_partition(landing, ingest_date, rules, exact_only, limits, keep=shard_filter(shard))
     night = compacted(take_events(batch))
     night = night.hstack(local_time_columns(night.select("workspace_id", "occurred_at"), workspaces.frame))
     lost_in_night = night_duplicates(night)
     history = against_history(warehouse, ~pl.col("row").is_in(lost_in_night["row"].implode()), night, ingest_date)
-    plan = plan_night(night, pl.concat([lost_in_night, history.lost], how="vertical"), batch.quarantine, batch.files,
-                      _previous_days_touched(warehouse, ingest_date), _first_open_days(workspaces.frame, ingest_date),
-                      ingest_date)
+    previous = _previous_summary(warehouse, ingest_date, shard)
+    plan = plan_night(night, pl.concat([lost_in_night, history.lost], how="vertical"),
+                      batch.quarantine if shard.number == 0 else [], batch.files,
+                      {date.fromisoformat(d) for d in previous.get("days_touched", [])},
+                      _first_open_days(workspaces.frame, ingest_date), ingest_date)
 
-    write_night(warehouse, ingest_date, night, plan, batch.files, sorted(set(workspaces.frame["timezone"])))
+    write_night(warehouse, ingest_date, night, plan, batch.files, sorted(set(workspaces.frame["timezone"])),
+                shard.suffix)
     write_parquet(warehouse, "workspaces.parquet", workspaces.frame)
-    if history.later:  # nights processed out of order: they kept copies of events this night delivered first
-        _rerun_later(landing, warehouse, history.later, {"future_tolerance": future_tolerance,
-                                                        "max_line_bytes": max_line_bytes, "exact_only": exact_only,
-                                                        "limits": limits})
+    options = {"future_tolerance": future_tolerance, "max_line_bytes": max_line_bytes, "exact_only": exact_only,
+               "limits": limits}
     summary = night_summary(plan, batch, workspaces, ingest_date, time.monotonic() - started)
+    if shard.count > 1:  # the finishing step adds the shards up and processes later nights again, once
+        write_parquet(warehouse, shard_quarantine_key(ingest_date, shard), plan.quarantine)
+        summary |= {"shard": [shard.number, shard.count], "hash_scheme": HASH_SCHEME,
+                    "later": {d.isoformat(): sorted(ids) for d, ids in sorted(history.later.items())}}
+        warehouse.write_bytes(shard_summary_key(ingest_date, shard), json.dumps(summary, indent=1).encode(),
+                              "application/json")
+        return summary
+    write_parquet(warehouse, quarantine_key(ingest_date), plan.quarantine)
+    if previous.get("shards", 1) != 1:  # the night was ingested in shards before: their files go
+        _drop_other_layouts(warehouse, ingest_date, set(previous.get("days_touched", [])) | set(
+            summary["days_touched"]), shard.count)
+    if history.later:  # nights processed out of order: they kept copies of events this night delivered first
+        _rerun_later(landing, warehouse, history.later, options)
     record_night(warehouse, summary)
     log.info("ingest_date=%s: %d lines, %d valid, %d quarantined, %d duplicates, %d days touched",
              ingest_date, summary["lines_read"], summary["events_valid"], summary["events_quarantined"],
@@ -346,8 +376,81 @@ def run_etl(landing: Storage, warehouse: Storage, ingest_date: date,
     return summary
 
 
+def finish_night(landing: Storage, warehouse: Storage, ingest_date: date, count: int,
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The night's summary and quarantine from its `count` shards (`run_etl` with a `Shard` each), exactly once:
+    the sums of their counts, their quarantines in file and line order; then files of an earlier layout of the night
+    (another number of shards) are deleted and later nights that kept copies of this night's events are processed
+    again. Refuses while a shard is missing or read other input than the others."""
+    started = time.monotonic()
+    parts = []
+    for number in range(count):
+        key = shard_summary_key(ingest_date, Shard(number, count))
+        if not warehouse.exists(key):
+            raise EtlError(f"shard {number}/{count} of ingest_date={ingest_date} has not finished ({warehouse.uri}/"
+                           f"{key} is missing): run `contacts-report etl --ingest-date {ingest_date} --shard "
+                           f"{number}/{count}`, then finish the night again")
+        parts.append(json.loads(warehouse.read_bytes(key)))
+    first = parts[0]
+    for number, part in enumerate(parts):
+        if (part["input_sha256"], part["hash_scheme"]) != (first["input_sha256"], first["hash_scheme"]):
+            raise EtlError(f"shard {number}/{count} of ingest_date={ingest_date} read other landing files or "
+                           "hashed with another version than shard 0: run every shard of the night again")
+    quarantine = pl.concat([read_parquet(warehouse, shard_quarantine_key(ingest_date, Shard(n, count)))
+                            for n in range(count)]).sort("file", "line_no", nulls_last=False)
+    previous = _previous_summary(warehouse, ingest_date, WHOLE)
+    summary = {**first, **{k: sum(p[k] for p in parts) for k in (
+        "events_valid", "events_quarantined", "duplicates_dropped", "late_events")}}
+    summary["quarantined_by_reason"] = _added_up(p["quarantined_by_reason"] for p in parts)
+    summary["events_by_workspace"] = {str(w): n for w, n in sorted(
+        (int(w), n) for w, n in _added_up(p["events_by_workspace"] for p in parts).items())}
+    summary["days_touched"] = sorted({d for p in parts for d in p["days_touched"]})
+    summary["late_days_by_workspace"] = {str(w): sorted({d for p in parts for d in p["late_days_by_workspace"].get(
+        str(w), [])}) for w in sorted({int(w) for p in parts for w in p["late_days_by_workspace"]})}
+    summary["last_event_at"] = max((p["last_event_at"] for p in parts if p["last_event_at"]), default=None)
+    summary["seconds"] = round(max(p["seconds"] for p in parts) + time.monotonic() - started, 3)
+    later = {date.fromisoformat(d): set(ids) for p in parts for d, ids in p["later"].items()}
+    for key in ("shard", "later", "hash_scheme"):
+        summary.pop(key)
+    summary["shards"] = count
+    write_parquet(warehouse, quarantine_key(ingest_date), quarantine)
+    _drop_other_layouts(warehouse, ingest_date, set(previous.get("days_touched", [])) | set(summary["days_touched"]),
+                        count)
+    if later:
+        _rerun_later(landing, warehouse, later, options or {})
+    record_night(warehouse, summary)
+    return summary
+
+
+def _added_up(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for part in counts:
+        total.update(part)
+    return dict(sorted(total.items()))
+
+
+def _previous_summary(warehouse: Storage, ingest_date: date, shard: Shard) -> dict[str, Any]:
+    """What the last run of this night (of this shard, for a shard) recorded: {} before the first."""
+    key = run_key(ingest_date) if shard.count == 1 else shard_summary_key(ingest_date, shard)
+    return dict(json.loads(warehouse.read_bytes(key))) if warehouse.exists(key) else {}
+
+
+def _drop_other_layouts(warehouse: Storage, ingest_date: date, days: set[str], count: int) -> None:
+    """Delete the files of this night written in another number of shards than `count`, on `days` (what the night
+    touched before and now) and in `ids/`: readers add every file of a day up."""
+    keep = {"" if count == 1 else Shard(n, count).suffix for n in range(count)}
+    night = ingest_date.isoformat()
+    for folder in [*(f"{kind}/local_date={day}" for day in sorted(days) for kind in ("events", "daily")), "ids"]:
+        for key in warehouse.list(folder):
+            found = (DAY_FILE if folder != "ids" else IDS_FILE).match(key)
+            arrival, suffix = (found.group(3), found.group(4)) if found and folder != "ids" else (
+                (found.group(1), found.group(2)) if found else (None, None))
+            if arrival == night and (suffix or "") not in keep:
+                warehouse.delete(key)
+
+
 def write_night(warehouse: Storage, ingest_date: date, night: pl.DataFrame, plan: NightPlan, files: list[str],
-                zones: list[str]) -> None:
+                zones: list[str], suffix: str = "") -> None:
     """Write what the plan decided: each day's events and aggregates (two days at a time: gathering and Parquet
     encoding release the GIL, and a day is ~1/30 of the night), the stale days' files deleted, the id index and
     the quarantine. The run summary comes after, from the caller."""
@@ -358,21 +461,20 @@ def write_night(warehouse: Storage, ingest_date: date, night: pl.DataFrame, plan
         ordered = storage_permutation(night.select("workspace_id", "occurred_at", "arrival_rank")[numbers]
                                       .with_columns(row=numbers))
         day = plan.days["local_date"][position]
-        _write_day(warehouse, day, ingest_date, _stored_rows(night[ordered], ingest_date, files, zones))
+        _write_day(warehouse, day, ingest_date, _stored_rows(night[ordered], ingest_date, files, zones), suffix)
 
     with Progress(plan.days.height + len(plan.stale), "writing", " days") as bar, \
             ThreadPoolExecutor(max_workers=1) as aside:
         # the id index (a sort of every kept id) beside the days: ~4 s at 10 M that would otherwise come after them
         index = aside.submit(lambda: write_id_index(warehouse, ingest_date,
-                                                    id_index(night.select(*IDS_SCHEMA)[plan.kept["row"]])))
+                                                    id_index(night.select(*IDS_SCHEMA)[plan.kept["row"]]), suffix))
         with ThreadPoolExecutor(max_workers=2) as pool:
             for _ in pool.map(write, range(plan.days.height)):
                 bar.advance()
         for day in sorted(plan.stale):
-            _write_day(warehouse, day, ingest_date, None)
+            _write_day(warehouse, day, ingest_date, None, suffix)
             bar.advance()
         index.result()
-    write_parquet(warehouse, quarantine_key(ingest_date), plan.quarantine)
 
 
 def _rerun_later(landing: Storage, warehouse: Storage, later: dict[date, set[str]], options: dict[str, Any]) -> None:
@@ -389,11 +491,12 @@ def _rerun_later(landing: Storage, warehouse: Storage, later: dict[date, set[str
         log.error("arrival day %s kept %d events an earlier arrival day delivered first, and its landing partition "
                   "is gone: taking the copies out of its files; re-deliver it and re-run it to mend its summary",
                   arrival, len(ids))
-        index = read_parquet(warehouse, ids_key(arrival))
-        for day in sorted(set(index.filter(pl.col("event_id").is_in(sorted(ids)))["local_date"].to_list())):
-            stored = read_parquet(warehouse, events_key(day, arrival))
-            _write_day(warehouse, day, arrival, stored.filter(~pl.col("event_id").is_in(sorted(ids))))
-        write_id_index(warehouse, arrival, index.filter(~pl.col("event_id").is_in(sorted(ids))))
+        for _, suffix, key in [index for index in indexed_arrivals(warehouse) if index[0] == arrival]:
+            index = read_parquet(warehouse, key)
+            for day in sorted(set(index.filter(pl.col("event_id").is_in(sorted(ids)))["local_date"].to_list())):
+                stored = read_parquet(warehouse, events_key(day, arrival, suffix))
+                _write_day(warehouse, day, arrival, stored.filter(~pl.col("event_id").is_in(sorted(ids))), suffix)
+            write_id_index(warehouse, arrival, index.filter(~pl.col("event_id").is_in(sorted(ids))), suffix)
 
 
 def _last_event_at(events: pl.DataFrame) -> str | None:
@@ -412,11 +515,12 @@ def _stored_rows(rows: pl.DataFrame, ingest_date: date, files: list[str], zones:
     ).select(STORED_COLUMNS)
 
 
-def _write_day(warehouse: Storage, day: date, arrival: date, rows: pl.DataFrame | None) -> None:
-    """Replace one (local day, arrival day) file and its aggregates; no rows means no files."""
+def _write_day(warehouse: Storage, day: date, arrival: date, rows: pl.DataFrame | None, suffix: str = "") -> None:
+    """Replace one (local day, arrival day[, shard]) file and its aggregates; no rows means no files."""
     if rows is None or rows.is_empty():
-        warehouse.delete(events_key(day, arrival))
-        warehouse.delete(daily_key(day, arrival))
+        warehouse.delete(events_key(day, arrival, suffix))
+        warehouse.delete(daily_key(day, arrival, suffix))
         return
-    write_parquet(warehouse, events_key(day, arrival), rows)
-    write_parquet(warehouse, daily_key(day, arrival), daily_aggregates(rows.lazy(), sorted_by_keys=False).collect())
+    write_parquet(warehouse, events_key(day, arrival, suffix), rows)
+    write_parquet(warehouse, daily_key(day, arrival, suffix),
+                  daily_aggregates(rows.lazy(), sorted_by_keys=False).collect())

@@ -100,6 +100,8 @@ class Settings:
     landing_wait_seconds: int = 3600
     landing_poll_seconds: int = 300
     # Rendering and links
+    # Ingest tasks a night is split into (each keeps the events whose event_id hashes to it): docs/warehouse.md
+    ingest_shards: int = 1
     render_batch_size: int = 50
     # How many past report days a night's late events re-render (0: none): docs/report.md, "Late events"
     late_pages_days: int = DEFAULT_LATE_PAGES_DAYS
@@ -166,6 +168,7 @@ class Settings:
             "max_file_bytes": number("CONTACTS_REPORT_MAX_FILE_BYTES", base.max_file_bytes),
             "max_expansion_ratio": number("CONTACTS_REPORT_MAX_EXPANSION_RATIO", base.max_expansion_ratio, least=1),
             "landing_wait_seconds": number("CONTACTS_REPORT_LANDING_WAIT_SECONDS", base.landing_wait_seconds),
+            "ingest_shards": number("CONTACTS_REPORT_INGEST_SHARDS", base.ingest_shards, least=1),
             "render_batch_size": number("CONTACTS_REPORT_RENDER_BATCH_SIZE", base.render_batch_size, least=1),
             "late_pages_days": number("CONTACTS_REPORT_LATE_PAGES_DAYS", base.late_pages_days),
             "publish_concurrency": number("CONTACTS_REPORT_PUBLISH_CONCURRENCY", base.publish_concurrency, least=1),

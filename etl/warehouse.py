@@ -32,10 +32,11 @@ from etl.storage import Storage, read_parquet
 from etl.transform import DAILY_KEYS
 from etl.windows import report_day_for
 
-DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$",
-                       re.ASCII)
+# A night's files carry its shard in their names when it was ingested in shards (`Shard.suffix`).
+DAY_FILE = re.compile(r"^(events|daily)/local_date=(\d{4}-\d{2}-\d{2})/ingest_date=(\d{4}-\d{2}-\d{2})"
+                      r"(-shard-\d+-of-\d+)?\.parquet$", re.ASCII)
 _DATE_KEY = re.compile(r"local_date=(\d{4}-\d{2}-\d{2})/", re.ASCII)
-IDS_FILE = re.compile(r"^ids/ingest_date=(\d{4}-\d{2}-\d{2})\.parquet$", re.ASCII)
+IDS_FILE = re.compile(r"^ids/ingest_date=(\d{4}-\d{2}-\d{2})(-shard-\d+-of-\d+)?\.parquet$", re.ASCII)
 RUN_FILE = re.compile(r"^_runs/ingest_date=(\d{4}-\d{2}-\d{2})\.json$", re.ASCII)
 IDS_SCHEMA: dict[str, pl.DataType] = {"event_id": pl.String(), "local_date": pl.Date()}
 
@@ -46,12 +47,46 @@ class WarehouseError(InputError):
 
 # ---------------------------------------------------------------- layout
 
-def events_key(day: date, ingest_date: date) -> str:
-    return f"events/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}.parquet"
+@dataclass(frozen=True)
+class Shard:
+    """One of `count` ingest shards of a night (`CONTACTS_REPORT_INGEST_SHARDS`): the events whose `event_id`
+    hashes to `number` (`etl.pipeline.shard_filter`), so that every copy of an event meets the others in one shard."""
+
+    number: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.number < self.count:
+            raise WarehouseError(f"shard {self.number}/{self.count}: give K/N with 0 <= K < N")
+
+    @property
+    def suffix(self) -> str:
+        """What the shard's files add to the night's names: nothing for a night in one piece."""
+        return "" if self.count == 1 else f"-shard-{self.number}-of-{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        number, slash, count = text.partition("/")
+        if not (slash and number.isdigit() and count.isdigit() and int(count) >= 1):
+            raise WarehouseError(f"shard {text!r}: give K/N, e.g. 0/4 (shards are numbered from 0)")
+        return cls(int(number), int(count))
 
 
-def daily_key(day: date, ingest_date: date) -> str:
-    return f"daily/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}.parquet"
+def events_key(day: date, ingest_date: date, suffix: str = "") -> str:
+    return f"events/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}{suffix}.parquet"
+
+
+def daily_key(day: date, ingest_date: date, suffix: str = "") -> str:
+    return f"daily/local_date={day.isoformat()}/ingest_date={ingest_date.isoformat()}{suffix}.parquet"
+
+
+def shard_summary_key(ingest_date: date, shard: Shard) -> str:
+    """A shard's own summary, which the night's finishing step adds up (`etl.pipeline.finish_night`)."""
+    return f"_runs/shards/ingest_date={ingest_date.isoformat()}/shard-{shard.number}-of-{shard.count}.json"
+
+
+def shard_quarantine_key(ingest_date: date, shard: Shard) -> str:
+    return f"_runs/shards/ingest_date={ingest_date.isoformat()}/shard-{shard.number}-of-{shard.count}.parquet"
 
 
 def run_key(ingest_date: date) -> str:
@@ -65,12 +100,13 @@ def quarantine_key(ingest_date: date) -> str:
     return f"quarantine/ingest_date={ingest_date.isoformat()}/part-0.parquet"
 
 
-def day_files(warehouse: Storage, folder: str, day: date) -> dict[date, str]:
-    """arrival day -> key, for the files of one local day in `events` or `daily`."""
+def day_files(warehouse: Storage, folder: str, day: date) -> dict[str, str]:
+    """arrival day (with its shard, if any: `2026-03-11-shard-0-of-2`) -> key, for the files of one local day in
+    `events` or `daily`."""
     found = {}
     for key in warehouse.list(f"{folder}/local_date={day.isoformat()}"):
         if (m := DAY_FILE.match(key)) and m.group(1) == folder:
-            found[date.fromisoformat(m.group(3))] = key
+            found[m.group(3) + (m.group(4) or "")] = key
     return found
 
 
@@ -80,8 +116,8 @@ def read_daily(frames: list[pl.DataFrame]) -> pl.DataFrame:
             .sort(list(DAILY_KEYS), nulls_last=False))
 
 
-def ids_key(ingest_date: date) -> str:
-    return f"ids/ingest_date={ingest_date.isoformat()}.parquet"
+def ids_key(ingest_date: date, suffix: str = "") -> str:
+    return f"ids/ingest_date={ingest_date.isoformat()}{suffix}.parquet"
 
 
 # ---------------------------------------------------------------- what the report reads

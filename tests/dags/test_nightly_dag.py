@@ -56,13 +56,16 @@ print(repr(dict(elapsed=elapsed, calls=calls, heavy=heavy, tags=sorted(dag.tags)
     assert found["calls"] == [] and found["heavy"] == []
     assert found["tags"] == ["contacts-report", "nightly", "reports"] and found["doc"]
     assert found["owners"] == {"contacts-report"}
-    assert found["tasks"] == ["archive", "build_indexes", "check_landing", "ingest", "plan_render_batches",
-                              "publish", "quality_gate", "render", "run_summary", "send_emails"]
-    for network_task in ("check_landing", "ingest", "quality_gate", "render", "publish", "archive", "send_emails",
-                         "run_summary"):
+    assert found["tasks"] == ["archive", "build_indexes", "check_landing", "finish_ingest", "ingest",
+                              "plan_render_batches", "plan_shards", "publish", "quality_gate", "render",
+                              "run_summary", "send_emails"]
+    for network_task in ("check_landing", "ingest", "finish_ingest", "quality_gate", "render", "publish", "archive",
+                         "send_emails", "run_summary"):
         assert found["retries"][network_task] >= 3
     # The archive reads the warehouse only: it starts after the gate, beside the render; the e-mails wait for the
     # published pages (their links) and not for the archive; the summary waits for everything.
+    assert found["upstream"]["ingest"] == ["plan_shards"] and found["upstream"]["finish_ingest"] == ["ingest"]
+    assert found["upstream"]["quality_gate"] == ["finish_ingest"]
     assert found["upstream"]["archive"] == ["quality_gate"]
     assert found["upstream"]["send_emails"] == ["publish"] and found["upstream"]["publish"] == ["build_indexes"]
     assert found["upstream"]["run_summary"] == ["archive", "build_indexes", "check_landing", "publish",
@@ -259,3 +262,37 @@ def test_a_night_failing_the_quality_gate_publishes_nothing_and_alerts_ops(airfl
     assert recipient == "ops@example.com"
     assert alert["Subject"] == f"[contacts-report] quality_gate failed for night {NIGHT}"
     assert "failed the data-quality gate" in alert.get_body(("plain",)).get_content()
+
+
+def test_a_night_ingested_in_two_mapped_shards_reports_what_one_process_reports(
+        airflow_home: Path, moto_server: str, smtp_server: tuple[int, object], nightly_data: Path,
+        tmp_path: Path) -> None:
+    import shutil
+
+    from etl.nightly import ingest
+    from etl.render import RenderJob
+    from etl.render_jobs import render
+
+    whole = tmp_path / "whole"  # the same night in one process, for comparison
+    shutil.copytree(nightly_data / "warehouse", whole)
+    ingest(Settings(landing=str(nightly_data / "landing"), warehouse=str(whole)), date.fromisoformat(NIGHT))
+    port, _ = smtp_server
+    _, env = publishing_env(airflow_home, moto_server, port, nightly_data, CONTACTS_REPORT_INGEST_SHARDS="2")
+    result = run_dag(env, NIGHT)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    shards = nightly_data / f"warehouse/_runs/shards/ingest_date={NIGHT}"
+    assert sorted(p.name for p in shards.glob("*.json")) == ["shard-0-of-2.json", "shard-1-of-2.json"]  # both ran
+
+    summary = json.loads((nightly_data / f"warehouse/_runs/ingest_date={NIGHT}.json").read_text())
+    reference = json.loads((whole / f"_runs/ingest_date={NIGHT}.json").read_text())
+    assert summary["shards"] == 2
+    for count in ("lines_read", "events_valid", "events_quarantined", "duplicates_dropped", "late_events",
+                  "events_by_workspace", "days_touched"):
+        assert summary[count] == reference[count], count
+    assert sorted(p.name for p in (nightly_data / "warehouse/ids").glob(f"ingest_date={NIGHT}*")) == [
+        f"ingest_date={NIGHT}-shard-0-of-2.parquet", f"ingest_date={NIGHT}-shard-1-of-2.parquet"]
+    out = nightly_data / "out"
+    cutoff = end_of_night(date.fromisoformat(NIGHT))
+    render(RenderJob(str(whole), str(tmp_path / "pages"), (1, 2, 3, 4), None, cutoff, WINDOW_NAMES, ()))
+    for page in sorted((tmp_path / "pages").glob("*/*/*.html")):
+        assert page.read_bytes() == (out / page.relative_to(tmp_path / "pages")).read_bytes(), page
