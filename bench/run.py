@@ -97,6 +97,23 @@ from etl.storage import LocalStorage
 run_etl(LocalStorage({landing!r}), LocalStorage({warehouse!r}), date.fromisoformat({day!r}))
 """
 
+# One shard of the catch-up day (`--shard K/N`), and the finish that adds the shards up (docs/warehouse.md, "Shards").
+ETL_SHARD = """
+from datetime import date
+from etl.pipeline import run_etl
+from etl.storage import LocalStorage
+from etl.warehouse import Shard
+run_etl(LocalStorage({landing!r}), LocalStorage({warehouse!r}), date.fromisoformat({day!r}),
+        shard=Shard({number}, {count}))
+"""
+ETL_FINISH = """
+from datetime import date
+from etl.pipeline import finish_night
+from etl.storage import LocalStorage
+finish_night(LocalStorage({landing!r}), LocalStorage({warehouse!r}), date.fromisoformat({day!r}), {count})
+"""
+SHARDS = 4
+
 DUCKDB = """
 import duckdb, json
 con = duckdb.connect()
@@ -288,6 +305,12 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
     cpu_ratios = etl_ratios("cpu_seconds")
     pq_floor = child("floor: parquet columns for the aggregation",
                      PARQUET_FLOOR.format(pattern=str(scratch / "wh-one-0/events/*/*.parquet")))
+    common = {"landing": str(catchup), "warehouse": str(scratch / "wh-shards"), "day": str(catchup_day),
+              "count": SHARDS}
+    shards = [child(f"etl, shard {number} of {SHARDS} (the same arrival day)", ETL_SHARD.format(**common,
+                                                                                           number=number))
+              for number in range(SHARDS)]
+    finish = child(f"etl, finishing the {SHARDS} shards", ETL_FINISH.format(**common))
 
     history = scratch / "wh-history"
     for offset in range(DAYS - 1):
@@ -331,7 +354,7 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
     night = measure_night(history, scratch / "out-full", report_day, scratch / "night", workspaces)
     night_table(size_name, last, full, night, results, summary)
 
-    table = [one, two, full, etl_one, duck, duck_events, floor, pq_floor, first, last]
+    table = [one, two, full, etl_one, duck, duck_events, floor, pq_floor, *shards, finish, first, last]
     results.append(f"\n### {size_name}: {events:,} events over {DAYS} days, {workspaces} workspaces "
                    f"(ETL: all {rows:,} lines landed as one arrival day; nights 1 and 31: {first.rows:,} and "
                    f"{last.rows:,} lines)\n")
@@ -354,8 +377,12 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
                    f"full nightly render {full.seconds:,.0f} s = {workspaces * 7 / full.seconds:.1f} pages/s, "
                    f"{du_mb(scratch / 'out-full'):,.0f} MB written; the spread's pages are byte-identical in the "
                    f"1-worker, 2-worker and full renders: {same}. The spread is {render_workspaces} workspaces "
-                   "over the size range, the largest included (it holds ~24 % of all events).")
-    summary.update(etl_vs_duckdb=f"{mid(ratios['duckdb']):.2f}",
+                   "over the size range, the largest included (it holds ~24 % of all events). "
+                   f"In {SHARDS} shards the same arrival day peaks at {max(m.peak_mb for m in shards):,.0f} MB per "
+                   f"shard, {max(m.peak_mb for m in shards) / etl_one.peak_mb:.2f} of one process's "
+                   f"{etl_one.peak_mb:,.0f} MB (each shard reads every line; they ran one after the other here).")
+    summary.update(shard_peak_vs_whole=f"{max(m.peak_mb for m in shards) / etl_one.peak_mb:.2f}",
+                   etl_vs_duckdb=f"{mid(ratios['duckdb']):.2f}",
                    etl_vs_ndjson_floor=f"{mid(ratios['floor']):.2f}",
                    incremental_ratio=f"{mid(ratios['incremental']):.2f}",
                    render_pages_per_s=f"{workspaces * 7 / full.seconds:.1f}",
