@@ -9,7 +9,7 @@ DEMO := data/demo
 OUT ?= reports_out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo airflow test lint bench bench-ab mutation clean help
+.PHONY: install system-deps demo demo-cluster airflow test lint bench bench-ab mutation clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,14 +22,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[airflow,dev]'
 	@touch $(STAMP)
 
-system-deps:  ## Debian packages the tests need (headless Chromium, Ceph's RADOS Gateway), installed only when missing
-	@command -v chromium >/dev/null && command -v radosgw >/dev/null && command -v ceph-osd >/dev/null || { \
+system-deps:  ## Debian packages the tests need (headless Chromium, Ceph's RADOS Gateway, PostgreSQL and Redis for the cluster), installed only when missing
+	@command -v chromium >/dev/null && command -v radosgw >/dev/null && command -v ceph-osd >/dev/null \
+	  && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	  --no-install-recommends chromium fonts-dejavu-core radosgw ceph-mon ceph-osd >/dev/null; }
+	  --no-install-recommends chromium fonts-dejavu-core radosgw ceph-mon ceph-osd postgresql redis-server >/dev/null; }
 
 demo: install  ## the nightly job end to end: synthetic events, loopback S3 + SMTP, the real DAG (airflow dags test)
 	rm -rf $(DEMO) $(OUT)/[0-9]* $(OUT)/index.html $(OUT)/filtered $(OUT)/_runs $(OUT)/_outbox $(OUT)/archive
 	$(BIN)/python scripts/demo.py --data $(DEMO) --out $(OUT)
+
+demo-cluster: install system-deps  ## the same night on a production-shaped Airflow: PostgreSQL, CeleryExecutor + Redis, two workers sharing only S3; prints one JSON line
+	$(BIN)/python scripts/demo_cluster.py
 
 airflow: install  ## Airflow UI on the demo's data: airflow standalone on http://127.0.0.1:8080 (Ctrl-C stops it)
 	AIRFLOW_HOME=$(CURDIR)/airflow_home AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \

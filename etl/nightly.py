@@ -180,10 +180,14 @@ def publish(settings: Settings, night: date, client: Any) -> dict[str, Any]:
 
 
 def _recipients(settings: Settings) -> dict[int, list[str]]:
-    """CONTACTS_REPORT_RECIPIENTS: a JSON file {"<workspace_id>": ["address", …]}."""
+    """CONTACTS_REPORT_RECIPIENTS: a JSON file {"<workspace_id>": ["address", …]}, a local path or an s3:// URI (a
+    worker then needs no file of its own)."""
     if not settings.recipients_file:
         return {}
-    raw = json.loads(Path(settings.recipients_file).read_text(encoding="utf-8"))
+    folder, _, name = settings.recipients_file.rpartition("/")
+    text = (_store(settings, folder).read_bytes(name) if settings.recipients_file.startswith("s3://")
+            else Path(settings.recipients_file).read_bytes())
+    raw = json.loads(text.decode("utf-8"))
     return {int(k): [str(a) for a in v] for k, v in raw.items()}
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -19,6 +20,12 @@ DEFAULT_DATA = Path("data")
 DEFAULT_S3_SSE = "AES256"
 DEFAULT_LATE_PAGES_DAYS = 1  # yesterday's pages, the ones last night's e-mail links to
 DEFAULT_PUBLISH_CONCURRENCY = 16  # S3 requests in flight while publishing: docs/performance.md, "Publish"
+
+
+def worker_hostname() -> str:
+    """Airflow's `[core] hostname_callable` for several workers on one machine (`make demo-cluster`): the name in
+    CONTACTS_REPORT_WORKER_NAME, the machine's otherwise."""
+    return os.environ.get("CONTACTS_REPORT_WORKER_NAME") or socket.getfqdn()
 
 
 @dataclass(frozen=True)
