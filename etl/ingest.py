@@ -592,7 +592,11 @@ def judge_group(group: DecodedGroup, rules: ValidationRules, batch: Batch) -> No
                                         line_no=pl.Series(numbers, dtype=pl.Int64())))
     if passed:
         kept = group.lines.with_arrival(pl.concat(passed, how="vertical"))
-        batch.valid.append(kept if batch.keep is None else kept.filter(batch.keep))
+        if batch.keep is not None:  # text copied out: a filtered string column still holds all the group's text
+            kept = kept.filter(batch.keep)
+            kept = kept.with_columns(pl.concat_str([pl.col(c), pl.lit("")]) for c, t in kept.schema.items()
+                                     if t == pl.String)
+        batch.valid.append(kept)
 
 
 class _Lines:

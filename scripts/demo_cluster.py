@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,9 @@ DAG_ID = "contacts_report_nightly"
 WORKERS = ("worker-a", "worker-b")
 KEY, SECRET = "cluster", "cluster-secret"
 log = logging.getLogger("demo-cluster")
+sys.path.insert(0, str(ROOT / "scripts"))
 
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from demo import free_port  # noqa: E402 (the same loopback ports as make demo)
 
 
 class Counter:

@@ -78,6 +78,20 @@ def test_killed_etl_converges_on_rerun(landing: Path, clean: Path, tmp_path: Pat
     assert state(warehouse) == state(clean / "wh")
 
 
+def test_a_killed_ingest_shard_converges_on_rerun(landing: Path, clean: Path, tmp_path: Path) -> None:
+    from tests.unit.test_shards import content, same
+
+    warehouse = tmp_path / "wh"
+    etl = [*CLI, "etl", "--landing", str(landing), "--warehouse", str(warehouse), "--all"]
+    subprocess.run([*etl, "--shard", "0/2"], check=True, capture_output=True)
+    kill_when([*etl, "--shard", "1/2"],
+              lambda: len(list((warehouse / "_runs/shards").glob("*/shard-1-of-2.json"))) >= 12)
+    assert subprocess.run([*etl, "--finish", "2"], capture_output=True).returncode == 1  # shard 1 is not done
+    subprocess.run([*etl, "--shard", "1/2"], check=True, capture_output=True)
+    subprocess.run([*etl, "--finish", "2"], check=True, capture_output=True)
+    same(content(warehouse), content(clean / "wh"))
+
+
 def test_killed_render_converges_on_rerun(clean: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     render = [*CLI, "render", "--warehouse", str(clean / "wh"), "--out", str(out), "--report-day", "2026-03-10",
