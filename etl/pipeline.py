@@ -438,14 +438,13 @@ def _previous_summary(warehouse: Storage, ingest_date: date, shard: Shard) -> di
 def _drop_other_layouts(warehouse: Storage, ingest_date: date, days: set[str], count: int) -> None:
     """Delete the files of this night written in another number of shards than `count`, on `days` (what the night
     touched before and now) and in `ids/`: readers add every file of a day up."""
-    keep = {"" if count == 1 else Shard(n, count).suffix for n in range(count)}
-    night = ingest_date.isoformat()
+    keep = {Shard(n, count).suffix for n in range(count)}
     for folder in [*(f"{kind}/local_date={day}" for day in sorted(days) for kind in ("events", "daily")), "ids"]:
         for key in warehouse.list(folder):
-            found = (DAY_FILE if folder != "ids" else IDS_FILE).match(key)
-            arrival, suffix = (found.group(3), found.group(4)) if found and folder != "ids" else (
-                (found.group(1), found.group(2)) if found else (None, None))
-            if arrival == night and (suffix or "") not in keep:
+            if (found := DAY_FILE.match(key) or IDS_FILE.match(key)) is None:
+                continue
+            arrival, suffix = found.groups()[-2:]  # both patterns end with the arrival day and the shard suffix
+            if arrival == ingest_date.isoformat() and (suffix or "") not in keep:
                 warehouse.delete(key)
 
 
