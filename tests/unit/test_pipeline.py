@@ -407,8 +407,8 @@ def test_arrival_keys_name_the_file_and_the_zero_padded_line(rows: list[tuple[in
 def test_history_is_read_in_bounded_batches_each_file_once_in_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most_files: int, most_bytes: int, sizes: list[int]) -> None:
     warehouse = LocalStorage(tmp_path)
-    stored = [(date(2026, 3, 10 + n), f"ids/{n}.parquet") for n in range(7)]
-    for n, (_, key) in enumerate(stored):
+    stored = [(date(2026, 3, 10 + n), "", f"ids/{n}.parquet") for n in range(7)]
+    for n, (*_, key) in enumerate(stored):
         warehouse.write_bytes(key, bytes([n]) * 10)
     monkeypatch.setattr(pipeline, "HISTORY_READERS", 2)
     monkeypatch.setattr(pipeline, "HISTORY_BATCH_FILES", most_files)
@@ -416,8 +416,8 @@ def test_history_is_read_in_bounded_batches_each_file_once_in_order(
     with ThreadPoolExecutor(2) as pool:
         batches = list(pipeline._batches(warehouse, stored, pool))
     assert [len(b) for b in batches] == sizes
-    assert [(day, data) for b in batches for day, data in b.items()] == [
-        (day, bytes([n]) * 10) for n, (day, _) in enumerate(stored)]
+    assert [(day, data) for b in batches for day, _, data in b] == [
+        (day, bytes([n]) * 10) for n, (day, *_) in enumerate(stored)]
 
 
 def test_stored_events_carry_their_workspace_zone_and_wall_clock(tmp_path: Path) -> None:
@@ -614,7 +614,7 @@ def test_a_rerun_deletes_the_days_its_night_no_longer_delivers_to(tmp_path: Path
     assert again["days_touched"] == ["2026-03-12"]
     wh = LocalStorage(tmp_path / "wh")
     assert day_files(wh, "events", date(2026, 3, 10)) == {} and day_files(wh, "daily", date(2026, 3, 10)) == {}
-    assert list(day_files(wh, "events", date(2026, 3, 12))) == [date(2026, 3, 12)]
+    assert list(day_files(wh, "events", date(2026, 3, 12))) == ["2026-03-12"]
 
 
 # ---------------------------------------------------------------- the night's plan: small frames, no storage
