@@ -74,6 +74,13 @@ def _shard(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _shards(text: str) -> int:
+    count = _positive(text)
+    if count < 2:
+        raise argparse.ArgumentTypeError("a night in one piece has nothing to finish: give the number of shards (>= 2)")
+    return count
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contacts-report",
@@ -107,8 +114,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     split.add_argument("--shard", type=_shard, metavar="K/N",
                        help="process only shard K of N (0 <= K < N: the events whose event_id hashes to K) and write "
                        "its own files and summary; run every shard, then --finish N (docs/warehouse.md, \"Shards\")")
-    split.add_argument("--finish", type=_positive, metavar="N",
-                       help="after the N shards of each day: write the night's summary and quarantine from them")
+    split.add_argument("--finish", type=_shards, metavar="N",
+                       help="after the N shards of each day (N >= 2): write the night's summary and quarantine from "
+                       "them")
 
     ren = commands.add_parser("render", help="render the report pages of a report day",
                               epilog=EXIT_CODES,

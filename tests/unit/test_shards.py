@@ -174,7 +174,8 @@ def test_the_etl_command_runs_shards_and_finishes_the_nights(landing: Path, refe
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [s["shards"] for s in printed] == [2] * len(landing_dates(LocalStorage(landing)))
     same(content(tmp_path), reference)
-    with pytest.raises(SystemExit) as refused:
-        main([*etl, "--shard", "2/2"])
-    assert refused.value.code == EXIT_USAGE
-    assert "K/N" in capsys.readouterr().err
+    for wrong, says in ((["--shard", "2/2"], "K/N"), (["--finish", "1"], "nothing to finish")):
+        with pytest.raises(SystemExit) as refused:
+            main([*etl, *wrong])
+        assert refused.value.code == EXIT_USAGE
+        assert says in capsys.readouterr().err
