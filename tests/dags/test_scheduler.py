@@ -3,6 +3,7 @@ LocalExecutor, SQLite) on loopback. The scheduler creates the latest night's run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -80,11 +81,31 @@ def standalone(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
     try:
         yield tmp_path / "home/airflow.db", log, env
     finally:
+        started = descendants(process.pid)  # the scheduler runs in a session of its own, its workers under it
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+        for pid in started | descendants(*started):  # what outlived SIGTERM (it did: the scheduler and its workers)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def descendants(*roots: int) -> set[int]:
+    """Every process below `roots` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tuple[Path, Path, dict[str, str]]
