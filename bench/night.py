@@ -60,16 +60,14 @@ LATE = """
 import json
 from datetime import date, timedelta
 from etl import manifests
-from etl.render_jobs import late_pages
 from etl.render import RenderJob
-from etl.render_jobs import render
+from etl.render_jobs import late_days, late_pages, render
 from etl.settings import DEFAULT_LATE_PAGES_DAYS
 from etl.storage import LocalStorage
-from etl.warehouse import read_view, run_key
+from etl.warehouse import read_view
 if __name__ == "__main__":  # the workers are spawned and re-import this module
     warehouse, tonight = LocalStorage({warehouse!r}), date.fromisoformat({day!r})
-    summary = json.loads(warehouse.read_bytes(run_key(tonight + timedelta(days=1))))
-    late = {{int(w): [date.fromisoformat(d) for d in days] for w, days in summary["late_days_by_workspace"].items()}}
+    late = late_days(warehouse, tonight + timedelta(days=1))
     view = read_view(warehouse)
     pages = 0
     for (day, windows), ids in late_pages(late, dict.fromkeys(view.workspaces, tonight), view.first_day,

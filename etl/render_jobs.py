@@ -93,6 +93,14 @@ def late_pages(late_days: dict[int, list[date]], report_days: dict[int, date], f
     return dict(sorted(pages.items()))
 
 
+def late_days(warehouse: Storage, night: date) -> dict[int, list[date]]:
+    """workspace -> the reported days the night's late events changed, from its run summary (none in a summary
+    written before it listed them, or before the night ran)."""
+    summary = json.loads(warehouse.read_bytes(run_key(night))) if warehouse.exists(run_key(night)) else {}
+    return {int(w): [date.fromisoformat(d) for d in days]
+            for w, days in summary.get("late_days_by_workspace", {}).items()}
+
+
 def late_jobs(warehouse: Storage, job: RenderJob, scope: ReportScope, horizon: int) -> list[RenderJob]:
     """The renders of past report days that the late events of the night ending at `job.cutoff` changed
     (`late_pages`, from the night's run summary), of the job's windows, recorded with the job's pages so that
@@ -100,11 +108,9 @@ def late_jobs(warehouse: Storage, job: RenderJob, scope: ReportScope, horizon: i
     if job.cutoff is None or job.filters or horizon <= 0:
         return []
     night = (job.cutoff.astimezone(UTC) - timedelta(microseconds=1)).date()  # the arrival day the cutoff ends
-    summary = json.loads(warehouse.read_bytes(run_key(night))) if warehouse.exists(run_key(night)) else {}
-    late_days = {int(w): [date.fromisoformat(d) for d in days]
-                 for w, days in summary.get("late_days_by_workspace", {}).items()}  # older summaries: none
     jobs = []
-    for (day, windows), ids in late_pages(late_days, scope.days, scope.view.first_day, horizon).items():
+    for (day, windows), ids in late_pages(late_days(warehouse, night), scope.days, scope.view.first_day,
+                                          horizon).items():
         chosen = tuple(name for name in windows if name in job.windows)
         if chosen:
             jobs.append(replace(job, workspace_ids=tuple(ids), report_day=day, cutoff=None, windows=chosen,
