@@ -9,12 +9,24 @@ DEMO := data/demo
 OUT ?= reports_out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo demo-cluster airflow test lint bench bench-ab mutation clean help
+.PHONY: install catalogs messages system-deps demo demo-cluster airflow test lint bench bench-ab mutation clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: $(STAMP)  ## create .venv and install the project with every extra (idempotent)
+install: $(STAMP) catalogs  ## create .venv and install the project with every extra (idempotent)
+
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard etl/locale/*/LC_MESSAGES/messages.po))
+catalogs: $(CATALOGS)  ## compile the translations (etl/locale/*/LC_MESSAGES/messages.po -> .mo)
+
+etl/locale/%/LC_MESSAGES/messages.mo: etl/locale/%/LC_MESSAGES/messages.po $(STAMP)
+	$(BIN)/pybabel compile -d etl/locale -D messages -l $* >/dev/null
+
+messages: install  ## after changing a message: extract them all again and merge them into every catalog (then translate what is new)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ -k gettext -k ngettext:1,2 --no-location --omit-header \
+	  --sort-output -o etl/locale/messages.pot . >/dev/null
+	$(BIN)/pybabel update -i etl/locale/messages.pot -d etl/locale -D messages --no-location --omit-header \
+	  --no-fuzzy-matching --width 120
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -76,7 +76,7 @@ def snapshot_files(workspace: Workspace, day: date, revision: int, events: pl.Da
     """name -> (bytes, rows) for the four logs of `day`, as CSV (formula-neutralised), Parquet and HTML."""
     files: dict[str, tuple[bytes, int]] = {}
     of_day = events.filter(pl.col("local_date") == day)
-    template = environment().get_template("archive_log.html.j2")
+    template = environment(workspace.locale).get_template("archive_log.html.j2")
     frames = log_frames(of_day)  # the four logs in one pass (one each was four passes over the day's events)
     for kind in KINDS:
         frame = frames[kind].drop("local_date")
@@ -222,8 +222,8 @@ def write_index(archive: Storage, workspace: Workspace) -> None:
             digest = archive.read_bytes(key).decode().split()[0]
             rows.append((m.group(2), int(m.group(3)), digest, key.rsplit("/", 1)[0]))
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-    html = environment().get_template("archive_index.html.j2").render(workspace=workspace, rows=rows,
-                                                                       kinds=KINDS)
+    html = environment(workspace.locale).get_template("archive_index.html.j2").render(workspace=workspace, rows=rows,
+                                                                                       kinds=KINDS)
     archive.write_bytes(f"{workspace.workspace_id}/index.html", html.encode(), "text/html; charset=utf-8")
 
 

@@ -32,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import IdentityTransform
 
 from etl.bidi import isolated
+from etl.i18n import Language, language
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -161,23 +162,14 @@ def _value_axis(top: float) -> list[int]:
     return [int(t) for t in ticks if t >= 0]
 
 
-def _axis_value(value: int) -> str:
-    """An axis value in at most five characters, so that it fits the margin at a phone's font size: 9,500 · 160k ·
-    1.25M (the table under each chart has the exact numbers)."""
-    if value < 10_000:
-        return f"{value:,}"
-    divisor, unit = next((d, u) for d, u in ((10**9, "B"), (10**6, "M"), (10**3, "k")) if value >= d)
-    return f"{value / divisor:.3g}{unit}"
-
-
-def _day_labels(days: Sequence[date]) -> list[tuple[int, str]]:
+def _day_labels(days: Sequence[date], lang: Language) -> list[tuple[int, str]]:
     """At most ~6 labelled days: they stay apart at the larger font a phone gets (templates/base.html.j2), and
     fewer labels are cheaper to draw."""
     step = max(1, -(-len(days) // 6))
-    return [(i, days[i].strftime("%b %d")) for i in range(0, len(days), step)]
+    return [(i, lang.day_month(days[i])) for i in range(0, len(days), step)]
 
 
-def _daily_frame(canvas: _Canvas, plot: Plot, days: Sequence[date], top: float) -> float:
+def _daily_frame(canvas: _Canvas, plot: Plot, days: Sequence[date], top: float, lang: Language) -> float:
     """Gridlines, value labels and day labels; returns points per unit of value."""
     ticks = _value_axis(top)
     scale = plot.height / ticks[-1]
@@ -186,9 +178,10 @@ def _daily_frame(canvas: _Canvas, plot: Plot, days: Sequence[date], top: float) 
            GRID, 0.6)
     _lines(canvas.fig, [(plot.left, plot.bottom, right, plot.bottom)], BASELINE, 0.8)
     for t in ticks[1:]:  # the baseline needs no "0", which would touch the first day's label
-        canvas.text(plot.left - 4, plot.bottom + t * scale, _axis_value(t), anchor="end", centred=True)
+        # in a few characters (9,500 · 160K · 1.25M) so that it fits the margin at a phone's font size
+        canvas.text(plot.left - 4, plot.bottom + t * scale, lang.compact(t), anchor="end", centred=True)
     slot = plot.width / len(days)
-    for i, label in _day_labels(days):
+    for i, label in _day_labels(days, lang):
         # baselines, not tops: a phone's larger font (templates/base.html.j2) grows up from the baseline
         canvas.text(plot.left + (i + 0.5) * slot, plot.bottom - 17, label, anchor="middle")
     return scale
@@ -198,12 +191,14 @@ DAILY_SIZE = (518.0, 191.0)
 DAILY_PLOT = Plot(left=46, bottom=24, width=464, height=158)  # room below for day labels at the phone font size
 
 
-def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
-    """Added vs deleted vs merged per day, side by side."""
+def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str,
+                       labels: dict[str, str] | None = None, lang: Language | None = None) -> Chart:
+    """Added vs deleted vs merged per day, side by side; `labels` names each series in the legend."""
+    lang = lang or language()
     with _styled():
         canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
         top = max((max(v, default=0) for v in series.values()), default=0)
-        scale = _daily_frame(canvas, plot, days, top)
+        scale = _daily_frame(canvas, plot, days, top, lang)
         slot = plot.width / len(days)
         width = min(slot * 0.8 / max(len(series), 1), 40.0)  # one day must not fill the chart with slabs
         starts = plot.left + np.arange(len(days)) * slot + (slot - width * len(series)) / 2
@@ -214,16 +209,17 @@ def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
             heights = np.asarray(values, dtype=float) * scale
             _rectangles(canvas.fig,
                         np.stack([x0, np.full_like(x0, plot.bottom), x0 + width, plot.bottom + heights], 1), colour)
-            legend.append((colour, kind.capitalize()))
+            legend.append((colour, (labels or {}).get(kind, kind.capitalize())))
         return Chart(to_svg(canvas, namespace), tuple(legend))
 
 
-def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str) -> Chart:
+def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str,
+                       lang: Language | None = None) -> Chart:
     """One bar per day, stacked by category (sources)."""
     with _styled():
         canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
         totals = np.sum([np.asarray(v, dtype=float) for v in series.values()], axis=0) if series else [0.0]
-        scale = _daily_frame(canvas, plot, days, float(np.max(totals)))
+        scale = _daily_frame(canvas, plot, days, float(np.max(totals)), lang or language())
         slot = plot.width / len(days)
         x0 = plot.left + np.arange(len(days)) * slot + slot * 0.125
         bottom = np.full(len(days), float(plot.bottom))
@@ -237,9 +233,11 @@ def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
         return Chart(to_svg(canvas, namespace), tuple(legend))
 
 
-def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
+def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str, lang: Language | None = None
+                  ) -> Chart:
     """Horizontal bars, one per category in the given order (largest first): each category's name on a line of its
     own above its bar (a name beside the bar left too little room on a phone), its count after the bar."""
+    lang = lang or language()
     with _styled():
         row, pad = 46.0, 6.0  # per category: the name, the bar, a gap (room for a phone's larger font)
         height = len(labels) * row + 2 * pad
@@ -253,12 +251,13 @@ def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str) 
             canvas.text(left, top - 15, isolated(_short(label)))
             _rectangles(canvas.fig, np.array([[left, top - 40, max(end, left + 1), top - 24]]),
                         PALETTE[i % len(PALETTE)])
-            canvas.text(max(end, left + 1) + 4, top - 36, f"{value:,}")
+            canvas.text(max(end, left + 1) + 4, top - 36, lang.number(value))
         return Chart(to_svg(canvas, namespace))
 
 
-def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
+def pie(labels: Sequence[str], values: Sequence[int], namespace: str, lang: Language | None = None) -> Chart:
     """Share of each category; the legend beside it gives percentage and number."""
+    lang = lang or language()
     total = sum(values) or 1
     size = 160.0
     with _styled():
@@ -272,10 +271,42 @@ def pie(labels: Sequence[str], values: Sequence[int], namespace: str) -> Chart:
                 canvas.fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle,
                                             facecolor=colour, edgecolor="white", linewidth=1, transform=_PIXELS))
             angle -= sweep
-            legend.append((colour, f"{isolated(label)} — {value / total:.1%} ({value:,})"))  # HTML wraps: no cut
+            share = lang.share(round(value / total * 100, 1))
+            legend.append((colour, f"{isolated(label)} — {share} ({lang.number(value)})"))  # HTML wraps: no cut
         return Chart(to_svg(canvas, namespace, "chart-svg chart-pie"), tuple(legend))
 
 
 def _short(text: str, limit: int = 28) -> str:
     text = " ".join(text.split())  # CR/LF and tabs in names would break the layout, not the markup
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def trend_png(days: Sequence[date], series: dict[str, Sequence[int]], labels: dict[str, str], lang: Language
+              ) -> bytes:
+    """The e-mail's chart: added / deleted / merged per day as a PNG (mail clients show no SVG), drawn at twice
+    the 600 × 220 px it is shown at for sharp phone screens; deterministic bytes (no software or date chunk)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with _styled():
+        fig = Figure(figsize=(6.0, 2.2), dpi=200)
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0.08, 0.2, 0.9, 0.62))
+        width = 0.8 / max(len(series), 1)
+        positions = np.arange(len(days))
+        for i, (kind, values) in enumerate(series.items()):
+            ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width,
+                   color=KIND_COLOURS.get(kind, PALETTE[i % len(PALETTE)]), label=labels.get(kind, kind))
+        step = max(1, -(-len(days) // 7))
+        ax.set_xticks(positions[::step], [lang.day_month(d) for d in days[::step]])
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.yaxis.set_major_formatter(lambda value, _: lang.compact(int(value)))
+        ax.set_ylim(bottom=0, top=max(1, max((max(v, default=0) for v in series.values()), default=0)) * 1.05)
+        ax.grid(axis="y", color=GRID, linewidth=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        ax.tick_params(colors=INK, length=0)
+        fig.legend(loc="upper left", ncols=len(series), frameon=False, bbox_to_anchor=(0.07, 1.0))
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+        return buffer.getvalue()

@@ -133,6 +133,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                      help=f"repeatable, one of {', '.join(WINDOW_NAMES)} (default: all seven)")
     ren.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                      help="channel=<id>, user=<id>, source=<source>, contact=<id or part of a name>; AND-ed")
+    ren.add_argument("--locale", metavar="BCP47",
+                     help="write the pages (and index pages) in this language instead of each workspace's own "
+                     "(workspaces.json `locale`): en, es, es-MX, pt-BR, …")
     ren.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1),
                      help="render processes (default %(default)s)")
     ren.add_argument("--late-pages-days", type=int, default=settings.late_pages_days, metavar="N",
@@ -274,6 +277,7 @@ def _etl(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _render(args: argparse.Namespace, settings: Settings) -> int:
+    from etl.i18n import LocaleError, parse_locale
     from etl.render import RenderError, RenderJob
     from etl.render_jobs import render
     from etl.report import FilterError, Filters
@@ -284,7 +288,8 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     try:
         Filters.parse(args.filter)  # before reading anything
-    except FilterError as err:
+        locale = parse_locale(args.locale) if args.locale else None
+    except (FilterError, LocaleError) as err:
         log.error("%s", err)
         return EXIT_USAGE
     warehouse = open_storage(args.warehouse, sse=settings.s3_sse)
@@ -293,7 +298,7 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
     ids = tuple(scope.days)
     job = RenderJob(warehouse_uri=args.warehouse, out_uri=args.out, workspace_ids=ids, report_day=args.report_day,
                     cutoff=args.cutoff, windows=tuple(args.window or WINDOW_NAMES), filters=tuple(args.filter),
-                    sse=settings.s3_sse)
+                    sse=settings.s3_sse, locale=locale)
     try:
         totals = render(job, workers=args.workers, scope=scope, late_pages_days=args.late_pages_days)
     except RenderError as err:

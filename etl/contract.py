@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from etl.i18n import N_
+
 ADDED = "contact.added"
 CONNECTED = "contact.connected"
 DELETED = "contact.deleted"
@@ -74,20 +76,20 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 SOURCE_LABELS: dict[str, str] = {
-    "user": "User",
-    "contact_import": "Contact import",
-    "developer_api": "Developer API",
-    "incoming_message": "Incoming message",
-    "echo_message": "Echo message",
-    "zapier": "Zapier",
-    "broadcast": "Broadcast",
+    "user": N_("User"),
+    "contact_import": N_("Contact import"),
+    "developer_api": N_("Developer API"),
+    "incoming_message": N_("Incoming message"),
+    "echo_message": N_("Echo message"),
+    "zapier": N_("Zapier"),
+    "broadcast": N_("Broadcast"),
 }
 SOURCE_MEANINGS: dict[str, str] = {
-    "user": "Added or changed manually by a user in the platform.",
-    "contact_import": "Created by importing a CSV file of contacts.",
-    "developer_api": "Created through the Developer API.",
-    "incoming_message": "Created when a new contact messaged one of the workspace's channels.",
-    "echo_message": "Created by a message sent to a new contact from outside the platform (echo).",
-    "zapier": "Created by a Zapier integration.",
-    "broadcast": "Connected by a broadcast sent to the contact.",
+    "user": N_("Added or changed manually by a user in the platform."),
+    "contact_import": N_("Created by importing a CSV file of contacts."),
+    "developer_api": N_("Created through the Developer API."),
+    "incoming_message": N_("Created when a new contact messaged one of the workspace's channels."),
+    "echo_message": N_("Created by a message sent to a new contact from outside the platform (echo)."),
+    "zapier": N_("Created by a Zapier integration."),
+    "broadcast": N_("Connected by a broadcast sent to the contact."),
 }

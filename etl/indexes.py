@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from etl import manifests
 from etl.storage import Storage
@@ -20,13 +21,15 @@ def write_indexes(out: Storage, view: WarehouseView) -> None:
         m = _PAGE.match(key)
         if m and int(m.group(1)) in view.workspaces:
             found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), set()).add(m.group(3))
-    env = environment()
     for wid, days in sorted(found.items()):
-        rows = [(d, [w for w in WINDOW_NAMES if w in days[d]]) for d in sorted(days, reverse=True)]
-        html = env.get_template("workspace_index.html.j2").render(workspace=view.workspaces[wid], days=rows,
-                                                                  freshness=view.freshness)
+        rows = [(date.fromisoformat(d), [w for w in WINDOW_NAMES if w in days[d]]) for d in sorted(days, reverse=True)]
+        workspace = view.workspaces[wid]
+        html = environment(workspace.locale).get_template("workspace_index.html.j2").render(
+            workspace=workspace, days=rows, freshness=view.freshness)
         out.write_bytes(f"{wid}/index.html", html.encode(), "text/html; charset=utf-8")
-    listing = [(view.workspaces[w], max(found[w]) if w in found else None) for w in sorted(view.workspaces)]
-    html = env.get_template("index.html.j2").render(workspaces=listing, freshness=view.freshness)
+    # all workspaces, whatever their languages: in the default one
+    listing = [(view.workspaces[w], date.fromisoformat(max(found[w])) if w in found else None)
+               for w in sorted(view.workspaces)]
+    html = environment().get_template("index.html.j2").render(workspaces=listing, freshness=view.freshness)
     out.write_bytes("index.html", html.encode(), "text/html; charset=utf-8")
     manifests.record_indexes(out, ["index.html", *(f"{wid}/index.html" for wid in sorted(found))])

@@ -11,11 +11,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etl import manifests
 from etl.errors import EtlError
@@ -26,12 +26,16 @@ from etl.publish import S3Target, link, upload
 from etl.quality import gate
 from etl.render import RenderJob, job_scope, render_batch
 from etl.render_jobs import late_jobs, planned_batches
-from etl.report import Filters, Freshness, PreparedInputs, ReportPage, build_page, filtered_inputs
+from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.settings import Settings
+from etl.share import share_key, share_night
 from etl.storage import Storage, open_storage
 from etl.templating import environment
 from etl.warehouse import ReportScope, Shard, load_inputs, read_view, report_scope, run_key
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES, end_of_night
+
+if TYPE_CHECKING:
+    from etl.mail import MailReport, Recipient
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +134,21 @@ def render_workspaces(settings: Settings, night: date, workspace_ids: list[int])
     job = _render_job(settings, night, workspace_ids)
     scope = job_scope(job)
     counts = render_batch(job, scope)
+    counts["filtered_pages"] = sum(render_batch(filtered, scope)["pages"] for filtered in _audience_jobs(settings, job))
     late = late_jobs(_store(settings, settings.warehouse), job, scope, settings.late_pages_days)
     return {**counts, "late_pages": sum(render_batch(past)["pages"] for past in late)}
+
+
+def _audience_jobs(settings: Settings, job: RenderJob) -> list[RenderJob]:
+    """The filtered renders the job's workspaces' recipients asked for (`audiences`). A recipients file that cannot
+    be read renders none: the e-mail step then fails with the reason."""
+    try:
+        wanted = audiences(_recipients(settings))
+    except (EtlError, OSError) as err:
+        log.error("no filtered pages for recipients: %s", err)
+        return []
+    return [replace(job, workspace_ids=tuple(chosen), filters=filters) for filters, ids in wanted.items()
+            if (chosen := [w for w in ids if w in job.workspace_ids])]
 
 
 def _render_job(settings: Settings, night: date, workspace_ids: list[int]) -> RenderJob:
@@ -179,22 +196,37 @@ def publish(settings: Settings, night: date, client: Any) -> dict[str, Any]:
             "publish_seconds": summary["seconds"]}
 
 
-def _recipients(settings: Settings) -> dict[int, list[str]]:
-    """CONTACTS_REPORT_RECIPIENTS: a JSON file {"<workspace_id>": ["address", …]}, a local path or an s3:// URI (a
+def _recipients(settings: Settings) -> dict[int, list[Recipient]]:
+    """CONTACTS_REPORT_RECIPIENTS: a JSON file (`etl.mail.parse_recipients`), a local path or an s3:// URI (a
     worker then needs no file of its own)."""
+    from etl.mail import parse_recipients
+
     if not settings.recipients_file:
         return {}
     folder, _, name = settings.recipients_file.rpartition("/")
     text = (_store(settings, folder).read_bytes(name) if settings.recipients_file.startswith("s3://")
             else Path(settings.recipients_file).read_bytes())
-    raw = json.loads(text.decode("utf-8"))
-    return {int(k): [str(a) for a in v] for k, v in raw.items()}
+    try:
+        return parse_recipients(json.loads(text.decode("utf-8")))
+    except ValueError as err:
+        raise EtlError(f"{settings.recipients_file}: {err}") from None
+
+
+def audiences(recipients: dict[int, list[Recipient]]) -> dict[tuple[str, ...], list[int]]:
+    """The filter sets recipients asked for (usable ones), with the workspaces that need each: the night renders
+    those filtered pages too."""
+    found: dict[tuple[str, ...], set[int]] = {}
+    for workspace_id, entries in recipients.items():
+        for recipient in entries:
+            if recipient.filters and recipient.problem is None:
+                found.setdefault(recipient.filters, set()).add(workspace_id)
+    return {filters: sorted(ids) for filters, ids in sorted(found.items())}
 
 
 @dataclass(frozen=True)
 class MailPlan:
     """What a night's e-mail step will do: the messages to send (with their ledger entries), and the ledger as it
-    stands before sending (entries already sent, invalid addresses, unknown workspaces)."""
+    stands before sending (entries already sent, invalid addresses or filters, unknown workspaces)."""
 
     messages: tuple[tuple[str, EmailMessage], ...]
     ledger: dict[str, str]
@@ -202,48 +234,75 @@ class MailPlan:
     invalid: int
 
 
-def plan_emails(recipients: dict[int, list[str]], pages: dict[int, ReportPage], ledger: dict[str, str],
-                href: Callable[[str], str], mail_from: str, presigned: bool) -> MailPlan:
-    """One message per recipient of each workspace with a page, except those the ledger says were sent and invalid
-    addresses; no I/O (`href` turns an output key into the link the e-mail carries)."""
+def mail_folder(workspace_id: int, report_day: date, filters: tuple[str, ...]) -> str:
+    """The output folder of the pages an e-mail links to."""
+    folder = f"{workspace_id}/{report_day.isoformat()}"
+    return f"filtered/{Filters.parse(list(filters)).slug()}/{folder}" if filters else folder
+
+
+def plan_emails(recipients: dict[int, list[Recipient]], reports: dict[tuple[int, tuple[str, ...]], MailReport],
+                ledger: dict[str, str], href: Callable[[str], str], mail_from: str, presigned: bool,
+                ops_address: str | None = None) -> MailPlan:
+    """One message per recipient of each workspace with a report, except those the ledger says were sent, invalid
+    addresses and invalid filters; no I/O (`href` turns an output key into the link the e-mail carries)."""
     from etl.mail import Link, build_message, valid_address
 
     ledger, messages, skipped, invalid = dict(ledger), [], 0, 0
-    for workspace_id, addresses in sorted(recipients.items()):
-        if workspace_id not in pages:  # a recipients file ahead of (or behind) the warehouse: counted, not sent
+    for workspace_id, entries in sorted(recipients.items()):
+        if (workspace_id, ()) not in reports:  # a recipients file ahead of (or behind) the warehouse: counted
             log.error("recipients name workspace %s, which is not in the warehouse", workspace_id)
-            ledger.update({f"{workspace_id}:{address}": "unknown workspace" for address in addresses})
-            invalid += len(addresses)
+            ledger.update({r.entry(workspace_id): "unknown workspace" for r in entries})
+            invalid += len(entries)
             continue
-        page = pages[workspace_id]
-        folder = f"{workspace_id}/{page.report_day.isoformat()}"
-        links = [Link(WINDOW_TITLES[w], href(f"{folder}/{w}.html")) for w in WINDOW_NAMES]
-        index = Link("All report days", href(f"{workspace_id}/index.html"))
-        for address in addresses:
-            if ledger.get(f"{workspace_id}:{address}") == "sent":
+        for recipient in entries:
+            entry = recipient.entry(workspace_id)
+            if ledger.get(entry) == "sent":
                 skipped += 1
                 continue
-            if not valid_address(address):
-                log.error("workspace %s: %r is not a valid e-mail address; not sent", workspace_id, address)
-                ledger[f"{workspace_id}:{address}"] = "invalid address"
+            problem = recipient.problem or (None if valid_address(recipient.address) else "invalid address")
+            if problem is not None:
+                log.error("workspace %s: no e-mail for %r (%s)", workspace_id, recipient.address, problem)
+                ledger[entry] = problem
                 invalid += 1
                 continue
-            message = build_message(page, links, index, mail_from, address, presigned=presigned)
-            messages.append((f"{workspace_id}:{address}", message))
+            report = reports[workspace_id, recipient.filters]
+            lang = report.page.lang
+            folder = mail_folder(workspace_id, report.page.report_day, recipient.filters)
+            links = [Link(lang.gettext(WINDOW_TITLES[w]), href(f"{folder}/{w}.html")) for w in WINDOW_NAMES]
+            index = Link(lang.gettext("All report days"), href(f"{workspace_id}/index.html"))
+            messages.append((entry, build_message(report, links, index, mail_from, recipient.address, presigned,
+                                                  ops_address or mail_from)))
     return MailPlan(tuple(messages), ledger, skipped, invalid)
 
 
-def _email_pages(warehouse: Storage, workspace_ids: list[int], scope: ReportScope) -> dict[int, ReportPage]:
-    """The "today" page model of each workspace (of those in the night's `scope`) for its report day."""
-    known = scope.narrowed(w for w in sorted(workspace_ids) if w in scope.days)
-    inputs = load_inputs(warehouse, known.workspaces, known.days, ("today",), need_all_events=False)
-    return {w: build_page(PreparedInputs.of(filtered_inputs(inputs[w], Filters())), "today", day, Filters(),
-                          Freshness(None, None, None, None), page_log_rows=0) for w, day in known.days.items()}
+def _mail_reports(warehouse: Storage, recipients: dict[int, list[Recipient]], scope: ReportScope
+                  ) -> dict[tuple[int, tuple[str, ...]], MailReport]:
+    """What each workspace's e-mails show (of those in the night's `scope`), unfiltered and for every usable filter
+    set its recipients asked for: its report day, and the last 14 days."""
+    from etl.mail import mail_report
+
+    known = scope.narrowed(w for w in sorted(recipients) if w in scope.days)
+    by_contact = any(r.filters and Filters.parse(list(r.filters)).contact is not None
+                     for entries in recipients.values() for r in entries if r.problem is None)
+    inputs = load_inputs(warehouse, known.workspaces, known.days, ("today", "last_14_days"),
+                         need_all_events=by_contact)
+    freshness = Freshness(None, None, None, None)
+    reports = {}
+    for workspace_id, day in known.days.items():
+        wanted = {(), *(r.filters for r in recipients[workspace_id] if r.problem is None)}
+        for filters in sorted(wanted):
+            chosen = Filters.parse(list(filters))
+            prepared = PreparedInputs.of(filtered_inputs(inputs[workspace_id], chosen))
+            pages = [build_page(prepared, w, day, chosen, freshness, page_log_rows=0)
+                     for w in ("today", "last_14_days")]
+            reports[workspace_id, filters] = mail_report(*pages)
+    return reports
 
 
 def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> dict[str, int]:
     """One e-mail per recipient per night: a ledger in the warehouse makes re-runs send only what is missing.
-    `smtp_factory` is called only when there is something to send."""
+    `smtp_factory` is called only when there is something to send. With presigned links, the pages the e-mails
+    link to are shared first (`etl.share`), so that every link on them works as long as the e-mail's own."""
     from etl.mail import send
 
     recipients = _recipients(settings)
@@ -253,19 +312,28 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
     ledger_key = f"_mail/night={night.isoformat()}.json"
     ledger: dict[str, str] = json.loads(warehouse.read_bytes(ledger_key)) if warehouse.exists(ledger_key) else {}
     target = S3Target.parse(settings.s3_uri) if settings.s3_uri else None
+    presigned = target is not None and not settings.base_url
 
     def href(relative: str) -> str:
         if target is None:
             return f"{settings.out.rstrip('/')}/{relative}"
+        if presigned:
+            return link(client, target, share_key(night, relative), None, settings.presign_seconds)
         return link(client, target, relative, settings.base_url, settings.presign_seconds)
 
-    pages = _email_pages(warehouse, list(recipients), night_scope(settings, night))
-    plan = plan_emails(recipients, pages, ledger, href, settings.mail_from,
-                       presigned=target is not None and not settings.base_url)
-    results = send(smtp_factory(), [m for _, m in plan.messages]) if plan.messages else {}
-    ledger = plan.ledger | {entry: results[str(message["To"])] for entry, message in plan.messages}
+    scope = night_scope(settings, night)
+    reports = _mail_reports(warehouse, recipients, scope)
+    plan = plan_emails(recipients, reports, ledger, href, settings.mail_from, presigned, settings.ops_email)
+    if presigned and plan.messages and target is not None:
+        workspaces = sorted({int(entry.split(":", 1)[0]) for entry, _ in plan.messages})
+        audience = audiences(recipients)
+        share_night(client, target, _store(settings, settings.out), night,
+                    {w: (scope.days[w], [f for f, ids in audience.items() if w in ids]) for w in workspaces},
+                    settings.presign_seconds, settings.s3_sse)
+    results = send(smtp_factory(), [m for _, m in plan.messages]) if plan.messages else []
+    ledger = plan.ledger | {entry: result for (entry, _), result in zip(plan.messages, results, strict=True)}
     warehouse.write_bytes(ledger_key, json.dumps(ledger, indent=1, sort_keys=True).encode(), "application/json")
-    sent = sum(1 for _, m in plan.messages if results.get(str(m["To"])) == "sent")
+    sent = results.count("sent")
     return {"sent": sent, "failed": len(plan.messages) - sent + plan.invalid, "skipped": plan.skipped}
 
 
@@ -322,7 +390,7 @@ def alert_ops(settings: Settings, smtp_factory: Any, dag_id: str, task_id: str, 
     message["To"] = settings.ops_email
     message.set_content(text)
     try:
-        return send(smtp_factory(), [message]).get(settings.ops_email) == "sent"
+        return send(smtp_factory(), [message]) == ["sent"]
     except Exception:  # the alert is best effort; the task failure itself is already recorded by Airflow
         log.exception("could not e-mail ops at %s", settings.ops_email)
         return False

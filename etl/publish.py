@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from isal import igzip
 
@@ -23,6 +23,7 @@ from etl.settings import DEFAULT_PUBLISH_CONCURRENCY, DEFAULT_S3_SSE
 from etl.storage import Storage, check_key, encryption_args
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INDEX_CACHE = "public, max-age=300, must-revalidate"  # index pages change every night
 DATED_CACHE = "public, max-age=86400"  # a dated page changes only when late events re-render its day
@@ -183,7 +184,7 @@ def _upload_phase(client: Any, target: S3Target, source: Storage, keys: list[str
             return
         body = stored_bytes(key, data)
         del data
-        _put(client, target.bucket, target.key(key), body, key, sse)
+        put_object(client, target.bucket, target.key(key), body, key, sse)
         with lock:
             stats.uploaded += 1
             stats.bytes += len(body)
@@ -191,7 +192,7 @@ def _upload_phase(client: Any, target: S3Target, source: Storage, keys: list[str
 
     try:
         with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="publish") as pool:
-            for result in _bounded(pool, one, keys, max(1, concurrency)):
+            for result in bounded(pool, one, keys, max(1, concurrency)):
                 result.result()
                 bar.advance()
     finally:
@@ -200,8 +201,8 @@ def _upload_phase(client: Any, target: S3Target, source: Storage, keys: list[str
             write_ledger(client, target, name, ledgers[name], sse)
 
 
-def _bounded(pool: ThreadPoolExecutor, work: Callable[[str], None], keys: list[str], limit: int
-             ) -> Iterator[Future[None]]:
+def bounded(pool: ThreadPoolExecutor, work: Callable[[T], None], keys: Iterable[T], limit: int
+            ) -> Iterator[Future[None]]:
     """Futures of `work` over `keys`, in completion order, never more than `limit` submitted and unfinished."""
     pending: set[Future[None]] = set()
     for key in keys:
@@ -245,7 +246,7 @@ def abort_orphan_uploads(client: Any, target: S3Target) -> int:
     return aborted
 
 
-def _put(client: Any, bucket: str, key: str, data: bytes, relative: str, sse: str) -> None:
+def put_object(client: Any, bucket: str, key: str, data: bytes, relative: str, sse: str) -> None:
     extra = {
         "ContentType": content_type(relative),
         "CacheControl": INDEX_CACHE if is_index(relative) else DATED_CACHE,

@@ -24,6 +24,7 @@ from etl.errors import InputError
 from etl.progress import Progress
 from etl.report import (
     KINDS,
+    OVERVIEW_SERIES,
     Filters,
     Freshness,
     PreparedInputs,
@@ -66,29 +67,32 @@ def page_key(workspace_id: int, report_day: date, window_name: str, filters: Fil
 def _charts(page: ReportPage) -> dict[str, charts.Chart]:
     """Inline SVG per chart; charts without data are not drawn (the page shows a notice instead)."""
     out: dict[str, charts.Chart] = {}
-    days = page.window.dates()
+    lang, days = page.lang, page.window.dates()
     applicable = [k for k in ("added", "deleted", "merged") if page.filters.applies(k)]
     if page.notices.get("overview") is None:
         out["overview"] = charts.grouped_daily_bars(
-            days, {k: [getattr(r, k) or 0 for r in page.daily] for k in applicable}, "chart-overview")
+            days, {k: [getattr(r, k) or 0 for r in page.daily] for k in applicable}, "chart-overview",
+            {k: lang.gettext(OVERVIEW_SERIES[k]) for k in applicable}, lang)
     if page.added_by_source:
         labels = [s.label for s in page.added_by_source]
         if len(days) > 1:
             out["added_bar"] = charts.stacked_daily_bars(
-                days, {s.label: page.added_by_source_daily[s.key] for s in page.added_by_source}, "chart-added-bar")
+                days, {s.label: page.added_by_source_daily[s.key] for s in page.added_by_source}, "chart-added-bar",
+                lang)
         else:
-            out["added_bar"] = charts.category_bars(labels, [s.count for s in page.added_by_source], "chart-added-bar")
-        out["added_pie"] = charts.pie(labels, [s.count for s in page.added_by_source], "chart-added-pie")
+            out["added_bar"] = charts.category_bars(labels, [s.count for s in page.added_by_source], "chart-added-bar",
+                                                    lang)
+        out["added_pie"] = charts.pie(labels, [s.count for s in page.added_by_source], "chart-added-pie", lang)
     if page.connected_by_channel:
         labels = [f"{s.label} ({s.detail})" for s in page.connected_by_channel]
         counts = [s.count for s in page.connected_by_channel]
-        out["connected_bar"] = charts.category_bars(labels, counts, "chart-connected-bar")
-        out["connected_pie"] = charts.pie(labels, counts, "chart-connected-pie")
+        out["connected_bar"] = charts.category_bars(labels, counts, "chart-connected-bar", lang)
+        out["connected_pie"] = charts.pie(labels, counts, "chart-connected-pie", lang)
     return out
 
 
 def render_page(page: ReportPage, prev_day: date | None, next_day: date | None) -> str:
-    template = environment().get_template("report.html.j2")
+    template = environment(page.workspace.locale).get_template("report.html.j2")
     # Matplotlib escaped every text node of the SVG; the legends are plain text that Jinja escapes.
     svgs = {k: {"svg": Markup(c.svg), "legend": c.legend} for k, c in _charts(page).items()}
     root = "../../" + ("../../" if page.filters.active else "")
@@ -112,6 +116,7 @@ class RenderJob:
     # past report days is published with the night's pages
     record_as: str | None = None
     s3: S3Identity = field(default_factory=S3Identity)  # who the warehouse reads and page writes on S3 are signed as
+    locale: str | None = None  # the pages' language for this job, instead of each workspace's own (`--locale`)
 
     def warehouse(self) -> Storage:
         return open_storage(self.warehouse_uri, identity=self.s3)
@@ -123,14 +128,14 @@ class RenderJob:
 def job_scope(job: RenderJob) -> ReportScope:
     """The job's workspaces checked against the warehouse, with their report days: read once per job and handed
     to each batch (`render_batch`) and to the index pages."""
-    return report_scope(job.warehouse(), job.workspace_ids, job.report_day, job.cutoff)
+    return report_scope(job.warehouse(), job.workspace_ids, job.report_day, job.cutoff).in_language(job.locale)
 
 
 def render_batch(job: RenderJob, scope: ReportScope | None = None) -> dict[str, int]:
     """Render every page of the job's workspaces (of `scope`, the job's own when None: a mapped DAG task reads
     it itself); the DAG maps this over workspace batches."""
     filters = Filters.parse(list(job.filters))
-    scope = job_scope(job) if scope is None else scope.narrowed(job.workspace_ids)
+    scope = job_scope(job) if scope is None else scope.narrowed(job.workspace_ids).in_language(job.locale)
     counts = {"pages": 0, "csv": 0}
     if not scope.days:
         return counts

@@ -55,7 +55,7 @@ def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None, l
     """Render in `workers` processes (spawned: Polars and forking do not mix), then the index pages; the job's
     scope (`job_scope`, read here when not given) is read once and handed to each batch. With a cutoff, also the
     past pages the night's late events changed, within `late_pages_days` report days (`late_jobs`)."""
-    scope = job_scope(job) if scope is None else scope
+    scope = job_scope(job) if scope is None else scope.in_language(job.locale)
     parts = [(RenderJob(**{**job.__dict__, "workspace_ids": part}), scope)
              for part in planned_batches(job, workers, scope)]
     late = [(past, None) for past in late_jobs(job.warehouse(), job, scope, late_pages_days)]

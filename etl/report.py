@@ -15,18 +15,23 @@ from typing import Any
 import polars as pl
 
 from etl.contract import ADDED, ALLOWED_SOURCES, CONNECTED, DELETED, MERGED, SOURCE_LABELS, SOURCE_MEANINGS, SOURCES
+from etl.i18n import N_, Language, language
 from etl.transform import daily_aggregates
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES, Window, window
 
 KINDS: tuple[str, ...] = ("added", "deleted", "merged", "connected")
 OVERVIEW_KINDS: tuple[str, ...] = ("added", "deleted", "merged")
 EVENT_TYPE_OF: dict[str, str] = {"added": ADDED, "deleted": DELETED, "merged": MERGED, "connected": CONNECTED}
-KIND_TITLES: dict[str, str] = {"added": "Contacts added", "deleted": "Contacts deleted",
-                               "merged": "Contacts merged", "connected": "Contacts connected"}
-NOT_APPLICABLE = "The selected filters are not applicable here"
-NO_DATA_FILTERED = "The selected filters have no applicable data"
-NO_DATA = "No contacts in this period"
+KIND_TITLES: dict[str, str] = {"added": N_("Contacts added"), "deleted": N_("Contacts deleted"),
+                               "merged": N_("Contacts merged"), "connected": N_("Contacts connected")}
+LOG_TITLES: dict[str, str] = {"added": N_("Contacts added log"), "deleted": N_("Contacts deleted log"),
+                              "merged": N_("Contacts merged log"), "connected": N_("Contacts connected log")}
+NOT_APPLICABLE = N_("The selected filters are not applicable here")
+NO_DATA_FILTERED = N_("The selected filters have no applicable data")
+NO_DATA = N_("No contacts in this period")
 FILTER_KEYS: tuple[str, ...] = ("channel", "user", "source", "contact")
+FILTER_TITLES: dict[str, str] = {"channel": N_("Channel"), "user": N_("User"), "source": N_("Source"),
+                                 "contact": N_("Contact")}
 
 
 class FilterError(ValueError):
@@ -106,6 +111,7 @@ class Workspace:
     workspace_id: int
     name: str
     timezone: str
+    locale: str = "en"  # BCP 47, checked by `etl.i18n.parse_locale`
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class Metric:
     title: str
     value: int | None
     previous: int | None
+    lang: Language = field(default_factory=language, compare=False, repr=False)
 
     @property
     def change_pct(self) -> float | None:
@@ -124,12 +131,21 @@ class Metric:
 
     @property
     def change_text(self) -> str:
+        return self._change(N_("new (none in the previous period)"), N_("%(change)s vs previous period"))
+
+    @property
+    def change_since_the_day_before(self) -> str:
+        """The change as a one-day report (the e-mail) words it."""
+        return self._change(N_("new (none the day before)"), N_("%(change)s vs the day before"))
+
+    def _change(self, new: str, versus: str) -> str:
+        _ = self.lang.gettext
         if self.value is None:
-            return "not applicable"
+            return _("not applicable")
         if self.previous == 0:
-            return "no change" if self.value == 0 else "new (none in the previous period)"
+            return _("no change") if self.value == 0 else _(new)
         pct = self.change_pct
-        return f"{pct:+.1f}% vs previous period" if pct else "no change"
+        return _(versus) % {"change": self.lang.change(pct)} if pct else _("no change")
 
 
 @dataclass(frozen=True)
@@ -157,13 +173,18 @@ class LogTable:
 
 
 def thousands(number: int | None) -> str:
-    """A count as the pages show it: thousands separated by commas; a dash where the figure does not apply."""
-    return "—" if number is None else f"{number:,}"
+    """A count as the English pages show it: thousands separated by commas; a dash where the figure does not apply."""
+    return language().number(number)
 
 
-# The sources a contact can be added from, in the contract's order, with what each means (the page explains them).
-ADDED_SOURCES_EXPLAINED: tuple[tuple[str, str], ...] = tuple(
-    (SOURCE_LABELS[s], SOURCE_MEANINGS[s]) for s in SOURCES if s in ALLOWED_SOURCES[ADDED])
+def added_sources_explained(lang: Language) -> tuple[tuple[str, str], ...]:
+    """The sources a contact can be added from, in the contract's order, with what each means (the page explains
+    them)."""
+    return tuple((lang.gettext(SOURCE_LABELS[s]), lang.gettext(SOURCE_MEANINGS[s]))
+                 for s in SOURCES if s in ALLOWED_SOURCES[ADDED])
+
+
+ADDED_SOURCES_EXPLAINED = added_sources_explained(language())
 
 
 @dataclass(frozen=True)
@@ -207,20 +228,27 @@ class ReportPage:
     notices: dict[str, str | None] = field(default_factory=dict)
 
     @property
+    def lang(self) -> Language:
+        return language(self.workspace.locale)
+
+    @property
     def title(self) -> str:
-        return WINDOW_TITLES[self.window.name]
+        return self.lang.gettext(WINDOW_TITLES[self.window.name])
 
     def chart_numbers(self) -> dict[str, ChartNumbers]:
         """The table of numbers beside each chart (its text alternative), as the page shows them."""
-        def shares(headers: tuple[str, ...], slices: tuple[Slice, ...], label: Any) -> ChartNumbers:
-            return ChartNumbers(headers, tuple((label(s), thousands(s.count), f"{s.share_pct:.1f}%") for s in slices))
+        lang, _ = self.lang, self.lang.gettext
 
-        daily = tuple((r.day.isoformat(), thousands(r.added), thousands(r.deleted), thousands(r.merged))
+        def shares(headers: tuple[str, ...], slices: tuple[Slice, ...], label: Any) -> ChartNumbers:
+            return ChartNumbers(headers, tuple((label(s), lang.number(s.count), lang.share(s.share_pct))
+                                               for s in slices))
+
+        daily = tuple((lang.date(r.day), lang.number(r.added), lang.number(r.deleted), lang.number(r.merged))
                       for r in self.daily)
         return {
-            "overview": ChartNumbers(("Date", "Added", "Deleted", "Merged"), daily),
-            "added": shares(("Source", "Contacts", "Share"), self.added_by_source, lambda s: s.label),
-            "connected": shares(("Channel", "Contacts", "Share"), self.connected_by_channel,
+            "overview": ChartNumbers((_("Date"), *(_(t) for t in OVERVIEW_SERIES.values())), daily),
+            "added": shares((_("Source"), _("Contacts"), _("Share")), self.added_by_source, lambda s: s.label),
+            "connected": shares((_("Channel"), _("Contacts"), _("Share")), self.connected_by_channel,
                                 lambda s: f"{s.label} ({s.detail})"),
         }
 
@@ -261,11 +289,14 @@ def channel_names(events: pl.DataFrame) -> dict[int, tuple[str, str]]:
 
 
 LOG_COLUMNS: dict[str, tuple[str, ...]] = {
-    "added": ("Timestamp", "Contact ID", "Contact name", "Source", "User"),
-    "connected": ("Timestamp", "Contact ID", "Contact name", "Source", "User", "Channel"),
-    "deleted": ("Timestamp", "Contact ID", "Contact name", "Source", "User"),
-    "merged": ("Timestamp", "Primary contact ID", "Contact name after merge", "Source", "User", "Merged contact ID"),
+    "added": (N_("Timestamp"), N_("Contact ID"), N_("Contact name"), N_("Source"), N_("User")),
+    "connected": (N_("Timestamp"), N_("Contact ID"), N_("Contact name"), N_("Source"), N_("User"), N_("Channel")),
+    "deleted": (N_("Timestamp"), N_("Contact ID"), N_("Contact name"), N_("Source"), N_("User")),
+    "merged": (N_("Timestamp"), N_("Primary contact ID"), N_("Contact name after merge"), N_("Source"), N_("User"),
+               N_("Merged contact ID")),
 }
+# The overview's series: the legend of its chart and the columns of its numbers.
+OVERVIEW_SERIES: dict[str, str] = {"added": N_("Added"), "deleted": N_("Deleted"), "merged": N_("Merged")}
 
 
 def log_frames(events: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -294,13 +325,14 @@ def _log_rows(events: pl.DataFrame, kind: str) -> pl.DataFrame:
     )
 
 
-def _display_rows(frame: pl.DataFrame, kind: str, limit: int) -> tuple[tuple[str, ...], ...]:
+def _display_rows(frame: pl.DataFrame, kind: str, limit: int, lang: Language) -> tuple[tuple[str, ...], ...]:
+    labels = {s: lang.gettext(label) for s, label in SOURCE_LABELS.items()}
     out = []
     for r in frame.head(limit).iter_rows(named=True):
         # The added log names the user only for contacts a user added.
         show_user = kind != "added" or r["source"] == "user"
         user = (r["user_name"] or "") if show_user else ""
-        row = [r["timestamp_local"], str(r["contact_id"]), r["contact_name"], SOURCE_LABELS[r["source"]], user]
+        row = [r["timestamp_local"], str(r["contact_id"]), r["contact_name"], labels[r["source"]], user]
         if kind == "connected":
             row.append(f"{r['channel_name']} ({r['channel_type']})")
         if kind == "merged":
@@ -387,13 +419,14 @@ class PreparedInputs:
 def build_page(prepared: PreparedInputs, window_name: str, report_day: date, filters: Filters,
                freshness: Freshness, page_log_rows: int = 500) -> ReportPage:
     """The model of one page. The inputs must already be filtered (see `filtered_inputs`)."""
-    counts = prepared.counts
+    counts, lang = prepared.counts, language(prepared.workspace.locale)
+    _ = lang.gettext
     span = window(window_name, report_day)
     days, previous_days = span.dates(), span.previous().dates()
     metrics = {
-        kind: Metric(kind, KIND_TITLES[kind],
+        kind: Metric(kind, _(KIND_TITLES[kind]),
                      counts.total(kind, days) if filters.applies(kind) else None,
-                     counts.total(kind, previous_days) if filters.applies(kind) else None)
+                     counts.total(kind, previous_days) if filters.applies(kind) else None, lang)
         for kind in KINDS
     }
     daily = tuple(
@@ -405,17 +438,17 @@ def build_page(prepared: PreparedInputs, window_name: str, report_day: date, fil
         frame = (prepared.logs[kind].filter(pl.col("local_date").is_between(span.start, span.end))
                  .drop("local_date") if filters.applies(kind) else None)
         logs[kind] = LogTable(
-            kind=kind, title=f"{KIND_TITLES[kind]} log", columns=LOG_COLUMNS[kind],
-            rows=() if frame is None else _display_rows(frame, kind, page_log_rows),
+            kind=kind, title=_(LOG_TITLES[kind]), columns=tuple(_(c) for c in LOG_COLUMNS[kind]),
+            rows=() if frame is None else _display_rows(frame, kind, page_log_rows, lang),
             total=None if frame is None else frame.height,
             csv_name=None if frame is None else f"{window_name}.contacts_{kind}.csv",
-            notice=_notice(filters, kind, frame),
+            notice=_notice(filters, kind, frame, lang),
             frame=frame,
         )
     added_total = metrics["added"].value or 0
     by_source = DayCounts.per_key(counts.added_by_source, span.start, span.end)
     added_by_source = tuple(
-        Slice(s, SOURCE_LABELS[s], SOURCE_MEANINGS[s], by_source[s], _share(by_source[s], added_total))
+        Slice(s, _(SOURCE_LABELS[s]), _(SOURCE_MEANINGS[s]), by_source[s], _share(by_source[s], added_total))
         for s in SOURCES if by_source.get(s)
     )
     added_by_source_daily = {
@@ -427,30 +460,30 @@ def build_page(prepared: PreparedInputs, window_name: str, report_day: date, fil
                                                                    span.end).items() if n),
                         key=lambda item: (-item[1], item[0]))
     connected_by_channel = tuple(
-        Slice(str(cid), names.get(cid, (f"Channel {cid}", ""))[0], names.get(cid, ("", "unknown"))[1], n,
-              _share(n, connected_total))
+        Slice(str(cid), names[cid][0] if cid in names else _("Channel %(id)s") % {"id": cid},
+              names[cid][1] if cid in names else _("unknown"), n, _share(n, connected_total))
         for cid, n in by_channel
     )
     notices = {
-        "added_by_source": _component_notice(filters, "added", bool(added_by_source)),
-        "connected_by_channel": _component_notice(filters, "connected", bool(connected_by_channel)),
+        "added_by_source": _component_notice(filters, "added", bool(added_by_source), lang),
+        "connected_by_channel": _component_notice(filters, "connected", bool(connected_by_channel), lang),
         "overview": None if any((m.value or 0) for m in metrics.values() if m.kind != "connected") else (
-            NO_DATA_FILTERED if filters.active else NO_DATA),
+            _(NO_DATA_FILTERED if filters.active else NO_DATA)),
     }
     return ReportPage(prepared.workspace, span, report_day, filters, metrics, daily, added_by_source,
                       added_by_source_daily, connected_by_channel, logs, freshness, notices)
 
 
-def _component_notice(filters: Filters, kind: str, has_rows: bool) -> str | None:
+def _component_notice(filters: Filters, kind: str, has_rows: bool, lang: Language) -> str | None:
     if not filters.applies(kind):
-        return NOT_APPLICABLE
+        return lang.gettext(NOT_APPLICABLE)
     if has_rows:
         return None
-    return NO_DATA_FILTERED if filters.active else NO_DATA
+    return lang.gettext(NO_DATA_FILTERED if filters.active else NO_DATA)
 
 
-def _notice(filters: Filters, kind: str, frame: pl.DataFrame | None) -> str | None:
-    return _component_notice(filters, kind, frame is not None and frame.height > 0)
+def _notice(filters: Filters, kind: str, frame: pl.DataFrame | None, lang: Language) -> str | None:
+    return _component_notice(filters, kind, frame is not None and frame.height > 0, lang)
 
 
 def previous_and_next_day(report_day: date, freshness: Freshness, earliest: date | None

@@ -11,7 +11,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from etl.bidi import bdi, isolated
-from etl.report import ADDED_SOURCES_EXPLAINED, NOT_APPLICABLE, thousands
+from etl.i18n import DEFAULT_LOCALE, language
+from etl.report import FILTER_TITLES, KIND_TITLES, LOG_TITLES, NOT_APPLICABLE, added_sources_explained
 from etl.windows import WINDOW_NAMES, WINDOW_TITLES
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -30,15 +31,26 @@ def _autoescape(name: str | None) -> bool:
 
 
 @cache
-def environment(templates: Path = TEMPLATES) -> Environment:
-    """One environment: autoescape on for every template whatever its suffix (.html.j2 included), except the
-    plain-text e-mail body, where HTML entities would be wrong (it is never parsed as markup)."""
+def environment(locale: str = DEFAULT_LOCALE, templates: Path = TEMPLATES) -> Environment:
+    """One environment per language: autoescape on for every template whatever its suffix (.html.j2 included),
+    except the plain-text e-mail body, where HTML entities would be wrong (it is never parsed as markup); the
+    language's catalog installed for `_()` and `{% trans %}` (new style: placeholders are escaped too), its number
+    and date formats as filters."""
+    lang = language(locale)
     env = Environment(loader=FileSystemLoader(templates), autoescape=_autoescape, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(lang.translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters["script_json"] = script_json
-    env.filters["thousands"] = thousands
+    env.filters["thousands"] = lang.number
+    env.filters["date"] = lang.date
+    env.filters["weekday_date"] = lang.weekday_date
     env.filters["bdi"] = bdi  # user-provided text in HTML
     env.filters["isolate"] = isolated  # user-provided text where no markup goes (titles, attributes, plain text)
-    env.globals.update(WINDOW_TITLES=WINDOW_TITLES, WINDOW_NAMES=WINDOW_NAMES,
-                       added_sources_explained=ADDED_SOURCES_EXPLAINED, not_applicable=NOT_APPLICABLE)
+    env.globals.update(WINDOW_NAMES=WINDOW_NAMES, lang=lang,
+                       WINDOW_TITLES={name: lang.gettext(title) for name, title in WINDOW_TITLES.items()},
+                       added_sources_explained=added_sources_explained(lang),
+                       not_applicable=lang.gettext(NOT_APPLICABLE),
+                       filter_names={key: lang.gettext(title) for key, title in FILTER_TITLES.items()},
+                       kind_names={kind: lang.gettext(title) for kind, title in KIND_TITLES.items()},
+                       log_titles={kind: lang.gettext(title) for kind, title in LOG_TITLES.items()})
     return env

@@ -19,7 +19,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ import polars as pl
 
 from etl.contract import EVENT_SCHEMA
 from etl.errors import InputError
+from etl.i18n import DEFAULT_LOCALE
 from etl.report import Freshness, Workspace, WorkspaceInputs, needed_days
 from etl.storage import Storage, read_parquet
 from etl.transform import DAILY_KEYS
@@ -135,7 +136,10 @@ def read_view(warehouse: Storage) -> WarehouseView:
     if not warehouse.exists("workspaces.parquet"):
         raise WarehouseError(f"{warehouse.uri} has no workspaces.parquet: run `contacts-report etl` first")
     dim = read_parquet(warehouse, "workspaces.parquet")
-    workspaces = {w: Workspace(w, n, tz) for w, n, tz in dim.select("workspace_id", "name", "timezone").rows()}
+    if "locale" not in dim.columns:  # a warehouse written before workspaces had languages
+        dim = dim.with_columns(locale=pl.lit(DEFAULT_LOCALE))
+    workspaces = {w: Workspace(w, n, tz, loc)
+                  for w, n, tz, loc in dim.select("workspace_id", "name", "timezone", "locale").rows()}
     nights = read_nights(warehouse)
     latest = nights[max(nights)] if nights else None
     last_events = [n["last_event_at"] for n in nights.values() if n.get("last_event_at")]
@@ -192,6 +196,14 @@ class ReportScope:
     def narrowed(self, ids: Iterable[int]) -> ReportScope:
         """The same scope for some of its workspaces (a batch of a job)."""
         return ReportScope(self.view, {w: self.days[w] for w in ids})
+
+    def in_language(self, locale: str | None) -> ReportScope:
+        """The scope with its workspaces written in `locale` instead of their own (`render --locale`)."""
+        if locale is None:
+            return self
+        workspaces = {w: replace(ws, locale=locale) if w in self.days else ws
+                      for w, ws in self.view.workspaces.items()}
+        return ReportScope(replace(self.view, workspaces=workspaces), self.days)
 
 
 def report_scope(warehouse: Storage, ids: Sequence[int] | None, report_day: date | None, cutoff: datetime | None

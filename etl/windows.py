@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from etl.i18n import N_
+
 WINDOW_NAMES: tuple[str, ...] = (
     "today",
     "yesterday",
@@ -17,13 +19,13 @@ WINDOW_NAMES: tuple[str, ...] = (
     "last_month",
 )
 WINDOW_TITLES: dict[str, str] = {
-    "today": "Today",
-    "yesterday": "Yesterday",
-    "last_7_days": "Last 7 days",
-    "last_14_days": "Last 14 days",
-    "last_30_days": "Last 30 days",
-    "this_month": "This month",
-    "last_month": "Last month",
+    "today": N_("Today"),
+    "yesterday": N_("Yesterday"),
+    "last_7_days": N_("Last 7 days"),
+    "last_14_days": N_("Last 14 days"),
+    "last_30_days": N_("Last 30 days"),
+    "this_month": N_("This month"),
+    "last_month": N_("Last month"),
 }
 
 

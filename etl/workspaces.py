@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfoNotFoundError
 import polars as pl
 
 from etl.errors import InputError
+from etl.i18n import DEFAULT_LOCALE, LocaleError, parse_locale
 from etl.windows import zone
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ WORKSPACE_SCHEMA: dict[str, pl.DataType] = {
     "workspace_id": pl.Int64(),
     "name": pl.String(),
     "timezone": pl.String(),
+    "locale": pl.String(),
 }
 
 
@@ -56,6 +58,14 @@ def _known_zone(name: str) -> bool:
     return True
 
 
+def _locale(value: object) -> str:
+    """The canonical BCP 47 tag, or `bad_locale:<what was wrong>`."""
+    try:
+        return parse_locale(value)
+    except LocaleError as err:
+        return f"bad_locale:{err}"
+
+
 def _storable(text: str) -> bool:
     """Text UTF-8 can hold (JSON can spell a lone surrogate such as "\\ud800"; UTF-8 cannot store it)."""
     try:
@@ -66,14 +76,15 @@ def _storable(text: str) -> bool:
 
 
 def parse_workspaces(data: bytes, source: str = "workspaces.json") -> Workspaces:
-    """Parse the dimension; a workspace with a bad time zone is listed in `broken`, the others proceed."""
+    """Parse the dimension; a workspace with a bad time zone or locale is listed in `broken` (its events are
+    quarantined until workspaces.json is fixed and the night re-run), the others proceed."""
     try:
         items = json.loads(data)
     except (ValueError, RecursionError) as err:
         raise WorkspacesError(f"{source} is not valid JSON ({err}); fix the file and re-run the night") from None
     if not isinstance(items, list):
         raise WorkspacesError(f"{source} must be a JSON array of workspace objects")
-    rows: dict[int, tuple[int, str, str]] = {}
+    rows: dict[int, tuple[int, str, str, str]] = {}
     broken: dict[int, str] = {}
     for position, item in enumerate(items):
         wid = item.get("workspace_id") if isinstance(item, dict) else None
@@ -88,8 +99,10 @@ def parse_workspaces(data: bytes, source: str = "workspaces.json") -> Workspaces
             broken[wid] = "bad_name"
         elif not _valid_timezone(tz):
             broken[wid] = f"unknown_timezone:{tz}"
+        elif (locale := _locale(item.get("locale", DEFAULT_LOCALE))).startswith("bad_locale:"):
+            broken[wid] = locale
         else:
-            rows[wid] = (wid, name, str(tz))
+            rows[wid] = (wid, name, str(tz), locale)
     for wid, why in sorted(broken.items()):
         log.error("workspace %d in %s is unusable (%s); its events are quarantined", wid, source, why)
     frame = pl.DataFrame(sorted(rows.values()), schema=WORKSPACE_SCHEMA, orient="row")
