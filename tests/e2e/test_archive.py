@@ -162,7 +162,7 @@ def test_the_snapshot_says_what_an_auditor_needs_in_readable_utf8(tmp_path: Path
         "supersedes": None}
     assert manifest["run_id"].startswith("2026-03-30#")
     page = (archive.root / f"1/{DAYS[-1]}/rev-1/contacts_added.html").read_text()
-    assert "· rev 1</title>" in page and "· revision 1 ·" in page
+    assert "· revision 1</title>" in page and "· revision 1 ·" in page
 
 
 def test_an_open_day_or_an_unknown_workspace_is_refused_with_what_to_do(tmp_path: Path, tiny_warehouse: Path

@@ -17,6 +17,9 @@ from tests.helpers import event, write_landing
 DAY1, DAY2 = "2026-03-09", "2026-03-10"
 
 
+ON_DAY1 = "Mar 9, 2026"  # DAY1 as the English pages write a day
+
+
 def card_change(html: str, kind: str) -> tuple[str, str]:
     """(css classes, text) of a metric card's change line."""
     card = html[html.index(f'id="card-{kind}"'):]
@@ -66,14 +69,14 @@ def page(site: Path, day: str, window: str = "today") -> str:
 
 def test_percent_difference_is_signed_current_against_previous(site: Path) -> None:
     html = page(site, DAY2)
-    assert card_change(html, "added") == ("change up", f"+50.0% vs previous period (2 in {DAY1} – {DAY1})")
-    assert card_change(html, "deleted") == ("change down", f"-75.0% vs previous period (4 in {DAY1} – {DAY1})")
+    assert card_change(html, "added") == ("change up", f"+50.0% vs previous period (2 in {ON_DAY1} – {ON_DAY1})")
+    assert card_change(html, "deleted") == ("change down", f"-75.0% vs previous period (4 in {ON_DAY1} – {ON_DAY1})")
 
 
 def test_a_count_after_an_empty_period_is_new_and_nothing_after_nothing_is_no_change(site: Path) -> None:
-    assert card_change(page(site, DAY2), "merged") == ("change", f"new (none in the previous period) (0 in {DAY1}"
-                                                                 f" – {DAY1})")
-    assert card_change(page(site, DAY1), "merged")[1].startswith("no change (0 in 2026-03-08")
+    assert card_change(page(site, DAY2), "merged") == ("change", f"new (none in the previous period) (0 in {ON_DAY1}"
+                                                                 f" – {ON_DAY1})")
+    assert card_change(page(site, DAY1), "merged")[1].startswith("no change (0 in Mar 8, 2026")
     # Two days against the two before them: 5 added against 0 is new, not a percentage.
     assert card_change(page(site, DAY2, "last_7_days"), "added")[1].startswith("new (none in the previous period)")
 

@@ -88,7 +88,7 @@ def test_a_late_event_updates_last_nights_pages_and_they_are_published_with_toni
     before = {p.name: p.read_bytes() for p in (out / "1/2026-03-10").iterdir()}
     assert report_data(out / "1/2026-03-10/today.html")["totals"]["added"] == 1
 
-    assert run(two_nights, "2026-03-11") == {"pages": 7, "csv": 28, "late_pages": 5}
+    assert run(two_nights, "2026-03-11") == {"pages": 7, "csv": 28, "filtered_pages": 0, "late_pages": 5}
     after = {p.name: p.read_bytes() for p in (out / "1/2026-03-10").iterdir()}
     changed = sorted({name.split(".")[0] for name in after if after[name] != before[name]})
     assert changed == ["last_14_days", "last_30_days", "last_7_days", "this_month", "today"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from etl.errors import EtlError
+from etl.mail import mail_report, parse_recipients
 from etl.nightly import backfill, check_landing, ingest, night_of, plan_emails, quality_gate, record_run
 from etl.publish import S3Target, upload
 from etl.quality import QualityError, problems
@@ -297,16 +298,20 @@ def test_the_email_plan_is_built_without_storage_or_smtp() -> None:
     warehouse does not know), and the links each message carries: one pure step before any delivery."""
     from tests.unit.test_report_model import page
 
-    built = page(window="today")
+    report = mail_report(page(window="today"), page(window="last_14_days"))
     ledger = {"1:old@example.com": "sent"}
-    plan = plan_emails({1: ["old@example.com", "new@example.com", "not an address"], 9: ["x@example.com"]},
-                       {1: built}, ledger, lambda key: f"https://r.example/{key}", "from@example.com",
-                       presigned=False)
+    recipients = parse_recipients({"1": ["old@example.com", "new@example.com", "not an address",
+                                         {"to": "new@example.com", "filters": {"colour": "red"}}],
+                                   "9": ["x@example.com"]})
+    plan = plan_emails(recipients, {(1, ()): report}, ledger, lambda key: f"https://r.example/{key}",
+                       "from@example.com", presigned=False)
     assert [(entry, str(message["To"])) for entry, message in plan.messages] == [
         ("1:new@example.com", "new@example.com")]
+    bad_filter = "1:new@example.com?colour=red"
     assert plan.ledger == {"1:old@example.com": "sent", "1:not an address": "invalid address",
-                           "9:x@example.com": "unknown workspace"}
-    assert (plan.skipped, plan.invalid) == (1, 2)
+                           bad_filter: plan.ledger[bad_filter], "9:x@example.com": "unknown workspace"}
+    assert plan.ledger[bad_filter].startswith("invalid filters: bad filter 'colour=red'")
+    assert (plan.skipped, plan.invalid) == (1, 3)
     assert ledger == {"1:old@example.com": "sent"}  # the caller's ledger is left as it was
     text = plan.messages[0][1].get_body(("plain",)).get_content()
     assert "https://r.example/1/2026-03-10/today.html" in text and "https://r.example/1/index.html" in text
