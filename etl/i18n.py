@@ -54,10 +54,9 @@ def parse_locale(tag: object) -> str:
         babel = Locale.parse(canonical, sep="-")
     except (UnknownLocaleError, ValueError):
         raise LocaleError(f"unknown locale {tag!r}; supported: {supported}") from None
-    if (region and babel.territory != region) or (script and babel.script != script):
+    if (region and babel.territory != region) or script not in (None, "Latn"):  # every catalog is in Latin script
         raise LocaleError(f"unknown locale {tag!r} (no such region or script for {language}); supported: {supported}")
-    if language not in SUPPORTED or not ((regions := SUPPORTED[language]) is None or region in regions
-                                         or (region is None and script is None)):
+    if language not in SUPPORTED or not ((regions := SUPPORTED[language]) is None or region in (None, *regions)):
         raise LocaleError(f"no translation for {tag!r}; supported: {supported}")
     return canonical
 

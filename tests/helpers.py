@@ -27,12 +27,14 @@ def event(event_id: str, occurred_at: str, workspace_id: int = 1, event_type: st
     return body
 
 
-def write_landing(root: Path, workspaces: Iterable[tuple[int, str, str]],
+def write_landing(root: Path, workspaces: Iterable[tuple[int, str, str] | tuple[int, str, str, object]],
                   files: dict[str, Iterable[dict[str, Any] | str]]) -> Path:
-    """`files` maps 'YYYY-MM-DD/HH' (or 'YYYY-MM-DD/HH/name.ndjson') to events or raw lines."""
+    """`workspaces`: (id, name, time zone[, locale]); `files` maps 'YYYY-MM-DD/HH' (or
+    'YYYY-MM-DD/HH/name.ndjson') to events or raw lines."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "workspaces.json").write_text(json.dumps(
-        [{"workspace_id": w, "name": n, "timezone": tz} for w, n, tz in workspaces]))
+        [{"workspace_id": w, "name": n, "timezone": tz, **({"locale": more[0]} if more else {})}
+         for w, n, tz, *more in workspaces]))
     for where, lines in files.items():
         day, hour, *name = where.split("/")
         path = root / "events" / f"ingest_date={day}" / f"hour={hour}" / (name[0] if name else "part-0000.ndjson")
