@@ -27,6 +27,18 @@ def site(tmp_path_factory: pytest.TempPathFactory, tiny_warehouse_built: Path | 
 
 
 @pytest.fixture(scope="module")
+def spanish_site(tmp_path_factory: pytest.TempPathFactory, tiny_warehouse_built: Path | None) -> Path:
+    """The same pages in Spanish, whose words and numbers run longer (1,25 M, 160 mil, Últimos 30 días)."""
+    root = tmp_path_factory.mktemp("browser-site-es")
+    render_all(copy_tiny_warehouse(root / "wh", tiny_warehouse_built), root / "out", date(2026, 3, 30), locale="es")
+    return root / "out"
+
+
+def site_of(request: pytest.FixtureRequest, locale: str) -> Path:
+    return Path(request.getfixturevalue("spanish_site" if locale == "es" else "site"))
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -49,8 +61,11 @@ def open_page(browser: Any, url: str, width: int) -> tuple[Any, list[str], list[
     return page, errors, requests
 
 
+@pytest.mark.parametrize("locale", ["en", "es"])
 @pytest.mark.parametrize("width", [1280, 360])
-def test_page_opens_cleanly_from_disk_on_desktop_and_phone(browser: Any, site: Path, width: int) -> None:
+def test_page_opens_cleanly_from_disk_on_desktop_and_phone(browser: Any, request: pytest.FixtureRequest, width: int,
+                                                           locale: str) -> None:
+    site = site_of(request, locale)
     url = (site / "1/2026-03-30/last_30_days.html").as_uri()
     page, errors, requests = open_page(browser, url, width)
     assert errors == []
@@ -65,7 +80,7 @@ def test_page_opens_cleanly_from_disk_on_desktop_and_phone(browser: Any, site: P
     overflow = page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= width + 1
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"last_30_days-{width}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"last_30_days-{locale}-{width}.png"), full_page=True)
     page.close()
 
 
@@ -107,17 +122,19 @@ _CHART_TEXTS = """() => [...document.querySelectorAll('svg.chart-svg')].flatMap(
 })"""
 
 
-def _stress_page(site: Path, folder: Path) -> Path:
+def _stress_page(site: Path, folder: Path, locale: str) -> Path:
     """A page with the site's own style and charts at their most crowded: 31 days, six- and seven-digit counts, and
     category names at the length the charts keep."""
     from etl import charts
+    from etl.i18n import language
 
+    lang = language(locale)
     days = [date(2026, 1, 1) + timedelta(days=i) for i in range(31)]
     big = [240_000 + 997 * i for i in range(31)]
     names = ["Incoming message", "A channel with a long name", "WhatsApp Business – Support", "x" * 40]
-    drawn = [charts.grouped_daily_bars(days, {"added": big, "deleted": big[::-1], "merged": big}, "g"),
-             charts.stacked_daily_bars(days, {n: big for n in names}, "s"),
-             charts.category_bars(names, [1_234_567, 345_678, 9_999, 1], "c")]
+    drawn = [charts.grouped_daily_bars(days, {"added": big, "deleted": big[::-1], "merged": big}, "g", lang=lang),
+             charts.stacked_daily_bars(days, {n: big for n in names}, "s", lang),
+             charts.category_bars(names, [1_234_567, 345_678, 9_999, 1], "c", lang)]
     style = (site / "1/2026-03-30/last_30_days.html").read_text().split("</style>")[0]
     page = folder / "stress.html"
     page.write_text(style + "</style></head><body><main>" + "".join(f"<figure>{c.svg}</figure>" for c in drawn)
@@ -125,10 +142,12 @@ def _stress_page(site: Path, folder: Path) -> Path:
     return page
 
 
+@pytest.mark.parametrize("locale", ["en", "es"])
 @pytest.mark.parametrize("width", [360, 412, 1280])
-def test_chart_labels_are_legible_on_phones_and_do_not_collide(browser: Any, site: Path, tmp_path: Path,
-                                                                 width: int) -> None:
-    for url in ((site / "1/2026-03-30/last_30_days.html").as_uri(), _stress_page(site, tmp_path).as_uri()):
+def test_chart_labels_are_legible_on_phones_and_do_not_collide(browser: Any, request: pytest.FixtureRequest,
+                                                                 tmp_path: Path, width: int, locale: str) -> None:
+    site = site_of(request, locale)
+    for url in ((site / "1/2026-03-30/last_30_days.html").as_uri(), _stress_page(site, tmp_path, locale).as_uri()):
         page, errors, _ = open_page(browser, url, width)
         texts = page.evaluate(_CHART_TEXTS)
         page.close()

@@ -91,12 +91,12 @@ def build(landing: Path, root: Path) -> Path:
 
 def render_all(warehouse: Path, out: Path | str, report_day: date, workers: int = 1, filters: tuple[str, ...] = (),
                ids: tuple[int, ...] | None = None, page_log_rows: int = 500,
-               rows_per_group: int = 1_000_000) -> dict[str, int]:
+               rows_per_group: int = 1_000_000, locale: str | None = None) -> dict[str, int]:
     from etl.warehouse import read_view
 
     ids = ids or tuple(sorted(read_view(LocalStorage(warehouse)).workspaces))
     job = RenderJob(str(warehouse), str(out), ids, report_day, None, WINDOW_NAMES, filters, page_log_rows,
-                    rows_per_group)
+                    rows_per_group, locale=locale)
     return render(job, workers=workers)
 
 
