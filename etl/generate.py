@@ -83,12 +83,17 @@ class GenerateOptions:
     malformed_lines: int = 12
 
 
+# The languages of the generated workspaces, in turn: English, Spanish, English, Brazilian Portuguese, Mexican Spanish
+LOCALES: tuple[str, ...] = ("en", "es", "en", "pt-BR", "es-MX")
+
+
 def workspaces_dimension(options: GenerateOptions) -> list[dict[str, object]]:
     names = PLAIN_NAMES + HOSTILE_NAMES[:4]
     rows = []
     for wid in range(1, options.workspaces + 1):
         base = names[(wid - 1) % len(names)].split(" ")[0] or "Workspace"
-        rows.append({"workspace_id": wid, "name": f"{base} {wid}", "timezone": TIMEZONES[(wid - 1) % len(TIMEZONES)]})
+        rows.append({"workspace_id": wid, "name": f"{base} {wid}", "timezone": TIMEZONES[(wid - 1) % len(TIMEZONES)],
+                     "locale": LOCALES[(wid - 1) % len(LOCALES)]})
     if rows:
         rows[min(2, len(rows) - 1)]["name"] = "<script>alert('ws')</script> & Co"
     return rows

@@ -119,8 +119,11 @@ def main() -> None:
     log.info("1/4 generating %d days of events for %d workspaces…", args.days, args.workspaces)
     generate(LocalStorage(data / "landing"), GenerateOptions(start=default_start(args.days), days=args.days,
                                                              workspaces=args.workspaces, events_per_day=3000))
-    (data / "recipients.json").write_text(json.dumps({str(w): [f"team-{w}@example.com", f"lead-{w}@example.com"]
-                                                      for w in (1, 2, 3)}))
+    # English (1, 3), Spanish (2) and Brazilian Portuguese (4) workspaces; one recipient wants incoming messages only
+    recipients: dict[str, list[object]] = {str(w): [f"team-{w}@example.com", f"lead-{w}@example.com"]
+                                           for w in (1, 2, 3, 4)}
+    recipients["1"].append({"to": "inbound-1@example.com", "filters": {"source": "incoming_message"}})
+    (data / "recipients.json").write_text(json.dumps(recipients))
     log.info("2/4 backfilling the warehouse up to %s…", night)
     settings = Settings(landing=str(data / "landing"), warehouse=str(data / "warehouse"), out=str(out))
     backfill(settings, until=night)

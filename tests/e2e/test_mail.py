@@ -86,7 +86,7 @@ def test_an_e_mail_shows_the_day_in_the_workspaces_language_with_an_inline_chart
     [png] = [part for part in message.walk() if part.get_content_type() == "image/png"]
     assert png["Content-ID"] == f"<{image.group(1)}>" and png.get_content_disposition() == "inline"
     data = png.get_content()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 440)  # 2x for phones
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 480)  # 2x for phones
     english = received(inbox, "eve@example.com")
     assert str(english["Subject"]) == "Contacts report · Plain · Mar 10, 2026"
     assert "Contacts added:" in english.get_body(("plain",)).get_content()
