@@ -82,7 +82,8 @@ def test_an_e_mail_shows_the_day_in_the_workspaces_language_with_an_inline_chart
     assert '<html lang="es">' in html and 'width="600"' in html and "Resumen" not in html
     image = re.search(r'<img src="cid:([^"]+)" width="568" alt="([^"]+)"', html)
     assert image, "the chart is an inline image with a text alternative"
-    assert image.group(2) == "Contactos por día, del 25 feb 2026 al 10 mar 2026: agregados 27, eliminados 7, fusionados 0"
+    assert image.group(2) == ("Contactos por día, del 25 feb 2026 al 10 mar 2026: agregados 27, eliminados 7, "
+                              "fusionados 0")
     [png] = [part for part in message.walk() if part.get_content_type() == "image/png"]
     assert png["Content-ID"] == f"<{image.group(1)}>" and png.get_content_disposition() == "inline"
     data = png.get_content()

@@ -67,7 +67,8 @@ def published(rgw: tuple[str, str, str], tmp_path: Path) -> tuple[Settings, Any]
         {"1": ["ana@example.com", {"to": "bea@example.com", "filters": {"channel": "12"}}]}))
     settings = Settings(landing=str(landing), warehouse=str(tmp_path / "wh"), out=str(tmp_path / "out"),
                         s3_uri=f"s3://{bucket}/site", s3_sse=KMS, recipients_file=str(tmp_path / "recipients.json"),
-                        s3_identity=S3Identity(key, secret, region="us-east-1", endpoint_url=endpoint), presign_seconds=3600)
+                        s3_identity=S3Identity(key, secret, region="us-east-1", endpoint_url=endpoint),
+                        presign_seconds=3600)
     for night in NIGHTS:
         run_etl(LocalStorage(landing), LocalStorage(settings.warehouse), night)
         nightly.render_workspaces(settings, night, [1])
@@ -166,7 +167,7 @@ class _Front(BaseHTTPRequestHandler):
     client: Any
     bucket: str
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:  # the standard library's name
         key = "site/" + unquote(urlsplit(self.path).path).lstrip("/")
         try:
             found = self.client.get_object(Bucket=self.bucket, Key=key)
