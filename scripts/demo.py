@@ -158,7 +158,10 @@ Rendered {latest.get('pages', 0):,} pages; published {objects:,} objects; e-mail
   Local index page:  {(out / 'index.html').resolve().as_uri()}
   Ops page:          {(out / '_runs/index.html').resolve().as_uri()}
   S3 (stopped now):  s3://{BUCKET}/reports/index.html  (and s3://{BUCKET}/reports/<workspace>/<day>/<window>.html)
-  Outbox:            {(out / '_outbox').resolve()}  (one .eml per recipient)
+  Outbox:            {(out / '_outbox').resolve()}  (one .eml per recipient, chart inline: workspace 2 in
+                     Spanish, 4 in Brazilian Portuguese, 1 and 3 in English; inbound-1@ filtered to incoming messages)
+  Languages:         {(out / '2/index.html').resolve().as_uri()}  (es; 4: pt-BR, 5: es-MX)
+  Filtered pages:    {(out / 'filtered').resolve()}
   Archive:           {(out / 'archive').resolve()}  ({counts['snapshots']} snapshots, {verdict};
                      re-check: .venv/bin/contacts-report archive verify --archive {out / 'archive'})
   Warehouse:         {data / 'warehouse'}

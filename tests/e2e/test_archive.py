@@ -458,3 +458,22 @@ def test_show_gives_the_latest_complete_revision_or_the_one_asked(tiny_archive: 
     with pytest.raises(FileNotFoundError, match=rf"^no snapshot of workspace 2 for 2026-03-30 under "
                                                 rf"{re.escape(archive.uri)}$"):
         show(archive, 2, date(2026, 3, 30), None)
+
+
+def test_a_spanish_workspaces_archive_pages_are_in_spanish_and_its_data_files_are_not(
+        tmp_path: Path, tiny_warehouse: Path) -> None:
+    """The locale changes the pages an auditor reads, never the CSV and Parquet files they hash and load."""
+    warehouse = LocalStorage(tiny_warehouse)
+    scope = report_scope(warehouse, [1], DAYS[-1], None)
+    english, spanish = LocalStorage(tmp_path / "en"), LocalStorage(tmp_path / "es")
+    write_archive(warehouse, english, scope)
+    write_archive(warehouse, spanish, scope.in_language("es"))
+    folder = f"1/{DAYS[-1]}/rev-1"
+    page = spanish.read_bytes(f"{folder}/contacts_added.html").decode()
+    assert '<html lang="es">' in page and "Registro de contactos agregados · <time" in page
+    assert "revisión 1" in page and "Archivo de" in page
+    index = spanish.read_bytes("1/index.html").decode()
+    assert "Cada instantánea es inmutable" in index and "<code>contacts-report archive verify</code>" in index
+    for name in ("contacts_added.csv", "contacts_added.parquet", "contacts_merged.csv"):
+        assert spanish.read_bytes(f"{folder}/{name}") == english.read_bytes(f"{folder}/{name}")
+    assert verify(spanish)[0] == []
