@@ -129,13 +129,17 @@ def plan_batches(settings: Settings, night: date) -> list[list[int]]:
 
 
 def render_workspaces(settings: Settings, night: date, workspace_ids: list[int]) -> dict[str, int]:
-    """The night's pages of these workspaces, then the pages of past report days that the night's late events
-    changed (`etl.render_jobs.late_jobs`), recorded with the night's so that publish uploads them too."""
+    """The night's pages of these workspaces and the filtered pages their recipients asked for, then those pages of
+    past report days that the night's late events changed (`etl.render_jobs.late_jobs`), recorded with the night's so
+    that publish uploads them too."""
     job = _render_job(settings, night, workspace_ids)
     scope = job_scope(job)
     counts = render_batch(job, scope)
-    counts["filtered_pages"] = sum(render_batch(filtered, scope)["pages"] for filtered in _audience_jobs(settings, job))
-    late = late_jobs(_store(settings, settings.warehouse), job, scope, settings.late_pages_days)
+    audience = _audience_jobs(settings, job)
+    counts["filtered_pages"] = sum(render_batch(filtered, scope)["pages"] for filtered in audience)
+    warehouse = _store(settings, settings.warehouse)
+    late = [past for rendered in (job, *audience)
+            for past in late_jobs(warehouse, rendered, scope, settings.late_pages_days)]
     return {**counts, "late_pages": sum(render_batch(past)["pages"] for past in late)}
 
 

@@ -104,8 +104,8 @@ def late_days(warehouse: Storage, night: date) -> dict[int, list[date]]:
 def late_jobs(warehouse: Storage, job: RenderJob, scope: ReportScope, horizon: int) -> list[RenderJob]:
     """The renders of past report days that the late events of the night ending at `job.cutoff` changed
     (`late_pages`, from the night's run summary), of the job's windows, recorded with the job's pages so that
-    publish uploads them together. None for a render by report day or of filtered pages."""
-    if job.cutoff is None or job.filters or horizon <= 0:
+    publish uploads them together. None for a render by report day."""
+    if job.cutoff is None or horizon <= 0:
         return []
     night = (job.cutoff.astimezone(UTC) - timedelta(microseconds=1)).date()  # the arrival day the cutoff ends
     jobs = []

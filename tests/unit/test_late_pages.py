@@ -15,6 +15,7 @@ import pytest
 
 from etl import nightly
 from etl.render_jobs import late_pages
+from etl.report import Filters
 from etl.settings import Settings
 from etl.storage import LocalStorage
 from etl.windows import WINDOW_NAMES, window, windows_showing
@@ -142,3 +143,16 @@ def test_the_render_command_with_a_cutoff_renders_the_late_pages_as_the_nightly_
     assert main([*render, "--late-pages-days", "0", "--out", str(tmp_path / "none")]) == 0
     assert json.loads(capsys.readouterr().out)["late_pages"] == 0
     assert not (tmp_path / "none/1/2026-03-10").exists()
+
+
+def test_a_late_event_updates_the_filtered_pages_a_recipient_reads_too(two_nights: Settings, tmp_path: Path) -> None:
+    recipients = tmp_path / "recipients.json"
+    recipients.write_text(json.dumps({"1": [{"to": "a@example.com", "filters": {"source": "contact_import"}}]}))
+    settings = replace(two_nights, recipients_file=str(recipients))
+    folder = Path(settings.out) / f"filtered/{Filters.parse(['source=contact_import']).slug()}/1/2026-03-10"
+    assert run(settings, "2026-03-10")["filtered_pages"] == 7
+    assert report_data(folder / "today.html")["totals"]["added"] == 1
+    assert run(settings, "2026-03-11") == {"pages": 7, "csv": 28, "filtered_pages": 7, "late_pages": 10}
+    assert report_data(folder / "today.html")["totals"]["added"] == 2
+    keys = nightly.night_keys(settings, D("2026-03-11"))
+    assert f"{folder.relative_to(settings.out)}/today.html" in keys
