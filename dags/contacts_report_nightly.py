@@ -195,6 +195,7 @@ def contacts_report_nightly() -> None:
         from etl.nightly import finalize_indexes
 
         return {"workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered),
+                "filtered_pages": sum(r.get("filtered_pages", 0) for r in rendered),
                 "late_pages": sum(r.get("late_pages", 0) for r in rendered)}
 
     @task
