@@ -104,6 +104,7 @@ class Language:
         return _date(day, "MMMd", self.tag)
 
 
+@lru_cache(maxsize=64)
 def _babel_locale(tag: str) -> Locale:
     return Locale.parse(tag, sep="-")
 
@@ -115,11 +116,15 @@ def _decimal(value: int, tag: str) -> str:
 
 @lru_cache(maxsize=65536)
 def _percent(ratio: float, tag: str, signed: bool) -> str:
+    return format_percent(ratio, format=_percent_pattern(tag, signed), locale=_babel_locale(tag))
+
+
+@lru_cache(maxsize=64)
+def _percent_pattern(tag: str, signed: bool) -> str:
+    """The locale's percent pattern with one decimal (#,##0 % -> #,##0.0 %), with a plus sign when `signed`."""
     pattern = _babel_locale(tag).percent_formats[None].pattern.split(";")[0]
-    pattern = re.sub(r"0(?=[^0#,.]*$)", "0.0", pattern, count=1)  # one decimal: #,##0% -> #,##0.0%
-    if signed:
-        pattern = f"+{pattern};-{pattern}"
-    return format_percent(ratio, format=pattern, locale=_babel_locale(tag))
+    pattern = re.sub(r"0(?=[^0#,.]*$)", "0.0", pattern, count=1)
+    return f"+{pattern};-{pattern}" if signed else pattern
 
 
 @lru_cache(maxsize=4096)
