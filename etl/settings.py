@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from etl.errors import InputError
-from etl.validate import FUTURE_TOLERANCE, MAX_LINE_BYTES
+
+# The contract's defaults (docs/contract.md; settings can change both): a line's size in bytes without its newline,
+# and how far past the end of its arrival day an event may be stamped (producers' clocks drift). Here, not in
+# etl.validate, so that reading the settings imports no Polars (the DAG reads them when it is parsed).
+MAX_LINE_BYTES = 1_000_000
+FUTURE_TOLERANCE = timedelta(hours=1)
 
 DEFAULT_DATA = Path("data")
 # Server-side encryption of every S3 object written: "AES256" (SSE-S3), "aws:kms" or "aws:kms:KEY-ID" (SSE-KMS; Ceph

@@ -22,6 +22,7 @@ from etl.contract import (
     SOURCES,
     TEXT_FIELDS,
 )
+from etl.settings import FUTURE_TOLERANCE, MAX_LINE_BYTES  # the contract's defaults
 
 # ASCII digits only (`\d` would take any script's digits) and the whole text (`$` would allow a final newline).
 _RFC3339 = re.compile(
@@ -31,10 +32,6 @@ _RFC3339 = re.compile(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_ID = 2**63 - 1
-# The contract's defaults (docs/contract.md; settings can change both): a line's size in bytes without its
-# newline, and how far past the end of its arrival day an event may be stamped (producers' clocks drift).
-MAX_LINE_BYTES = 1_000_000
-FUTURE_TOLERANCE = timedelta(hours=1)
 
 
 class Invalid(Exception):
