@@ -21,7 +21,14 @@ mirrored to S3 create-only; it needs no page, so the e-mails do not wait for it;
 **Re-running** a night, clearing any task or `airflow backfill create` over a range converges to the state of one
 clean run: every write is scoped to the night and replaces what the night wrote before; e-mails keep a ledger.
 
-**When it fails**, ops get an e-mail naming the task, the night and the log URL (`CONTACTS_REPORT_OPS_EMAIL`).
+**Assets.** `finish_ingest` produces `contacts_report.warehouse`, `build_indexes` `contacts_report.pages`,
+`publish` `contacts_report.published`, `archive` `contacts_report.archive`; each asset event carries the task's
+counts (lines, valid, quarantined, pages, objects, bytes, snapshots…) in its extra. Another DAG can be scheduled on
+`Asset.ref(name="contacts_report.published")`.
+
+**When it fails**, ops get an e-mail naming the task, the night, the log URL, the exception's last line and the
+counts so far (`CONTACTS_REPORT_OPS_EMAIL`, through the SMTP provider's notifier). **When it is late** — not finished
+`CONTACTS_REPORT_DEADLINE` after the night's end — a deadline alert tells them what is still running.
 Settings: see the README (`CONTACTS_REPORT_*`); S3 and SMTP come from the `aws_default` and `smtp_default`
 connections.
 """
@@ -33,7 +40,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk.definitions.callback import SyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+from etl.ops import night_assets
+from etl.settings import Settings
+
+# Read once when the DAG is parsed (environment only, no I/O): where the assets are, and the deadline.
+PARSED = Settings.from_env()
+ASSETS = {key: Asset(name=name, uri=uri) for key, (name, uri) in night_assets(PARSED).items()}
 
 
 def _night() -> Any:
@@ -85,13 +101,43 @@ def _smtp() -> Any:
 
 
 def notify_ops(context: dict[str, Any]) -> None:
-    """on_failure_callback: which task failed, for which night, and where its log is."""
-    from etl.nightly import alert_ops, night_of
+    """on_failure_callback: which task failed, for which night, its log, the error's last line, the counts so far;
+    sent through the SMTP provider's notifier (`etl.ops.notify`)."""
+    from etl.nightly import night_of
+    from etl.ops import failure_message, notify
 
-    ti = context["ti"]
+    ti, settings = context["ti"], _settings()
     night = night_of(context.get("logical_date"), context["dag_run"].run_after)
-    alert_ops(_settings(), _smtp, ti.dag_id, ti.task_id, night, getattr(ti, "log_url", None),
-              str(context.get("exception") or ""))
+    subject, html = failure_message(settings, night, ti.task_id, getattr(ti, "log_url", None),
+                                    str(context.get("exception") or ""))
+    notify(settings, subject, html, context)
+
+
+@contextmanager
+def _recorded() -> Iterator[None]:
+    """The task's start and end in the night's records (`etl.ops.recording`): the ops page's durations and the
+    deadline alert's "still running" come from them."""
+    from etl.ops import recording
+
+    ti = get_current_context()["ti"]
+    with recording(_settings(), _night(), ti.task_id, getattr(ti, "map_index", None)):
+        yield
+
+
+def _produced(key: str, counts: dict[str, Any]) -> dict[str, Any]:
+    """Attach the task's counts to the event of the asset it produced (numbers and short texts only)."""
+    extra: dict[str, Any] = {k: v for k, v in counts.items()
+                             if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    get_current_context()["outlet_events"][ASSETS[key]].extra = extra
+    return counts
+
+
+def _deadline() -> DeadlineAlert | None:
+    """A run not finished CONTACTS_REPORT_DEADLINE after the end of its night (logical date + 1 day) alerts ops."""
+    if PARSED.deadline is None:
+        return None
+    return DeadlineAlert(reference=DeadlineReference.DAGRUN_LOGICAL_DATE, interval=timedelta(days=1) + PARSED.deadline,
+                         callback=SyncCallback("etl.ops.deadline_missed"), name="e-mails out")
 
 
 @contextmanager
@@ -125,6 +171,7 @@ NETWORK_RETRIES: dict[str, Any] = {
     tags=["contacts-report", "reports", "nightly"],
     doc_md=__doc__,
     default_args={"owner": "contacts-report", "on_failure_callback": notify_ops, **NETWORK_RETRIES},
+    deadline=_deadline(),
 )
 def contacts_report_nightly() -> None:
     @task
@@ -138,31 +185,33 @@ def contacts_report_nightly() -> None:
 
         started = datetime.now(UTC).isoformat(timespec="seconds")
         try:
-            return {"files": int(check_landing(_settings(), _night())), "started_at": started}
+            with _recorded():
+                return {"files": int(check_landing(_settings(), _night())), "started_at": started}
         except EtlError as missing:
             raise AirflowFailException(str(missing)) from missing
 
     @task
     def plan_shards(landing: dict[str, Any]) -> list[int]:
         """The ingest shards (CONTACTS_REPORT_INGEST_SHARDS): numbers only, one mapped `ingest` task each."""
-        return list(range(_settings().ingest_shards))
+        with _recorded():
+            return list(range(_settings().ingest_shards))
 
-    @task
+    @task(inlets=[ASSETS["landing"]])
     def ingest(shard: int) -> dict[str, Any]:
         """One shard of the night (the whole night with one). Storage errors are retried; input that cannot be
         processed (EtlError, InputError) fails at once."""
         from etl.nightly import ingest_shard
 
-        with _no_retry_on_bad_input():
+        with _no_retry_on_bad_input(), _recorded():
             return dict(ingest_shard(_settings(), _night(), shard))
 
-    @task
+    @task(inlets=[ASSETS["landing"]], outlets=[ASSETS["warehouse"]])
     def finish_ingest(shards: list[dict[str, Any]]) -> dict[str, Any]:
         """The night's summary and quarantine, once, from every shard's."""
         from etl.nightly import finish_ingest
 
-        with _no_retry_on_bad_input():
-            return dict(finish_ingest(_settings(), _night()))
+        with _no_retry_on_bad_input(), _recorded():
+            return _produced("warehouse", dict(finish_ingest(_settings(), _night())))
 
     @task
     def quality_gate(summary: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +222,8 @@ def contacts_report_nightly() -> None:
         from etl.quality import QualityError
 
         try:
-            return dict(quality_gate(_settings(), _night()))
+            with _recorded():
+                return dict(quality_gate(_settings(), _night()))
         except QualityError as bad:
             raise AirflowFailException(str(bad)) from bad
 
@@ -181,40 +231,47 @@ def contacts_report_nightly() -> None:
     def plan_render_batches(checked: dict[str, Any]) -> list[list[int]]:
         from etl.nightly import plan_batches
 
-        return list(plan_batches(_settings(), _night()))
+        with _recorded():
+            return list(plan_batches(_settings(), _night()))
 
-    @task(max_active_tis_per_dagrun=2)
+    @task(max_active_tis_per_dagrun=2, inlets=[ASSETS["warehouse"]])
     def render(workspace_ids: list[int]) -> dict[str, int]:
         from etl.nightly import render_workspaces
 
-        with _no_retry_on_bad_input():
+        with _no_retry_on_bad_input(), _recorded():
             return dict(render_workspaces(_settings(), _night(), workspace_ids))
 
-    @task
+    @task(inlets=[ASSETS["warehouse"]], outlets=[ASSETS["pages"]])
     def build_indexes(rendered: list[dict[str, int]]) -> dict[str, int]:
         from etl.nightly import finalize_indexes
 
-        return {"workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered),
+        with _recorded():
+            return _produced("pages", {
+                "workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered),
+                "csv": sum(r.get("csv", 0) for r in rendered),
                 "filtered_pages": sum(r.get("filtered_pages", 0) for r in rendered),
-                "late_pages": sum(r.get("late_pages", 0) for r in rendered)}
+                "late_pages": sum(r.get("late_pages", 0) for r in rendered)})
 
-    @task
+    @task(inlets=[ASSETS["pages"]], outlets=[ASSETS["published"]])
     def publish(indexes: dict[str, int]) -> dict[str, Any]:
         from etl.nightly import publish
 
-        return dict(publish(_settings(), _night(), _s3_client()))
+        with _recorded():
+            return _produced("published", dict(publish(_settings(), _night(), _s3_client())))
 
-    @task
+    @task(inlets=[ASSETS["warehouse"]], outlets=[ASSETS["archive"]])
     def archive(checked: dict[str, Any]) -> dict[str, int]:
         from etl.nightly import archive_night
 
-        return dict(archive_night(_settings(), _night(), _s3_client()))
+        with _recorded():
+            return _produced("archive", dict(archive_night(_settings(), _night(), _s3_client())))
 
-    @task
+    @task(inlets=[ASSETS["published"]])
     def send_emails(published: dict[str, Any]) -> dict[str, int]:
         from etl.nightly import email
 
-        return dict(email(_settings(), _night(), _s3_client(), _smtp))
+        with _recorded():
+            return dict(email(_settings(), _night(), _s3_client(), _smtp))
 
     @task
     def run_summary(landing: dict[str, Any], indexes: dict[str, int], published: dict[str, Any],
@@ -223,7 +280,8 @@ def contacts_report_nightly() -> None:
 
         stats = {**indexes, **published, **mailed, "snapshots_written": archived["written"] + archived["revised"],
                  "started_at": landing["started_at"]}
-        return dict(record_run(_settings(), _night(), stats, _s3_client()))
+        with _recorded():
+            return dict(record_run(_settings(), _night(), stats, _s3_client()))
 
     landing = check_landing()
     checked = quality_gate(finish_ingest(ingest.expand(shard=plan_shards(landing))))

@@ -17,6 +17,10 @@ from etl.templating import environment
 
 log = logging.getLogger(__name__)
 
+# The `smtp_default` connection's fields for a loopback server without TLS (the demo's and the tests'): the SMTP
+# provider's notifier, which sends the ops alerts, starts SSL and STARTTLS unless its extras say not to.
+SMTP_PLAIN: dict[str, object] = {"extra": {"disable_ssl": True, "disable_tls": True}}
+
 
 @dataclass(frozen=True)
 class SmtpConfig:

@@ -373,28 +373,3 @@ def backfill(settings: Settings, until: date) -> int:
         run_etl(landing, warehouse, night, settings.future_tolerance, settings.max_line_bytes,
                 limits=settings.read_limits)
     return len(nights)
-
-
-def alert_ops(settings: Settings, smtp_factory: Any, dag_id: str, task_id: str, night: date, log_url: str | None,
-              error: str) -> bool:
-    """Tell ops which task failed, for which night, and where the log is. Never raises: an alert that fails
-    must not hide the original failure."""
-    from email.message import EmailMessage
-
-    from etl.mail import one_line, send
-
-    text = (f"The nightly contacts report failed.\n\nDAG: {dag_id}\nTask: {task_id}\nNight: {night}\n"
-            f"Log: {log_url or 'see the Airflow UI'}\nError: {one_line(error, 500)}\n")
-    log.error("%s", text)
-    if not settings.ops_email:
-        return False
-    message = EmailMessage()
-    message["Subject"] = one_line(f"[contacts-report] {task_id} failed for night {night}")
-    message["From"] = settings.mail_from
-    message["To"] = settings.ops_email
-    message.set_content(text)
-    try:
-        return send(smtp_factory(), [message]) == ["sent"]
-    except Exception:  # the alert is best effort; the task failure itself is already recorded by Airflow
-        log.exception("could not e-mail ops at %s", settings.ops_email)
-        return False

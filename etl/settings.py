@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,17 @@ DEFAULT_DATA = Path("data")
 DEFAULT_S3_SSE = "AES256"
 DEFAULT_LATE_PAGES_DAYS = 1  # yesterday's pages, the ones last night's e-mail links to
 DEFAULT_PUBLISH_CONCURRENCY = 16  # S3 requests in flight while publishing: docs/performance.md, "Publish"
+
+
+def parse_duration(name: str, text: str | None) -> timedelta | None:
+    """A duration setting: `90s`, `45m`, `6h` or `1d`; unset or empty: None."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if m is None:
+        raise InputError(f"{name}={text!r} is not a duration; write one such as 90s, 45m, 6h or 1d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+    return timedelta(**{unit: int(m.group(1))})
 
 
 def worker_hostname() -> str:
@@ -125,6 +137,8 @@ class Settings:
     aws_endpoint_url: str | None = None
     # Who S3 requests are signed as (the DAG: the `aws_default` connection); the standard chain when not given
     s3_identity: S3Identity = field(default_factory=S3Identity)
+    # How long after the night's end its e-mails must be out, or ops are alerted (None: no deadline)
+    deadline: timedelta | None = None
 
     @property
     def read_limits(self) -> ReadLimits:
@@ -186,6 +200,7 @@ class Settings:
             "publish_concurrency": number("CONTACTS_REPORT_PUBLISH_CONCURRENCY", base.publish_concurrency, least=1),
             "progress": not any(env.get(name) for name in ("CI", "AIRFLOW_CTX_DAG_ID", "NO_PROGRESS")),
             "aws_endpoint_url": env.get("AWS_ENDPOINT_URL") or None,
+            "deadline": parse_duration("CONTACTS_REPORT_DEADLINE", env.get("CONTACTS_REPORT_DEADLINE")),
         }
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

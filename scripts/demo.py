@@ -67,9 +67,11 @@ def start_smtp(stack: ExitStack, outbox: Path) -> int:
 
 
 def airflow_env(endpoint: str, smtp_port: int, data: Path, out: Path) -> dict[str, str]:
+    from etl.mail import SMTP_PLAIN
+
     aws = {"conn_type": "aws", "login": "demo", "password": "demo-secret",
            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port}
+    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port, **SMTP_PLAIN}
     return {
         **os.environ,
         "AIRFLOW_HOME": str(ROOT / "airflow_home"),

@@ -72,6 +72,8 @@ def start_services(stack: ExitStack, scratch: Path) -> tuple[str, str]:
 def airflow_env(home: Path, database: str, broker: str, api_port: int, s3: str, smtp_port: int,
                 shards: int) -> dict[str, str]:
     """What every Airflow process gets: the same database, broker, API and secrets; the night's settings."""
+    from etl.mail import SMTP_PLAIN
+
     aws = {"conn_type": "aws", "login": KEY, "password": SECRET,
            "extra": {"endpoint_url": s3, "region_name": "us-east-1"}}
     stores = {name: f"s3://{BUCKET}/{name}" for name in ("landing", "warehouse", "out", "archive")}
@@ -96,7 +98,8 @@ def airflow_env(home: Path, database: str, broker: str, api_port: int, s3: str, 
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "etl.settings.worker_hostname",
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port}),
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
+                                                 **SMTP_PLAIN}),
         **{f"CONTACTS_REPORT_{name.upper()}": uri for name, uri in stores.items()},
         "CONTACTS_REPORT_S3_URI": f"s3://{BUCKET}/site",
         "CONTACTS_REPORT_RECIPIENTS": f"s3://{BUCKET}/config/recipients.json",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from etl.mail import SMTP_PLAIN
+
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 SECRET = "s3cr3t-d0-n0t-l34k"  # the S3 secret key in the DAG tests' connection: it must never be written anywhere
@@ -34,7 +36,8 @@ def dag_env(airflow_home: Path, s3_endpoint: str, smtp_port: int, data: Path, **
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port}),
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
+                                                 **SMTP_PLAIN}),
         "CONTACTS_REPORT_LANDING": str(data / "landing"),
         "CONTACTS_REPORT_WAREHOUSE": str(data / "warehouse"),
         "CONTACTS_REPORT_OUT": str(data / "out"),

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from etl.generate import GenerateOptions, generate
+from etl.mail import SMTP_PLAIN
 from etl.nightly import backfill
 from etl.settings import S3Identity, Settings
 from etl.storage import LocalStorage, client_config
@@ -63,7 +64,8 @@ def test_every_s3_request_of_the_night_is_signed_as_aws_default(
            "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_default),
-           "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port}),
+           "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+                                                    **SMTP_PLAIN}),
            **{f"CONTACTS_REPORT_{name.upper()}": uri for name, uri in stores.items()},
            "CONTACTS_REPORT_S3_URI": f"s3://{bucket}/site", "CONTACTS_REPORT_S3_SSE": KMS,
            "CONTACTS_REPORT_RECIPIENTS": str(recipients), "NO_PROGRESS": "1"}

@@ -1,9 +1,12 @@
 """One run under a real scheduler: `airflow standalone` (API server, scheduler, DAG processor, triggerer;
-LocalExecutor, SQLite) on loopback. The scheduler creates the latest night's run by itself; a manual trigger follows."""
+LocalExecutor, SQLite) on loopback. The scheduler creates the latest night's run by itself; a manual trigger follows.
+The deadline is one second after the night's end, so both runs are late from the start: the scheduler's deadline
+alert must reach ops while they run, and each run must still succeed and record its assets."""
 
 from __future__ import annotations
 
 import contextlib
+import email
 import json
 import os
 import signal
@@ -12,17 +15,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from email import policy
 from pathlib import Path
 
 import pytest
 
 from etl.generate import GenerateOptions, generate
+from etl.mail import SMTP_PLAIN
 from etl.nightly import backfill
 from etl.settings import Settings
 from etl.storage import LocalStorage
 from etl.windows import end_of_night, report_day_for
-from tests.conftest import _free_port
+from tests.conftest import Inbox, _free_port
 from tests.dags.conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -43,7 +48,7 @@ def wait_for(query: str, db: Path, done: set[str], deadline: float, log: Path) -
 
 
 @pytest.fixture
-def standalone(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
+def standalone(tmp_path: Path, smtp_server: tuple[int, Inbox]) -> Iterator[tuple[Path, Path, dict[str, str]]]:
     today = datetime.now(UTC).date()
     data = tmp_path / "data"
     generate(LocalStorage(data / "landing"), GenerateOptions(start=today - timedelta(days=4), days=4, workspaces=3,
@@ -70,6 +75,10 @@ def standalone(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
         "CONTACTS_REPORT_MAX_QUARANTINE_RATIO": "0.5",
         "CONTACTS_REPORT_MAX_SCHEMA_DRIFT_RATIO": "0.5",
         "NO_PROGRESS": "1",
+        "CONTACTS_REPORT_DEADLINE": "1s",
+        "CONTACTS_REPORT_OPS_EMAIL": "ops@example.com",
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_server[0],
+                                                 **SMTP_PLAIN}),
     }
     env.pop("AIRFLOW_CONN_AWS_DEFAULT", None)
     backfill(Settings(landing=env["CONTACTS_REPORT_LANDING"], warehouse=env["CONTACTS_REPORT_WAREHOUSE"]),
@@ -108,8 +117,8 @@ def descendants(*roots: int) -> set[int]:
     return found
 
 
-def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tuple[Path, Path, dict[str, str]]
-                                                                  ) -> None:
+def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tuple[Path, Path, dict[str, str]],
+                                                                  smtp_server: tuple[int, Inbox]) -> None:
     db, log, env = standalone
     today = datetime.now(UTC).date()
     deadline = time.monotonic() + 300
@@ -125,6 +134,8 @@ def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tu
         mapped = conn.execute("select count(*) from task_instance where run_id = ? and task_id = 'render' "
                               "and map_index >= 0 and state = 'success'", (run_id,)).fetchone()[0]
     assert mapped == 3  # three workspaces, one per batch: the renders really were mapped
+    assets_carry_the_nights_counts(db, run_id, warehouse, today - timedelta(days=1))
+    late_night_was_alerted(smtp_server[1], today - timedelta(days=1), deadline, log)
 
     night = today - timedelta(days=2)
     trigger = subprocess.run([str(BIN / "airflow"), "dags", "trigger", "contacts_report_nightly", "--logical-date",
@@ -140,3 +151,38 @@ def test_scheduled_and_triggered_runs_succeed_under_the_scheduler(standalone: tu
         day = report_day_for(end_of_night(night), ws["timezone"])
         assert day != report_day_for(end_of_night(night + timedelta(days=1)), ws["timezone"])
         assert (Path(env["CONTACTS_REPORT_OUT"]) / f"{ws['workspace_id']}/{day}/today.html").is_file(), ws
+
+
+def assets_carry_the_nights_counts(db: Path, run_id: str, warehouse: Path, night: date) -> None:
+    """Each producing task's asset event, with the counts the night's own records hold."""
+    with sqlite3.connect(db) as conn:
+        events = {name: json.loads(extra or "{}") for name, extra in conn.execute(
+            "select a.name, e.extra from asset_event e join asset a on a.id = e.asset_id where e.source_run_id = ?",
+            (run_id,))}
+    assert sorted(events) == ["contacts_report.archive", "contacts_report.pages", "contacts_report.published",
+                              "contacts_report.warehouse"]
+    summary = json.loads((warehouse / f"_runs/ingest_date={night}.json").read_text())
+    ingested = events["contacts_report.warehouse"]
+    assert {k: ingested[k] for k in ("lines_read", "events_valid", "events_quarantined", "late_events")} == {
+        k: summary[k] for k in ("lines_read", "events_valid", "events_quarantined", "late_events")}
+    assert events["contacts_report.pages"]["pages"] == 21 and events["contacts_report.pages"]["workspaces"] == 3
+    assert events["contacts_report.archive"]["written"] + events["contacts_report.archive"]["unchanged"] == 3
+    assert events["contacts_report.published"] == {"uploaded": 0, "unchanged": 0}  # no bucket in this run
+    record = json.loads((warehouse / f"_tasks/night={night}/finish_ingest.json").read_text())
+    assert record["seconds"] >= 0 and record["finished_at"] > record["started_at"]  # recorded by the task itself
+
+
+def late_night_was_alerted(inbox: Inbox, night: date, deadline: float, log: Path) -> None:
+    """The deadline alert (Airflow's, run by the scheduler through the executor) names the night and the tasks."""
+    subject = f"[contacts-report] night {night} is late"
+    while time.monotonic() < deadline:
+        found = [raw for _, raw in inbox.messages if subject.encode() in raw]
+        if found:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"no deadline alert for {night}; scheduler log tail:\n{log.read_text()[-4000:]}")
+    message = email.message_from_bytes(found[0], policy=policy.default)
+    body = message.get_body(("html",)).get_content()
+    assert str(message["To"]) == "ops@example.com" and "has not finished" in body
+    assert "<li>running:" in body and "<li>not started:" in body and "run_summary" in body

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from etl.mail import SmtpConfig
-from etl.nightly import alert_ops
+from etl.mail import SMTP_PLAIN, SmtpConfig
 from etl.nightly import email as send_night_emails
+from etl.ops import failure_message, notify
 from etl.pipeline import run_etl
 from etl.settings import Settings
 from etl.storage import LocalStorage
@@ -131,47 +131,43 @@ def test_links_use_the_base_url_when_set_and_say_nothing_of_signatures(night: Se
     assert "stop working" not in text  # the signed-link warning is for presigned links only
 
 
-def test_ops_alert_names_the_task_the_night_the_log_and_the_error(night: Settings) -> None:
+def test_ops_alert_names_the_task_the_night_the_log_the_error_and_the_counts_so_far(
+        night: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sent through the SMTP provider's notifier (connection `smtp_default`); never raises, also when SMTP is down
+    or no ops address is set."""
     from aiosmtpd.controller import Controller
 
-    error = "Traceback (most recent call last):\n  ...\nQualityError: night 2026-03-10 failed the data-quality gate"
+    error = "Traceback (most recent call last):\n  ...\nQualityError: night 2026-03-10 failed the data-quality gate\n"
     inbox, port = Inbox(), _free_port()
-    assert not alert_ops(replace(night, ops_email="ops@example.com"), lambda: SmtpConfig("127.0.0.1", port),
-                         "contacts_report_nightly", "quality_gate", date(2026, 3, 10), None, error)  # SMTP down
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({"conn_type": "smtp", "host": "127.0.0.1",
+                                                                "port": port, **SMTP_PLAIN}))
+    ops = replace(night, ops_email="ops@example.com", mail_from="reports@example.com")
+    subject, html = failure_message(ops, date(2026, 3, 10), "quality_gate",
+                                    "http://airflow.example/log?task=quality_gate&try=1", error)
+    assert not notify(ops, subject, html, {})  # SMTP down: logged, not raised
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        assert not alert_ops(night, lambda: SmtpConfig("127.0.0.1", port), "contacts_report_nightly",
-                             "quality_gate", date(2026, 3, 10), None, error)  # no ops address: logged only
-        assert alert_ops(replace(night, ops_email="ops@example.com"), lambda: SmtpConfig("127.0.0.1", port),
-                         "contacts_report_nightly", "quality_gate", date(2026, 3, 10),
-                         "http://airflow.example/log?task=quality_gate", error)
+        assert not notify(night, subject, html, {})  # no ops address: logged only
+        assert notify(ops, subject, html, {})
     finally:
         controller.stop()
     [(recipient, raw)] = inbox.messages
     message = email.message_from_bytes(raw, policy=policy.default)
-    assert recipient == "ops@example.com"
+    assert (recipient, str(message["From"])) == ("ops@example.com", "reports@example.com")
     assert str(message["Subject"]) == "[contacts-report] quality_gate failed for night 2026-03-10"
-    body = message.get_body(("plain",)).get_content()
-    for line in ("DAG: contacts_report_nightly", "Task: quality_gate", "Night: 2026-03-10",
-                 "Log: http://airflow.example/log?task=quality_gate"):
-        assert line in body.splitlines()
-    assert "QualityError: night 2026-03-10 failed the data-quality gate" in body
+    body = message.get_body(("html",)).get_content()
+    assert "Task: <b>quality_gate</b>" in body and "Night: 2026-03-10" in body
+    assert 'href="http://airflow.example/log?task=quality_gate&amp;try=1"' in body
+    assert "<code>QualityError: night 2026-03-10 failed the data-quality gate</code>" in body  # the last line
+    assert "<tr><td>lines_read</td><td>2</td></tr>" in body  # the night's counts, as far as the run got
 
 
-def test_ops_alert_without_a_log_link_says_where_to_look_and_keeps_500_characters_of_the_error(
-        night: Settings, smtp_server: tuple[int, Inbox]) -> None:
-    port, inbox = smtp_server
-    error = "E" * 499 + "xyz" + "tail of a long error" * 10
-    assert alert_ops(replace(night, ops_email="ops@example.com", mail_from="reports@example.com"),
-                     lambda: SmtpConfig("127.0.0.1", port), "contacts_report_nightly", "render", date(2026, 3, 10),
-                     None, error)
-    [(_, raw)] = inbox.messages
-    message = email.message_from_bytes(raw, policy=policy.default)
-    assert (str(message["From"]), str(message["To"])) == ("reports@example.com", "ops@example.com")
-    lines = message.get_body(("plain",)).get_content().splitlines()
-    assert "Log: see the Airflow UI" in lines
-    assert f"Error: {'E' * 499}…" in lines  # 500 characters, the last one saying that more was cut
+def test_ops_alert_before_the_ingest_and_without_a_log_link_says_so(night: Settings) -> None:
+    subject, html = failure_message(replace(night, warehouse=night.warehouse + "-empty"), date(2026, 3, 10),
+                                    "check_landing", None, "E" * 600 + "\n\n")
+    assert "Log: see the Airflow UI" in html and f"<code>{'E' * 500}</code>" in html
+    assert "No counts yet" in html and subject.endswith("check_landing failed for night 2026-03-10")
 
 
 def test_without_a_bucket_links_point_at_the_rendered_files(night: Settings, smtp_server: tuple[int, Inbox]) -> None:
