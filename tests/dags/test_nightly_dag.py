@@ -299,3 +299,28 @@ def test_a_night_ingested_in_two_mapped_shards_reports_what_one_process_reports(
     render(RenderJob(str(whole), str(tmp_path / "pages"), (1, 2, 3, 4), None, cutoff, WINDOW_NAMES, ()))
     for page in sorted((tmp_path / "pages").glob("*/*/*.html")):
         assert page.read_bytes() == (out / page.relative_to(tmp_path / "pages")).read_bytes(), page
+
+
+def test_with_openlineage_on_each_task_reports_its_assets_as_inputs_and_outputs(
+        airflow_home: Path, moto_server: str, smtp_server: tuple[int, Any], nightly_data: Path, tmp_path: Path
+) -> None:
+    """Off by default (no transport: the other DAG tests write no lineage); with the file transport configured,
+    each task's run events carry the assets it reads and produces."""
+    lineage = tmp_path / "lineage.jsonl"
+    env = dag_env(airflow_home, moto_server, smtp_server[0], nightly_data, AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
+        {"type": "file", "log_file_path": str(lineage), "append": True}))
+    result = run_dag(env, NIGHT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    events = [json.loads(line) for line in lineage.read_text().splitlines() if line.strip()]
+    done = {e["job"]["name"].rsplit(".", 1)[-1]: e for e in events if e["eventType"] == "COMPLETE"}
+
+    def names(event: dict[str, Any], side: str) -> list[str]:
+        return sorted(f"{d['namespace']}{d['name']}" for d in event.get(side, []))
+
+    warehouse, landing = (f"file{(nightly_data / name).resolve()}" for name in ("warehouse", "landing"))
+    out = f"file{(nightly_data / 'out').resolve()}"
+    assert (names(done["finish_ingest"], "inputs"), names(done["finish_ingest"], "outputs")) == ([landing],
+                                                                                                [warehouse])
+    assert (names(done["build_indexes"], "inputs"), names(done["build_indexes"], "outputs")) == ([warehouse], [out])
+    assert names(done["archive"], "outputs") == [f"{out}/archive"]
+    assert {"START", "COMPLETE"} <= {e["eventType"] for e in events}
