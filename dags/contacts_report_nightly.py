@@ -113,6 +113,14 @@ def notify_ops(context: dict[str, Any]) -> None:
     notify(settings, subject, html, context)
 
 
+def _run_stats() -> dict[str, Any]:
+    """The run's kind and where the Airflow UI shows it, for the ops page."""
+    context = get_current_context()
+    run, log_url = context["dag_run"], getattr(context["ti"], "log_url", None) or ""
+    return {"run_type": str(getattr(run.run_type, "value", run.run_type)), "run_id": run.run_id,
+            "airflow_run_url": log_url.split("/tasks/")[0] if "/tasks/" in log_url else None}
+
+
 @contextmanager
 def _recorded() -> Iterator[None]:
     """The task's start and end in the night's records (`etl.ops.recording`): the ops page's durations and the
@@ -225,6 +233,9 @@ def contacts_report_nightly() -> None:
             with _recorded():
                 return dict(quality_gate(_settings(), _night()))
         except QualityError as bad:
+            from etl.nightly import record_gate_failure
+
+            record_gate_failure(_settings(), _night(), str(bad), _run_stats(), _s3_client())
             raise AirflowFailException(str(bad)) from bad
 
     @task
@@ -279,7 +290,7 @@ def contacts_report_nightly() -> None:
         from etl.nightly import record_run
 
         stats = {**indexes, **published, **mailed, "snapshots_written": archived["written"] + archived["revised"],
-                 "started_at": landing["started_at"]}
+                 "started_at": landing["started_at"], **_run_stats()}
         with _recorded():
             return dict(record_run(_settings(), _night(), stats, _s3_client()))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -191,14 +191,20 @@ DAILY_SIZE = (518.0, 191.0)
 DAILY_PLOT = Plot(left=46, bottom=24, width=464, height=158)  # room below for day labels at the phone font size
 
 
-def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str,
-                       labels: dict[str, str] | None = None, lang: Language | None = None) -> Chart:
-    """Added vs deleted vs merged per day, side by side; `labels` names each series in the legend."""
+def grouped_daily_bars(days: Sequence[date], series: Mapping[str, Sequence[float]], namespace: str,
+                       labels: dict[str, str] | None = None, lang: Language | None = None,
+                       limit: float | None = None) -> Chart:
+    """Added vs deleted vs merged per day, side by side; `labels` names each series in the legend; `limit` draws a
+    dashed line at that value (a threshold)."""
     lang = lang or language()
     with _styled():
         canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
         top = max((max(v, default=0) for v in series.values()), default=0)
-        scale = _daily_frame(canvas, plot, days, top, lang)
+        scale = _daily_frame(canvas, plot, days, max(top, limit or 0), lang)
+        if limit is not None:
+            y = plot.bottom + limit * scale
+            canvas.fig.add_artist(PathPatch(Path([(plot.left, y), (plot.left + plot.width, y)]), fill=False,
+                                            edgecolor=INK, linewidth=1.2, linestyle=(0, (4, 3)), transform=_PIXELS))
         slot = plot.width / len(days)
         width = min(slot * 0.8 / max(len(series), 1), 40.0)  # one day must not fill the chart with slabs
         starts = plot.left + np.arange(len(days)) * slot + (slot - width * len(series)) / 2
@@ -213,7 +219,7 @@ def grouped_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], n
         return Chart(to_svg(canvas, namespace), tuple(legend))
 
 
-def stacked_daily_bars(days: Sequence[date], series: dict[str, Sequence[int]], namespace: str,
+def stacked_daily_bars(days: Sequence[date], series: Mapping[str, Sequence[float]], namespace: str,
                        lang: Language | None = None) -> Chart:
     """One bar per day, stacked by category (sources)."""
     with _styled():

@@ -21,6 +21,7 @@ from etl import manifests
 from etl.errors import EtlError
 from etl.indexes import write_indexes
 from etl.ingest import landing_dates, landing_inventory
+from etl.ops import deadline_key, task_records, task_seconds
 from etl.pipeline import finish_night, run_etl
 from etl.publish import S3Target, link, upload
 from etl.quality import gate
@@ -351,18 +352,48 @@ def record_run(settings: Settings, night: date, stats: dict[str, Any], client: A
     record = {"night": night.isoformat(), "finished_at": finished.isoformat(timespec="seconds"), "seconds": seconds,
               **{k: etl_summary[k] for k in ("lines_read", "events_valid", "events_quarantined",
                                              "duplicates_dropped", "late_events")},
+              "task_seconds": task_seconds(task_records(settings, night)),
+              **({"deadline_missed": True} if warehouse.exists(deadline_key(night)) else {}),
               **stats}
     warehouse.write_bytes(f"_nightly/night={night.isoformat()}.json", json.dumps(record, indent=1).encode())
-    records = [json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_nightly")[-60:]]  # named by night
-    records.sort(key=lambda r: r["night"], reverse=True)
+    write_ops_page(settings, client)
+    return record
+
+
+def record_gate_failure(settings: Settings, night: date, reason: str, stats: dict[str, Any], client: Any | None
+                        ) -> None:
+    """A night the quality gate stopped never reaches `record_run`: its record (the ETL's counts and the reason)
+    is written here, so the ops page marks it; a later successful re-run replaces it."""
+    warehouse = _store(settings, settings.warehouse)
+    summary = json.loads(warehouse.read_bytes(run_key(night)))
+    record = {"night": night.isoformat(), **{k: summary[k] for k in ("lines_read", "events_valid",
+                                                                      "events_quarantined", "duplicates_dropped",
+                                                                      "late_events")},
+              "gate_failed": reason.splitlines()[0][:300] if reason else "failed", **stats}
+    warehouse.write_bytes(f"_nightly/night={night.isoformat()}.json", json.dumps(record, indent=1).encode())
+    write_ops_page(settings, client)
+
+
+def write_ops_page(settings: Settings, client: Any | None) -> None:
+    """`_runs/index.html` and `runs.json`: the last 60 nights' records (and the nights filled with the CLI, from
+    their ETL summaries), with their trends (`etl.ops_page`); uploaded when there is a bucket."""
+    from etl.ops_page import NIGHTS_SHOWN, nights_shown, status, summary_nights, trends
+
+    warehouse = _store(settings, settings.warehouse)
+    records = [json.loads(warehouse.read_bytes(k)) for k in warehouse.list("_nightly")[-NIGHTS_SHOWN:]]
+    recorded = {r["night"] for r in records}
+    summaries = {n: json.loads(warehouse.read_bytes(run_key(date.fromisoformat(n))))
+                 for n in summary_nights(warehouse.list("_runs"))[-NIGHTS_SHOWN:] if n not in recorded}
+    rows = nights_shown(records, summaries)
     out = _store(settings, settings.out)
+    records.sort(key=lambda r: r["night"], reverse=True)
     out.write_bytes("_runs/runs.json", json.dumps(records, indent=1).encode(), "application/json")
-    html = environment().get_template("runs.html.j2").render(runs=records)
+    html = environment().get_template("runs.html.j2").render(runs=rows[::-1], trends=trends(rows, settings.thresholds),
+                                                             status=status)
     out.write_bytes("_runs/index.html", html.encode(), "text/html; charset=utf-8")
     if settings.s3_uri and client is not None:
         upload(client, S3Target.parse(settings.s3_uri), out, ["_runs/runs.json", "_runs/index.html"], settings.s3_sse,
                settings.publish_concurrency)
-    return record
 
 
 def backfill(settings: Settings, until: date) -> int:

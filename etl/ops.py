@@ -56,6 +56,11 @@ def _store(settings: Settings) -> Storage:
     return open_storage(settings.warehouse, sse=settings.s3_sse, identity=settings.s3_identity)
 
 
+def deadline_key(night: date) -> str:
+    """The mark the deadline alert leaves in the warehouse: the ops page shows the night as late."""
+    return f"_deadlines/night={night.isoformat()}.json"
+
+
 def _task_key(night: date, task: str, map_index: int | None = None) -> str:
     suffix = f".{map_index}" if map_index is not None and map_index >= 0 else ""
     return f"_tasks/night={night.isoformat()}/{task}{suffix}.json"
@@ -196,6 +201,8 @@ def deadline_missed(context: dict[str, Any], **_: Any) -> None:
         night -= timedelta(days=1)  # a manual run without a logical date processes the last ended day
     due = datetime.fromisoformat(str(deadline).replace("Z", "+00:00")) if deadline else datetime.now(UTC)
     settings = Settings.from_env()
+    _store(settings).write_bytes(deadline_key(night), json.dumps({"deadline": due.isoformat(),
+                                                                  "run_id": run.get("run_id")}).encode())
     states = progress(task_records(settings, night))
     subject, html = deadline_message(settings, night, due.astimezone(UTC), str(run.get("run_id")), states)
     notify(settings, subject, html, context)

@@ -257,3 +257,20 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, st
     _, endpoint, key, secret = ready[0].split()
     yield endpoint, key, secret
     subprocess.run([str(RADOSGW_LOCAL), "stop", str(folder)], check=False, timeout=60)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs Debian's chromium package"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()

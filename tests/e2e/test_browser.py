@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,9 +12,6 @@ from tests.conftest import copy_tiny_warehouse, plain_id
 from tests.e2e.test_pages import build, render_all
 
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +31,6 @@ def spanish_site(tmp_path_factory: pytest.TempPathFactory, tiny_warehouse_built:
 
 def site_of(request: pytest.FixtureRequest, locale: str) -> Path:
     return Path(request.getfixturevalue("spanish_site" if locale == "es" else "site"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs Debian's chromium package"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 def open_page(browser: Any, url: str, width: int) -> tuple[Any, list[str], list[str]]:

@@ -11,7 +11,6 @@ import re
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from email import policy
@@ -30,23 +29,12 @@ from etl.settings import S3Identity, Settings
 from etl.share import SHARE, expire_shares, share_key
 from etl.storage import LocalStorage, client_config
 from tests.conftest import Inbox
-from tests.e2e.test_browser import CHROMIUM, FLAGS
 from tests.faults.test_rgw import KMS, fresh_bucket
 from tests.helpers import event, write_landing
 
 pytestmark = pytest.mark.rgw
 NIGHT = date(2026, 3, 10)
 NIGHTS = [NIGHT - timedelta(days=1), NIGHT]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
