@@ -57,6 +57,10 @@ def status(row: dict[str, Any]) -> str:
     return "; ".join(problems)
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,}"
+
+
 def _share(part: Any, whole: Any) -> float:
     return round(100 * (part or 0) / whole, 2) if whole else 0.0
 
@@ -72,7 +76,7 @@ def trends(rows: list[dict[str, Any]], thresholds: Thresholds) -> list[Trend]:
 
     def numbers(headers: tuple[str, ...], series: list[list[float]]) -> ChartNumbers:
         return ChartNumbers(("Night", *headers), tuple(
-            (label, *(f"{values[i]:,}" for values in series)) for i, label in enumerate(labels)))
+            (label, *(_number(values[i]) for values in series)) for i, label in enumerate(labels)))
 
     def grouped(key: str, caption: str, series: dict[str, list[float]], limit: float | None = None) -> Trend:
         drawn = charts.grouped_daily_bars(days, series, f"ops-{key}", {k: k for k in series}, lang, limit=limit)
