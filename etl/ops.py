@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -170,10 +171,17 @@ def _link(url: str | None) -> str:
     return f'<a href="{escape(url)}">{escape(url)}</a>' if url else "see the Airflow UI"
 
 
+def html_to_text(html: str) -> str:
+    """An alert's words for the log."""
+    from html import unescape
+
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
 def notify(settings: Settings, subject: str, html: str, context: dict[str, Any]) -> bool:
     """Send an alert to CONTACTS_REPORT_OPS_EMAIL through the SMTP provider's notifier (connection
     `smtp_default`); log it in any case. Never raises: an alert that fails must not hide what it reports."""
-    log.error("%s", subject)
+    log.error("%s: %s", subject, html_to_text(html))
     if not settings.ops_email:
         return False
     try:

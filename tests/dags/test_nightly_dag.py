@@ -259,12 +259,16 @@ def test_a_night_failing_the_quality_gate_publishes_nothing_and_alerts_ops(airfl
     result = run_dag(env, NIGHT)
     assert result.returncode == 1
     assert f"night {NIGHT} failed the data-quality gate" in result.stdout + result.stderr
-    assert client.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    listed = client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    assert sorted(o["Key"] for o in listed) == [  # the ops page only (and its publishing ledger)
+        "site/_published/runs.json", "site/_runs/index.html", "site/_runs/runs.json"]
+    assert "quality gate failed" in published(client, BUCKET, "site/_runs/index.html").decode()
     [(recipient, raw)] = inbox.messages  # type: ignore[attr-defined]
     alert = email.message_from_bytes(raw, policy=email.policy.default)
     assert recipient == "ops@example.com"
     assert alert["Subject"] == f"[contacts-report] quality_gate failed for night {NIGHT}"
-    assert "failed the data-quality gate" in alert.get_body(("plain",)).get_content()
+    body = alert.get_body(("html",)).get_content()
+    assert "failed the data-quality gate" in body and "<td>lines_read</td>" in body  # the counts so far
 
 
 def test_a_night_ingested_in_two_mapped_shards_reports_what_one_process_reports(
