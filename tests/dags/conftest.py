@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,21 @@ SECRET = "s3cr3t-d0-n0t-l34k"  # the S3 secret key in the DAG tests' connection:
 
 
 @pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def migrated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("airflow_home")
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags")}
     result = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return home
+
+
+@pytest.fixture
+def airflow_home(migrated_home: Path, tmp_path: Path) -> Path:
+    """A copy of the migrated metadata database per test: each test's DAG declares its assets where its own data
+    are, and an asset whose name another test's run left active with other URIs would be inactive here."""
+    home = tmp_path / "airflow_home"
+    shutil.copytree(migrated_home, home)
     return home
 
 
