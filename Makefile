@@ -9,12 +9,20 @@ DEMO := data/demo
 OUT ?= reports_out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install catalogs messages system-deps demo demo-cluster airflow test lint bench bench-ab mutation clean help
+.PHONY: install catalogs checkers messages system-deps demo demo-cluster airflow test lint bench bench-ab mutation clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: $(STAMP) catalogs  ## create .venv and install the project with every extra (idempotent)
+install: $(STAMP) catalogs checkers  ## create .venv and install the project with every extra (idempotent)
+
+checkers: node_modules/.installed  ## the page checkers make test runs: vnu.jar and axe-core from npm (package-lock.json)
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get \
+	  install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
 
 CATALOGS := $(patsubst %.po,%.mo,$(wildcard etl/locale/*/LC_MESSAGES/messages.po))
 catalogs: $(CATALOGS)  ## compile the translations (etl/locale/*/LC_MESSAGES/messages.po -> .mo)
@@ -34,11 +42,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[airflow,dev]'
 	@touch $(STAMP)
 
-system-deps:  ## Debian packages the tests need (headless Chromium, Ceph's RADOS Gateway, PostgreSQL and Redis for the cluster), installed only when missing
+system-deps:  ## Debian packages the tests need (headless Chromium, Ceph's RADOS Gateway, PostgreSQL and Redis for the cluster, Java for the HTML checker), installed only when missing
 	@command -v chromium >/dev/null && command -v radosgw >/dev/null && command -v ceph-osd >/dev/null \
-	  && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  && command -v java >/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	  --no-install-recommends chromium fonts-dejavu-core radosgw ceph-mon ceph-osd postgresql redis-server >/dev/null; }
+	  --no-install-recommends chromium fonts-dejavu-core radosgw ceph-mon ceph-osd postgresql redis-server \
+	  default-jre-headless >/dev/null; }
 
 demo: install  ## the nightly job end to end: synthetic events, loopback S3 + SMTP, the real DAG (airflow dags test)
 	rm -rf $(DEMO) $(OUT)/[0-9]* $(OUT)/index.html $(OUT)/filtered $(OUT)/_runs $(OUT)/_outbox $(OUT)/archive

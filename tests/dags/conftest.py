@@ -34,6 +34,8 @@ def airflow_home(migrated_home: Path, tmp_path: Path) -> Path:
     are, and an asset whose name another test's run left active with other URIs would be inactive here."""
     home = tmp_path / "airflow_home"
     shutil.copytree(migrated_home, home)
+    config = home / "airflow.cfg"  # names the database by its absolute path: the copy's own, then
+    config.write_text(config.read_text().replace(str(migrated_home), str(home)))
     return home
 
 
