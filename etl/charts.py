@@ -127,6 +127,8 @@ def to_svg(canvas: _Canvas, namespace: str, css_class: str = "chart-svg") -> str
     canvas.fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
+    # Matplotlib's RDF <metadata> block (dc:, cc:, rdf: namespaces) is not allowed in SVG inside HTML
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)
     if canvas.labels:
         labels = "\n   ".join(canvas.labels)
         svg = svg.replace("\n</svg>", f'\n <g style="{_LABEL_STYLE}">\n   {labels}\n </g>\n</svg>', 1)

@@ -7,6 +7,7 @@ Known false positives allowed below: none so far. An exception is added only wit
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from datetime import date, timedelta
@@ -73,7 +74,10 @@ def _email_html(warehouse: LocalStorage, target: Path) -> Path:
     message = build_message(report, [Link("Today", "https://r.example/1/today.html")],
                             Link("All report days", "https://r.example/1/index.html"), "r@example.com",
                             "a@example.com", presigned=True, ops_address="ops@example.com")
-    target.write_text(message.get_body(("html",)).get_content())
+    html = message.get_body(("html",)).get_content()
+    [chart] = [part for part in message.walk() if part.get_content_type() == "image/png"]
+    inline = "data:image/png;base64," + base64.b64encode(chart.get_content()).decode()  # as a mail client shows it
+    target.write_text(html.replace(f"cid:{str(chart['Content-ID'])[1:-1]}", inline))
     return target
 
 
