@@ -180,6 +180,9 @@ def test_nightly_run_publishes_pages_and_mails_links_that_work(airflow_home: Pat
     assert recipients == ["ana@example.com", "luis@example.com"]
     [ops_record] = json.loads(local["_runs/runs.json"])
     assert (ops_record["sent"], ops_record["failed"], ops_record["pages"]) == (2, 1, 28)
+    # How it ran, for the ops page: the run's kind and link, each task's seconds as the tasks recorded them.
+    assert ops_record["run_type"] == "manual" and "/dags/contacts_report_nightly/runs/" in ops_record["airflow_run_url"]
+    assert {"check_landing", "ingest", "render", "publish", "send_emails"} <= set(ops_record["task_seconds"])
     message = email.message_from_bytes(dict(inbox.messages)["ana@example.com"])  # type: ignore[attr-defined]
     text = next(p for p in message.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
     html_part = next(p for p in message.walk() if p.get_content_type() == "text/html").get_payload(decode=True)
