@@ -28,7 +28,7 @@ CATALOGS := $(patsubst %.po,%.mo,$(wildcard etl/locale/*/LC_MESSAGES/messages.po
 catalogs: $(CATALOGS)  ## compile the translations (etl/locale/*/LC_MESSAGES/messages.po -> .mo)
 
 etl/locale/%/LC_MESSAGES/messages.mo: etl/locale/%/LC_MESSAGES/messages.po $(STAMP)
-	$(BIN)/pybabel compile -d etl/locale -D messages -l $* >/dev/null
+	$(BIN)/pybabel -q compile -d etl/locale -D messages -l $*
 
 messages: install  ## after changing a message: extract them all again and merge them into every catalog (then translate what is new)
 	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ -k gettext -k ngettext:1,2 --no-location --omit-header \
