@@ -31,9 +31,9 @@ etl/locale/%/LC_MESSAGES/messages.mo: etl/locale/%/LC_MESSAGES/messages.po $(STA
 	$(BIN)/pybabel -q compile -d etl/locale -D messages -l $*
 
 messages: install  ## after changing a message: extract them all again and merge them into every catalog (then translate what is new)
-	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ -k gettext -k ngettext:1,2 --no-location --omit-header \
-	  --sort-output -o etl/locale/messages.pot . >/dev/null
-	$(BIN)/pybabel update -i etl/locale/messages.pot -d etl/locale -D messages --no-location --omit-header \
+	$(BIN)/pybabel -q extract -F babel.cfg -k N_ -k _ -k gettext -k ngettext:1,2 --no-location --omit-header \
+	  --sort-output -o etl/locale/messages.pot .
+	$(BIN)/pybabel -q update -i etl/locale/messages.pot -d etl/locale -D messages --ignore-pot-creation-date \
 	  --no-fuzzy-matching --width 120
 
 $(STAMP): pyproject.toml
