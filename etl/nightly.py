@@ -21,11 +21,11 @@ from etl import manifests
 from etl.errors import EtlError
 from etl.indexes import write_indexes
 from etl.ingest import landing_dates, landing_inventory
-from etl.ops import deadline_key, task_records, task_seconds
+from etl.ops import deadline_key, night_counts, task_records, task_seconds
 from etl.pipeline import finish_night, run_etl
 from etl.publish import S3Target, link, upload
 from etl.quality import gate
-from etl.render import RenderJob, job_scope, render_batch
+from etl.render import RenderJob, job_scope, page_key, render_batch
 from etl.render_jobs import late_jobs, planned_batches
 from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.settings import Settings
@@ -97,9 +97,8 @@ def finish_ingest(settings: Settings, night: date) -> dict[str, Any]:
                                _etl_options(settings))
     else:  # the one shard wrote the summary itself
         summary = json.loads(warehouse.read_bytes(run_key(night)))
-    keep = ("ingest_date", "run_id", "lines_read", "events_valid", "events_quarantined", "duplicates_dropped",
-            "late_events")
-    return {k: summary[k] for k in keep} | {"days_touched": len(summary["days_touched"])}
+    return {"ingest_date": summary["ingest_date"], "run_id": summary["run_id"], **night_counts(summary),
+            "days_touched": len(summary["days_touched"])}
 
 
 def _etl_options(settings: Settings) -> dict[str, Any]:
@@ -239,12 +238,6 @@ class MailPlan:
     invalid: int
 
 
-def mail_folder(workspace_id: int, report_day: date, filters: tuple[str, ...]) -> str:
-    """The output folder of the pages an e-mail links to."""
-    folder = f"{workspace_id}/{report_day.isoformat()}"
-    return f"filtered/{Filters.parse(list(filters)).slug()}/{folder}" if filters else folder
-
-
 def plan_emails(recipients: dict[int, list[Recipient]], reports: dict[tuple[int, tuple[str, ...]], MailReport],
                 ledger: dict[str, str], href: Callable[[str], str], mail_from: str, presigned: bool,
                 ops_address: str | None = None) -> MailPlan:
@@ -272,8 +265,9 @@ def plan_emails(recipients: dict[int, list[Recipient]], reports: dict[tuple[int,
                 continue
             report = reports[workspace_id, recipient.filters]
             lang = report.page.lang
-            folder = mail_folder(workspace_id, report.page.report_day, recipient.filters)
-            links = [Link(lang.gettext(WINDOW_TITLES[w]), href(f"{folder}/{w}.html")) for w in WINDOW_NAMES]
+            links = [Link(lang.gettext(WINDOW_TITLES[w]),
+                          href(page_key(workspace_id, report.page.report_day, w, report.page.filters)))
+                     for w in WINDOW_NAMES]
             index = Link(lang.gettext("All report days"), href(f"{workspace_id}/index.html"))
             messages.append((entry, build_message(report, links, index, mail_from, recipient.address, presigned,
                                                   ops_address or mail_from)))
@@ -350,8 +344,7 @@ def record_run(settings: Settings, night: date, stats: dict[str, Any], client: A
     started = stats.get("started_at")
     seconds = round((finished - datetime.fromisoformat(started)).total_seconds()) if started else None
     record = {"night": night.isoformat(), "finished_at": finished.isoformat(timespec="seconds"), "seconds": seconds,
-              **{k: etl_summary[k] for k in ("lines_read", "events_valid", "events_quarantined",
-                                             "duplicates_dropped", "late_events")},
+              **night_counts(etl_summary),
               "task_seconds": task_seconds(task_records(settings, night)),
               **({"deadline_missed": True} if warehouse.exists(deadline_key(night)) else {}),
               **stats}
@@ -366,9 +359,7 @@ def record_gate_failure(settings: Settings, night: date, reason: str, stats: dic
     is written here, so the ops page marks it; a later successful re-run replaces it."""
     warehouse = _store(settings, settings.warehouse)
     summary = json.loads(warehouse.read_bytes(run_key(night)))
-    record = {"night": night.isoformat(), **{k: summary[k] for k in ("lines_read", "events_valid",
-                                                                      "events_quarantined", "duplicates_dropped",
-                                                                      "late_events")},
+    record = {"night": night.isoformat(), **night_counts(summary),
               "gate_failed": reason.splitlines()[0][:300] if reason else "failed", **stats}
     warehouse.write_bytes(f"_nightly/night={night.isoformat()}.json", json.dumps(record, indent=1).encode())
     write_ops_page(settings, client)

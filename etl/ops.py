@@ -28,6 +28,11 @@ NIGHT_TASKS: tuple[str, ...] = ("check_landing", "plan_shards", "ingest", "finis
                                 "run_summary")
 
 
+# What a night's ETL summary counts, as its record, its alerts and the ops page show them.
+NIGHT_COUNTS: tuple[str, ...] = ("lines_read", "events_valid", "events_quarantined", "duplicates_dropped",
+                                 "late_events")
+
+
 def location_uri(location: str) -> str:
     """An asset URI for a storage location: `s3://…` as it is, a local folder as an absolute file:// URI (no I/O)."""
     if location.startswith("s3://"):
@@ -124,14 +129,16 @@ def progress(records: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 # ---------------------------------------------------------------- alerts (sent through the SMTP provider's notifier)
 
+def night_counts(summary: dict[str, Any]) -> dict[str, Any]:
+    """The counts of a night's ETL summary that its record, its alerts and the ops page show."""
+    return {k: summary[k] for k in NIGHT_COUNTS if k in summary}
+
+
 def _counts_so_far(settings: Settings, night: date) -> dict[str, Any]:
+    from etl.warehouse import run_key  # not when the DAG is parsed (Polars)
+
     store = _store(settings)
-    key = f"_runs/ingest_date={night.isoformat()}.json"
-    if not store.exists(key):
-        return {}
-    summary = json.loads(store.read_bytes(key))
-    return {k: summary[k] for k in ("lines_read", "events_valid", "events_quarantined", "duplicates_dropped",
-                                    "late_events") if k in summary}
+    return night_counts(json.loads(store.read_bytes(run_key(night)))) if store.exists(run_key(night)) else {}
 
 
 def failure_message(settings: Settings, night: date, task: str, log_url: str | None, error: str

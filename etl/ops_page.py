@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from etl import charts
 from etl.i18n import language
-from etl.ops import NIGHT_TASKS
+from etl.ops import NIGHT_TASKS, night_counts
 from etl.report import ChartNumbers
 from etl.settings import Thresholds
 
@@ -39,8 +39,7 @@ def nights_shown(records: list[dict[str, Any]], summaries: dict[str, dict[str, A
     with the CLI) a row made from it, marked `kind: "cli"`."""
     by_night = {r["night"]: {"kind": r.get("run_type") or "scheduled", **r} for r in records}
     for night, summary in summaries.items():
-        by_night.setdefault(night, {"night": night, "kind": "cli", **{k: summary.get(k) for k in (
-            "lines_read", "events_valid", "events_quarantined", "duplicates_dropped", "late_events")}})
+        by_night.setdefault(night, {"night": night, "kind": "cli", **night_counts(summary)})
     return [by_night[n] for n in sorted(by_night)[-NIGHTS_SHOWN:]]
 
 

@@ -22,6 +22,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from etl.publish import S3Target, bounded, link, put_object, stored_bytes
+from etl.render import page_key
 from etl.report import Filters
 from etl.settings import DEFAULT_PUBLISH_CONCURRENCY
 from etl.storage import Storage
@@ -42,11 +43,8 @@ def share_key(night: date, key: str) -> str:
 
 def share_set(out: Storage, workspace_id: int, report_day: date, filter_sets: list[tuple[str, ...]]) -> list[str]:
     """The output keys shared for one workspace's e-mails (those that exist)."""
-    keys = []
-    for filters in [(), *filter_sets]:
-        prefix = f"filtered/{Filters.parse(list(filters)).slug()}/" if filters else ""
-        for day in (report_day, report_day - timedelta(days=1)):
-            keys += [f"{prefix}{workspace_id}/{day.isoformat()}/{w}.html" for w in WINDOW_NAMES]
+    keys = [page_key(workspace_id, day, w, Filters.parse(list(filters))) for filters in [(), *filter_sets]
+            for day in (report_day, report_day - timedelta(days=1)) for w in WINDOW_NAMES]
     keys.append(f"{workspace_id}/index.html")
     return [k for k in dict.fromkeys(keys) if out.exists(k)]
 

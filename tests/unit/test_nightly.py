@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +20,7 @@ from etl.quality import QualityError, problems
 from etl.settings import Settings, Thresholds
 from etl.storage import LocalStorage, s3_client
 from etl.warehouse import run_key
+from tests.conftest import plain_id
 from tests.helpers import event, published, write_landing
 
 LIMITS = Thresholds(max_quarantine_ratio=0.05, max_schema_drift_ratio=0.01, min_volume_ratio=0.2, volume_floor=50)
@@ -315,3 +317,32 @@ def test_the_email_plan_is_built_without_storage_or_smtp() -> None:
     assert ledger == {"1:old@example.com": "sent"}  # the caller's ledger is left as it was
     text = plan.messages[0][1].get_body(("plain",)).get_content()
     assert "https://r.example/1/2026-03-10/today.html" in text and "https://r.example/1/index.html" in text
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    (42, 'not an address or {"to": …, "filters": {…}}'),
+    ({"filters": {"channel": "12"}}, 'not an address or {"to": …, "filters": {…}}'),
+    ({"to": ["a@example.com"]}, 'not an address or {"to": …, "filters": {…}}'),
+    ({"to": "a@example.com", "filters": ["channel=12"]}, 'not an address or {"to": …, "filters": {…}}'),
+    ({"to": "a@example.com", "filters": {"colour": "red"}}, "invalid filters: bad filter 'colour=red'"),
+    ({"to": "a@example.com", "filters": {"channel": "0"}}, "invalid filters: channel filter takes a numeric"),
+    ({"to": "a@example.com", "filters": {"source": "fax"}}, "invalid filters: unknown source 'fax'"),
+    ({"to": "a@example.com", "filters": {"contact": ""}}, "invalid filters: bad filter 'contact='"),
+    ({"to": "a@example.com", "filters": {"user": "７"}}, "invalid filters: user filter takes a numeric"),
+], ids=plain_id)
+def test_a_recipient_that_cannot_be_used_is_named_with_why_and_the_others_stay(entry: object, problem: str) -> None:
+    found = parse_recipients({"5": ["ok@example.com", entry, {"to": "b@example.com", "filters": {"user": 7}}]})
+    ok, bad, filtered = found[5]
+    assert (ok.address, ok.problem, filtered.filters, filtered.problem) == ("ok@example.com", None, ("user=7",), None)
+    assert bad.problem is not None and bad.problem.startswith(problem)
+
+
+@pytest.mark.parametrize("text", ['["a@example.com"]', '{"five": ["a@example.com"]}', '{"5": "a@example.com"}',
+                                  "{not json", '"\\ud800"'], ids=plain_id)
+def test_a_recipients_file_of_the_wrong_shape_is_an_error_naming_the_file(tmp_path: Path, text: str) -> None:
+    from etl.nightly import _recipients
+
+    path = tmp_path / "recipients.json"
+    path.write_text(text)
+    with pytest.raises(EtlError, match=re.escape(str(path))):
+        _recipients(Settings(recipients_file=str(path)))
