@@ -274,6 +274,14 @@ def plan_emails(recipients: dict[int, list[Recipient]], reports: dict[tuple[int,
     return MailPlan(tuple(messages), ledger, skipped, invalid)
 
 
+def share_set(workspace_id: int, report_day: date, filter_sets: list[tuple[str, ...]]) -> list[str]:
+    """The pages shared for one workspace's presigned e-mails (`etl.share`): the report day's and the day before's
+    seven windows, unfiltered and with each filter set its recipients asked for, and its index."""
+    return [page_key(workspace_id, day, w, Filters.parse(list(filters))) for filters in [(), *filter_sets]
+            for day in (report_day, report_day - timedelta(days=1)) for w in WINDOW_NAMES] + [
+        f"{workspace_id}/index.html"]
+
+
 def _mail_reports(warehouse: Storage, recipients: dict[int, list[Recipient]], scope: ReportScope
                   ) -> dict[tuple[int, tuple[str, ...]], MailReport]:
     """What each workspace's e-mails show (of those in the night's `scope`), unfiltered and for every usable filter
@@ -327,7 +335,7 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
         workspaces = sorted({int(entry.split(":", 1)[0]) for entry, _ in plan.messages})
         audience = audiences(recipients)
         share_night(client, target, _store(settings, settings.out), night,
-                    {w: (scope.days[w], [f for f, ids in audience.items() if w in ids]) for w in workspaces},
+                    [share_set(w, scope.days[w], [f for f, ids in audience.items() if w in ids]) for w in workspaces],
                     settings.presign_seconds, settings.s3_sse)
     results = send(smtp_factory(), [m for _, m in plan.messages]) if plan.messages else []
     ledger = plan.ledger | {entry: result for (entry, _), result in zip(plan.messages, results, strict=True)}

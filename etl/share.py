@@ -22,11 +22,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from etl.publish import S3Target, bounded, link, put_object, stored_bytes
-from etl.render import page_key
-from etl.report import Filters
 from etl.settings import DEFAULT_PUBLISH_CONCURRENCY
 from etl.storage import Storage
-from etl.windows import WINDOW_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +36,6 @@ MAX_SIGNATURE_DAYS = 7  # SigV4's longest presigned URL
 def share_key(night: date, key: str) -> str:
     """Where the shared copy of the output key `key` is, for the e-mails of `night`."""
     return f"{SHARE}/night={night.isoformat()}/{key}"
-
-
-def share_set(out: Storage, workspace_id: int, report_day: date, filter_sets: list[tuple[str, ...]]) -> list[str]:
-    """The output keys shared for one workspace's e-mails (those that exist)."""
-    keys = [page_key(workspace_id, day, w, Filters.parse(list(filters))) for filters in [(), *filter_sets]
-            for day in (report_day, report_day - timedelta(days=1)) for w in WINDOW_NAMES]
-    keys.append(f"{workspace_id}/index.html")
-    return [k for k in dict.fromkeys(keys) if out.exists(k)]
 
 
 def rewrite_links(page: str, key: str, shared: set[str], sign: Callable[[str], str],
@@ -70,10 +59,10 @@ def rewrite_links(page: str, key: str, shared: set[str], sign: Callable[[str], s
 
 
 def share_night(client: Any, target: S3Target, out: Storage, night: date,
-                workspaces: dict[int, tuple[date, list[tuple[str, ...]]]], expires: int, sse: str,
+                share_sets: list[list[str]], expires: int, sse: str,
                 concurrency: int = DEFAULT_PUBLISH_CONCURRENCY) -> int:
-    """Upload the shared copies of each workspace's share set (`workspaces`: its report day and its recipients'
-    filter sets); returns how many. Older shares are deleted first."""
+    """Upload the shared copies of each workspace's share set (`share_sets`: the output keys of its pages, of which
+    those that exist are shared; `etl.nightly.share_set`); returns how many. Older shares are deleted first."""
     expire_shares(client, target, night)
 
     def sign(key: str) -> str:
@@ -82,8 +71,8 @@ def share_night(client: Any, target: S3Target, out: Storage, night: date,
     def sign_shared(key: str) -> str:
         return sign(share_key(night, key))
 
-    jobs = [(key, set(keys)) for wid, (day, filter_sets) in sorted(workspaces.items())
-            for keys in [share_set(out, wid, day, filter_sets)] for key in keys]
+    existing = [[k for k in dict.fromkeys(keys) if out.exists(k)] for keys in share_sets]
+    jobs = [(key, set(keys)) for keys in existing for key in keys]
 
     def one(job: tuple[str, set[str]]) -> None:
         key, shared = job
@@ -93,7 +82,7 @@ def share_night(client: Any, target: S3Target, out: Storage, night: date,
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="share") as pool:
         for done in bounded(pool, one, jobs, max(1, concurrency)):
             done.result()
-    log.info("shared %d pages of %d workspaces for the e-mails of %s", len(jobs), len(workspaces), night)
+    log.info("shared %d pages of %d workspaces for the e-mails of %s", len(jobs), len(share_sets), night)
     return len(jobs)
 
 
