@@ -2,7 +2,8 @@
 the data the main bench left behind): the late pages, publish, archive and e-mail after the nightly ETL and render,
 against a loopback S3 answering every request 20 ms late (moto's server behind the fault proxy of the tests) and a
 loopback SMTP server, and in the same run the **publish floor**: a plain concurrent boto3 upload of the same files (a
-thread pool at the same concurrency, no checks, no compression) through the same proxy."""
+thread pool at the same concurrency, no checks, no compression) through the same proxy. The night starts where the
+night before left the output and the bucket (`measure`)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from run import PY, ROOT, Measure, child
+from run import PY, RENDER, ROOT, Measure, child
 
+from etl import manifests
 from etl.settings import DEFAULT_LATE_PAGES_DAYS
+from etl.storage import LocalStorage
 from tests.faults.proxy import FaultProxy
 
 LATENCY = 0.020  # seconds added to every S3 request: a real S3 answers a small PUT in 20-50 ms
@@ -165,42 +169,51 @@ class Night:
     archive: Measure
     email: Measure
     published: dict[str, object]
-    stored_bytes: int
+    stored_bytes: int  # what the bucket holds for the night's files: uploaded tonight or unchanged since
     snapshots: int
     sent: int
 
 
-def measure(warehouse: Path, out: Path, day: str, scratch: Path, workspaces: int) -> Night:
+def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, workspaces: int) -> Night:
     """Render the past pages the night's late events changed, publish what the renders of `day` wrote under `out`,
     the floor, the archive snapshots and one e-mail per workspace. `warehouse` holds the nights up to `day` + 1 (the
-    arrival day whose cutoff reports `day`)."""
+    arrival day whose cutoff reports `day`), `before` the nights up to `day`. Like a real night, it starts from the
+    night before's state (untimed): its report day (`day` - 1) rendered from `before` under `out` and published, so
+    the late pages re-render pages that exist, and publish skips those whose bytes did not change."""
     import boto3
 
     scratch.mkdir(parents=True, exist_ok=True)
     recipients = scratch / "recipients.json"
     recipients.write_text(json.dumps({str(w): [f"owner{w}@example.com"] for w in range(1, workspaces + 1)}))
-    late = child(f"late pages ({DEFAULT_LATE_PAGES_DAYS} past report day: the windows the night's late events "
-                 "changed), 2 workers", LATE.format(warehouse=str(warehouse), out=str(out), day=day,
-                                                    result=str(scratch / "late.json")))
-    late.rows = int(json.loads((scratch / "late.json").read_text())["pages"])
+    before_day = str(date.fromisoformat(day) - timedelta(days=1))
+    subprocess.run(["rm", "-rf", str(warehouse / "_mail")], check=True)  # a re-run of the bench e-mails again
     with slow_s3() as endpoint, smtp_server() as smtp_port:
         env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
-        boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in CREDENTIALS.items()
-                                                      if k != "AWS_DEFAULT_REGION"},
-                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        common = {"out": str(out), "day": day, "bucket": BUCKET, "concurrency": CONCURRENCY}
-        floor = child("publish floor: plain concurrent puts, same files", FLOOR.format(**common, prefix="floor"),
-                      env=env)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="bench", aws_secret_access_key="bench")
+        client.create_bucket(Bucket=BUCKET)
+        common = {"out": str(out), "bucket": BUCKET, "concurrency": CONCURRENCY}
+        child("the night before: its render", RENDER.format(workspaces=workspaces, warehouse=str(before),
+                                                             out=str(out), day=before_day, workers=2))
+        child("the night before: its publish", PUBLISH.format(**common, day=before_day, prefix="site",
+                                                               result=str(scratch / "before.json")), env=env)
+        late = child(f"late pages ({DEFAULT_LATE_PAGES_DAYS} past report day: the windows the night's late events "
+                     "changed), 2 workers", LATE.format(warehouse=str(warehouse), out=str(out), day=day,
+                                                        result=str(scratch / "late.json")))
+        late.rows = int(json.loads((scratch / "late.json").read_text())["pages"])
+        floor = child("publish floor: plain concurrent puts, same files", FLOOR.format(**common, day=day,
+                                                                                       prefix="floor"), env=env)
         publish = child("publish (compressed, ledgers, order)",
-                        PUBLISH.format(**common, prefix="site", result=str(scratch / "published.json")), env=env)
+                        PUBLISH.format(**common, day=day, prefix="site", result=str(scratch / "published.json")),
+                        env=env)
         published = json.loads((scratch / "published.json").read_text())
         publish.rows = int(published["objects"])
         floor.rows = publish.rows
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="bench", aws_secret_access_key="bench")
-        stored = sum(o["Size"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
-                                                                                              Prefix="site/")
-                     for o in page.get("Contents", []))
+        sizes = {o["Key"]: o["Size"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
+                                                                                                   Prefix="site/")
+                 for o in page.get("Contents", [])}
+        stored = sum(sizes[f"site/{key}"] for key in manifests.rendered(LocalStorage(out),
+                                                                       manifests.tag(None, date.fromisoformat(day))))
         subprocess.run(["rm", "-rf", str(scratch / "archive")], check=True)
         archive = child("archive (a snapshot per workspace)",
                         ARCHIVE.format(warehouse=str(warehouse), archive=str(scratch / "archive"), day=day,
@@ -219,10 +232,11 @@ def main() -> None:
     args = parser.parse_args()
     folder = ROOT / "bench/data" / args.size / "scratch"
     days = sorted(p.name for p in (folder / "out-full/_rendered").iterdir() if p.name.startswith("report-day="))
-    if not days:
-        raise SystemExit(f"no render under {folder}/out-full: run `make bench` first")
+    if not days or not (folder / "wh-before").is_dir():
+        raise SystemExit(f"no render or no wh-before under {folder}: run `make bench` first")
     report_day = days[-1].split("=", 1)[1]
-    night = measure(folder / "wh-history", folder / "out-full", report_day, folder / "night", 1000)
+    night = measure(folder / "wh-history", folder / "wh-before", folder / "out-full", report_day, folder / "night",
+                    1000)
     print(json.dumps({**night.published, "stored_bytes": night.stored_bytes,
                       "late_pages": night.late.rows,
                       "late_s": round(night.late.seconds, 2), "publish_s": round(night.publish.seconds, 2),

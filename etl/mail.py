@@ -107,22 +107,23 @@ class MailReport:
     page: ReportPage
     chart_png: bytes
     chart_alt: str
+    chart_legend: tuple[tuple[str, str], ...]  # (colour, series name), shown as text beside the image
 
 
 def mail_report(page: ReportPage, fortnight: ReportPage) -> MailReport:
     """The e-mail's content from the "today" and "last_14_days" pages of the same workspace and filters."""
-    from etl.charts import trend_png
+    from etl.charts import trend_colour, trend_png
     from etl.report import OVERVIEW_SERIES
 
     lang = page.lang
     kinds = [k for k in OVERVIEW_SERIES if fortnight.filters.applies(k)]
     series: dict[str, Sequence[int]] = {k: [getattr(r, k) or 0 for r in fortnight.daily] for k in kinds}
     labels = {k: lang.gettext(OVERVIEW_SERIES[k]) for k in kinds}
-    png = trend_png([r.day for r in fortnight.daily], series, labels, lang)
+    png = trend_png([r.day for r in fortnight.daily], series, lang)
     totals = ", ".join(f"{labels[k].lower()} {lang.number(sum(v))}" for k, v in series.items())
     alt = lang.gettext("Contacts per day, %(start)s to %(end)s: %(totals)s") % {
         "start": lang.date(fortnight.window.start), "end": lang.date(fortnight.window.end), "totals": totals}
-    return MailReport(page, png, alt)
+    return MailReport(page, png, alt, tuple((trend_colour(k, i), labels[k]) for i, k in enumerate(kinds)))
 
 
 def build_message(report: MailReport, links: list[Link], index: Link, sender: str, recipient: str,
@@ -134,7 +135,7 @@ def build_message(report: MailReport, links: list[Link], index: Link, sender: st
     _ = lang.gettext
     chart_id = make_msgid(domain="contacts-report.invalid")
     context = {"page": page, "links": links, "index": index, "presigned": presigned,
-               "chart_cid": chart_id[1:-1], "chart_alt": report.chart_alt}
+               "chart_cid": chart_id[1:-1], "chart_alt": report.chart_alt, "chart_legend": report.chart_legend}
     workspace_id = page.workspace.workspace_id
     message = EmailMessage()
     message["Subject"] = one_line(_("Contacts report · %(workspace)s · %(day)s") % {

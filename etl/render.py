@@ -37,7 +37,7 @@ from etl.report import (
 from etl.settings import DEFAULT_S3_SSE, S3Identity
 from etl.storage import BackgroundWrites, Storage, check_key, open_storage
 from etl.templating import environment
-from etl.warehouse import DayFiles, ReportScope, WarehouseView, load_groups, report_scope
+from etl.warehouse import ROWS_PER_GROUP, DayFiles, ReportScope, WarehouseView, load_groups, report_scope
 from etl.windows import WINDOW_NAMES, end_of_night, report_day_for
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class RenderJob:
     windows: tuple[str, ...]
     filters: tuple[str, ...]
     page_log_rows: int = 500
-    rows_per_group: int = 1_000_000  # events a worker holds at once (docs/performance.md, "Render")
+    rows_per_group: int = ROWS_PER_GROUP  # events a worker holds at once
     sse: str = DEFAULT_S3_SSE  # encryption of the pages written to S3 (`Settings.s3_sse`)
     # The manifest folder to record the pages in, when not the job's own (`manifests.tag`): a night's re-render of
     # past report days is published with the night's pages

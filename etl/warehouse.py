@@ -259,6 +259,9 @@ EMPTY_FACTS = pl.DataFrame(schema={"workspace_id": pl.Int64, "local_date": pl.Da
                                    "events": pl.Int64})
 
 
+ROWS_PER_GROUP = 1_000_000  # events a reader holds at once by default (docs/performance.md, "Render")
+
+
 def load_inputs(warehouse: Storage, workspaces: Sequence[Workspace], days: dict[int, date],
                 windows: tuple[str, ...], need_all_events: bool) -> dict[int, WorkspaceInputs]:
     """The workspaces' aggregates and events for their report days, all at once (small selections)."""
@@ -271,6 +274,8 @@ def load_groups(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int
     """The workspaces' inputs, in order, a group at a time: each group's events add up to about
     `rows_per_group` (sizes from the daily aggregates), so that a worker holds one group's rows at a time whatever
     the batch's size. A workspace larger than the budget is a group of its own; None puts all in one group."""
+    if not workspaces:
+        return
     fact_start, event_start, end = _span(workspaces, days, windows, need_all_events)
     sizes = event_counts(files, workspaces, days, windows, need_all_events) if rows_per_group is not None else {}
     for group in _split(workspaces, sizes, rows_per_group):

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,10 @@ def test_an_e_mail_shows_the_day_in_the_workspaces_language_with_an_inline_chart
     assert image, "the chart is an inline image with a text alternative"
     assert image.group(2) == ("Contactos por día, del 25 feb 2026 al 10 mar 2026: agregados 27, eliminados 7, "
                               "fusionados 0")
+    legend = re.search(r'<img src="cid:[^>]+>\s*<p[^>]*>(.*?)</p>', html, re.S)
+    assert legend, "the chart's legend is text under the image: it wraps on a phone, in any language"
+    assert re.findall(r'<span style="color: (#\w+)"[^>]*>&#9632;</span> ([^<]+)</span>', legend.group(1)) == [
+        ("#0072B2", "Agregados"), ("#D55E00", "Eliminados"), ("#009E73", "Fusionados")]
     [png] = [part for part in message.walk() if part.get_content_type() == "image/png"]
     assert png["Content-ID"] == f"<{image.group(1)}>" and png.get_content_disposition() == "inline"
     data = png.get_content()
@@ -114,3 +119,26 @@ def test_a_recipient_with_filters_gets_the_filtered_numbers_and_pages_and_a_bad_
     assert all(Path(link).exists() for link in links[:7])
     page = Path(links[0]).read_text()
     assert '"filters":{"channel":"12"}' in page and '<html lang="es">' in page
+
+
+def test_a_re_run_after_every_e_mail_went_out_sends_nothing_and_draws_no_chart(
+        night: Settings, smtp_server: tuple[int, Inbox], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run of the e-mail task (a retry after a later task failed) costs nothing: at 1,000 workspaces the
+    charts alone took 35-70 s."""
+    from etl import charts
+
+    drawn: list[int] = []
+    real = charts.trend_png
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        drawn.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(charts, "trend_png", counted)
+    port, inbox = smtp_server
+    assert nightly.email(night, NIGHT, None, lambda: SmtpConfig("127.0.0.1", port))["sent"] == 4
+    assert len(drawn) == 3  # workspace 1 unfiltered and filtered, workspace 2
+    drawn.clear()
+    assert nightly.email(night, NIGHT, None, lambda: SmtpConfig("127.0.0.1", port)) == {
+        "sent": 0, "failed": 1, "skipped": 4}
+    assert drawn == [1] and len(inbox.messages) == 4  # only workspace 1's, for the invalid filter still counted
