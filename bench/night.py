@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -114,8 +115,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class SlowS3:
+    """The loopback S3 of the night: its URL, and the CPU time the loopback servers have used so far (moto's S3
+    server, and this process: the proxy and the SMTP server), which real servers would not take from the night's
+    two cores."""
+
+    url: str
+    server_pid: int
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks + time.process_time()
+
+
 @contextmanager
-def slow_s3() -> Iterator[str]:
+def slow_s3() -> Iterator[SlowS3]:
     """moto's S3 server in a process of its own, behind the fault proxy adding LATENCY to every request."""
     port = free_port()
     server = subprocess.Popen([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -134,7 +150,7 @@ def slow_s3() -> Iterator[str]:
         for method in ("GET", "PUT", "POST", "HEAD", "DELETE"):
             proxy.add(method, "/", "delay", times=10**12, delay=LATENCY)
         try:
-            yield proxy.url
+            yield SlowS3(proxy.url, server.pid)
         finally:
             proxy.stop()
     finally:
@@ -168,6 +184,7 @@ class Night:
     floor: Measure
     archive: Measure
     email: Measure
+    s3_cpu: dict[str, float]  # phase -> CPU seconds the loopback servers spent serving it
     published: dict[str, object]
     stored_bytes: int  # what the bucket holds for the night's files: uploaded tonight or unchanged since
     snapshots: int
@@ -187,8 +204,18 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
     recipients.write_text(json.dumps({str(w): [f"owner{w}@example.com"] for w in range(1, workspaces + 1)}))
     before_day = str(date.fromisoformat(day) - timedelta(days=1))
     subprocess.run(["rm", "-rf", str(warehouse / "_mail")], check=True)  # a re-run of the bench e-mails again
-    with slow_s3() as endpoint, smtp_server() as smtp_port:
+    s3_cpu: dict[str, float] = {}
+    with slow_s3() as s3, smtp_server() as smtp_port:
+        endpoint = s3.url
         env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+
+        def serving(name: str, code: str) -> Measure:
+            """`child`, with the loopback servers' CPU time while it runs."""
+            started = s3.cpu_seconds()
+            measure_ = child(name, code, env=env)
+            s3_cpu[name] = s3.cpu_seconds() - started
+            return measure_
+
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                               aws_access_key_id="bench", aws_secret_access_key="bench")
         client.create_bucket(Bucket=BUCKET)
@@ -201,11 +228,10 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
                      "changed), 2 workers", LATE.format(warehouse=str(warehouse), out=str(out), day=day,
                                                         result=str(scratch / "late.json")))
         late.rows = int(json.loads((scratch / "late.json").read_text())["pages"])
-        floor = child("publish floor: plain concurrent puts, same files", FLOOR.format(**common, day=day,
-                                                                                       prefix="floor"), env=env)
-        publish = child("publish (compressed, ledgers, order)",
-                        PUBLISH.format(**common, day=day, prefix="site", result=str(scratch / "published.json")),
-                        env=env)
+        floor = serving("publish floor: plain concurrent puts, same files",
+                        FLOOR.format(**common, day=day, prefix="floor"))
+        publish = serving("publish (compressed, ledgers, order)",
+                          PUBLISH.format(**common, day=day, prefix="site", result=str(scratch / "published.json")))
         published = json.loads((scratch / "published.json").read_text())
         publish.rows = int(published["objects"])
         floor.rows = publish.rows
@@ -219,11 +245,11 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
                         ARCHIVE.format(warehouse=str(warehouse), archive=str(scratch / "archive"), day=day,
                                        result=str(scratch / "archived.json")))
         snapshots = int(json.loads((scratch / "archived.json").read_text())["written"])
-        mail = child("e-mail (one per workspace, presigned links)",
-                     EMAIL.format(warehouse=str(warehouse), out=str(out), bucket=BUCKET, recipients=str(recipients),
-                                  day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port), env=env)
+        mail = serving("e-mail (one per workspace, presigned links)",
+                       EMAIL.format(warehouse=str(warehouse), out=str(out), bucket=BUCKET, recipients=str(recipients),
+                                    day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port))
         sent = int(json.loads((scratch / "mailed.json").read_text())["sent"])
-    return Night(late, publish, floor, archive, mail, published, stored, snapshots, sent)
+    return Night(late, publish, floor, archive, mail, s3_cpu, published, stored, snapshots, sent)
 
 
 def main() -> None:
@@ -242,7 +268,8 @@ def main() -> None:
                       "late_s": round(night.late.seconds, 2), "publish_s": round(night.publish.seconds, 2),
                       "floor_s": round(night.floor.seconds, 2),
                       "archive_s": round(night.archive.seconds, 2), "email_s": round(night.email.seconds, 2),
-                      "snapshots": night.snapshots, "sent": night.sent}, indent=1))
+                      "snapshots": night.snapshots, "sent": night.sent,
+                      "s3_cpu_s": {k: round(v, 1) for k, v in night.s3_cpu.items()}}, indent=1))
 
 
 if __name__ == "__main__":

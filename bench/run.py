@@ -407,8 +407,8 @@ def night_table(size_name: str, ingest: Measure, render: Measure, night: Night, 
     total = sum(m.seconds for m in phases)
     results.append(f"\n### {size_name}: the whole night (S3 answering every request {LATENCY * 1000:.0f} ms late, "
                    f"{CONCURRENCY} requests in flight; SMTP on loopback)\n")
-    results.append("| phase | seconds | CPU seconds | peak RSS MB | what |")
-    results.append("|---|---:|---:|---:|---|")
+    results.append("| phase | seconds | CPU seconds | peak RSS MB | loopback servers' CPU seconds | what |")
+    results.append("|---|---:|---:|---:|---:|---|")
     what = [f"{ingest.rows or 0:,} lines", f"{render.rows or 0:,} pages", f"{night.late.rows or 0:,} pages",
             f"{published['uploaded']:,} of {published['objects']:,} objects uploaded ({uploaded / 1e6:,.0f} "
             f"MB; the others unchanged since the night before), {night.stored_bytes / 1e6:,.0f} MB stored for the "
@@ -416,12 +416,14 @@ def night_table(size_name: str, ingest: Measure, render: Measure, night: Night, 
             + ", ".join(f"{k} {v:,}" for k, v in sorted(requests.items())),
             f"{night.snapshots:,} snapshots", f"{night.sent:,} e-mails"]
     for measure_, text in zip(phases, what, strict=True):
+        served = night.s3_cpu.get(measure_.name)
         results.append(f"| {measure_.name} | {measure_.seconds:.1f} | {measure_.cpu_seconds:.1f} | "
-                       f"{measure_.peak_mb:,.0f} | {text} |")
-    results.append(f"| **the night** | **{total:.1f}** | | | |")
+                       f"{measure_.peak_mb:,.0f} | {'—' if served is None else f'{served:.1f}'} | {text} |")
+    results.append(f"| **the night** | **{total:.1f}** | | | {sum(night.s3_cpu.get(m.name, 0) for m in phases):.1f} "
+                   "| |")
     results.append(f"| {night.floor.name} | {night.floor.seconds:.1f} | {night.floor.cpu_seconds:.1f} | "
-                   f"{night.floor.peak_mb:,.0f} | {night.floor.rows or 0:,} objects, "
-                   f"{plain / 1e6:,.0f} MB |")
+                   f"{night.floor.peak_mb:,.0f} | {night.s3_cpu[night.floor.name]:.1f} | "
+                   f"{night.floor.rows or 0:,} objects, {plain / 1e6:,.0f} MB |")
     ratio = night.publish.seconds / night.floor.seconds
     results.append(f"\npublish / floor = {ratio:.2f}; bytes stored / plain = "
                    f"{night.stored_bytes / plain:.3f}")

@@ -354,10 +354,11 @@ def email(settings: Settings, night: date, client: Any, smtp_factory: Any) -> di
     audience = audiences(recipients)
     with ThreadPoolExecutor(1, thread_name_prefix="share") as background:
         # the shared copies go up while the e-mails are drawn: the one waits on S3, the other on the CPU
-        shared = background.submit(share_night, client, target, _store(settings, settings.out), night,
-                                   [share_set(w, scope.days[w], [f for f, ids in audience.items() if w in ids])
-                                    for w in mailed],
-                                   settings.presign_seconds, settings.s3_sse) if presigned and mailed and target else None
+        shared = None
+        if presigned and mailed and target is not None:
+            share_sets = [share_set(w, scope.days[w], [f for f, ids in audience.items() if w in ids]) for w in mailed]
+            shared = background.submit(share_night, client, target, _store(settings, settings.out), night, share_sets,
+                                       settings.presign_seconds, settings.s3_sse)
         reports = _mail_reports(warehouse, waiting, scope)
         plan = plan_emails(recipients, reports, ledger, href, settings.mail_from, presigned, settings.ops_email)
         if shared is not None:

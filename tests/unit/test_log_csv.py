@@ -44,3 +44,13 @@ def test_no_cell_a_spreadsheet_would_run_as_a_formula() -> None:
     rows = list(csv.reader(io.StringIO(log_csv(log_of(HOSTILE)).decode("utf-8-sig"), newline="")))
     assert rows[0] == list(CSV_COLUMNS) and len(rows) == len(HOSTILE) + 1
     assert not [cell for row in rows[1:] for cell in row if cell[:1] in ("=", "+", "-", "@", "\t", "\r", "\n")]
+
+
+def test_integer_columns_are_neutralised_by_their_sign_like_their_text() -> None:
+    """Ids are judged by sign (cheaper than matching their text): a negative id's text starts with "-", which a
+    spreadsheet reads as a formula, so it is quoted exactly as the text rule would; 0 and positives are not."""
+    frame = log_of(["a", "b", "c", "d"]).with_columns(
+        contact_id=pl.Series([-1, 0, 7, -(2**63)]), merged_contact_id=pl.Series([None, -12, 3, 0]))
+    assert log_csv(frame) == reference_csv(frame)
+    rows = list(csv.reader(io.StringIO(log_csv(frame).decode("utf-8-sig"), newline="")))
+    assert [r[2] for r in rows[1:]] == ["'-1", "0", "7", f"'{-(2**63)}"]
