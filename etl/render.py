@@ -19,7 +19,7 @@ from datetime import date, datetime
 from markupsafe import Markup
 
 from etl import charts, manifests
-from etl.csv_logs import log_csv
+from etl.csv_logs import LogCsv, log_csv, log_csv_rows
 from etl.errors import InputError
 from etl.progress import Progress
 from etl.report import (
@@ -38,7 +38,7 @@ from etl.settings import DEFAULT_S3_SSE, S3Identity
 from etl.storage import BackgroundWrites, Storage, check_key, open_storage
 from etl.templating import environment
 from etl.warehouse import ROWS_PER_GROUP, DayFiles, ReportScope, WarehouseView, load_groups, report_scope
-from etl.windows import WINDOW_NAMES, end_of_night, report_day_for
+from etl.windows import WINDOW_NAMES, end_of_night, report_day_for, window
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +171,31 @@ def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView
     prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
     prepared = PreparedInputs.of(filtered_inputs(inputs, filters))
     del inputs  # the caller holds no other reference: the events go before the pages are built
-    for name in job.windows:
+    # The windows ending on the report day, longest first: their logs are the first rows of the longest's, whose
+    # CSVs are formatted once (`LogCsv`) while they render; a log out of day order (a workspace that changed its
+    # time zone) is formatted window by window
+    nested = sorted((n for n in job.windows if window(n, day).end == day), key=lambda n: window(n, day).start)
+    in_day_order = {kind: frame["local_date"].is_sorted(descending=True) for kind, frame in prepared.logs.items()}
+    longest: dict[str, LogCsv | None] = {}
+    for name in [*nested, *(n for n in job.windows if n not in nested)]:
         page = build_page(prepared, name, day, filters, freshness, job.page_log_rows)
         key = page_key(workspace.workspace_id, day, name, filters)
         out.write_bytes(key, render_page(page, prev_day, next_day).encode(), "text/html; charset=utf-8")
         written.append(key)
         counts["pages"] += 1
-        for table in page.logs.values():
-            if table.csv_name is not None and table.frame is not None:
-                csv_key = key.rsplit("/", 1)[0] + "/" + table.csv_name
-                out.write_bytes(csv_key, log_csv(table.frame), "text/csv; charset=utf-8")
-                written.append(csv_key)
-                counts["csv"] += 1
+        for kind, table in page.logs.items():
+            if table.csv_name is None or table.frame is None:
+                continue
+            if nested and name == nested[0] and in_day_order[kind]:
+                longest[kind] = log_csv_rows(table.frame)
+            shared = longest.get(kind) if name in nested else None
+            csv_key = key.rsplit("/", 1)[0] + "/" + table.csv_name
+            out.write_bytes(csv_key, log_csv(table.frame) if shared is None else shared.first(table.frame.height),
+                            "text/csv; charset=utf-8")
+            written.append(csv_key)
+            counts["csv"] += 1
+        if nested and name == nested[-1]:
+            longest.clear()
         bar.advance()
     return written
 

@@ -327,16 +327,18 @@ def _log_rows(events: pl.DataFrame, kind: str) -> pl.DataFrame:
 
 def _display_rows(frame: pl.DataFrame, kind: str, limit: int, lang: Language) -> tuple[tuple[str, ...], ...]:
     labels = {s: lang.gettext(label) for s, label in SOURCE_LABELS.items()}
+    head = frame.head(limit)  # column lists, zipped: a dict per row (`iter_rows(named=True)`) cost 3x more
     out = []
-    for r in frame.head(limit).iter_rows(named=True):
+    for stamp, contact, name, source, user_name, channel, channel_type, merged in zip(*(head[c].to_list() for c in (
+            "timestamp_local", "contact_id", "contact_name", "source", "user_name", "channel_name", "channel_type",
+            "merged_contact_id")), strict=True):
         # The added log names the user only for contacts a user added.
-        show_user = kind != "added" or r["source"] == "user"
-        user = (r["user_name"] or "") if show_user else ""
-        row = [r["timestamp_local"], str(r["contact_id"]), r["contact_name"], labels[r["source"]], user]
+        user = (user_name or "") if kind != "added" or source == "user" else ""
+        row = [stamp, str(contact), name, labels[source], user]
         if kind == "connected":
-            row.append(f"{r['channel_name']} ({r['channel_type']})")
+            row.append(f"{channel} ({channel_type})")
         if kind == "merged":
-            row.append(str(r["merged_contact_id"]))
+            row.append(str(merged))
         out.append(tuple(row))
     return tuple(out)
 

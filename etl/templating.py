@@ -26,6 +26,17 @@ def script_json(value: Any) -> Markup:
     return Markup(text)
 
 
+# What Jinja's autoescape (markupsafe.escape) makes of the five characters it escapes, as one translation table
+_CELL_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
+
+
+def table_rows(rows: tuple[tuple[Any, ...], ...]) -> Markup:
+    """Table body rows, every cell escaped exactly as autoescape would (`{{ cell }}`): a page's four logs show up to
+    2,000 rows of ~6 cells, and escaping them one Jinja expression at a time was ~a fifth of the render."""
+    return Markup("".join(["<tr>" + "".join([f"<td>{str(cell).translate(_CELL_ESCAPES)}</td>" for cell in row])
+                           + "</tr>\n" for row in rows]))
+
+
 def _autoescape(name: str | None) -> bool:
     return not (name or "").endswith(".txt.j2")
 
@@ -41,6 +52,7 @@ def environment(locale: str = DEFAULT_LOCALE, templates: Path = TEMPLATES) -> En
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, extensions=["jinja2.ext.i18n"])
     env.install_gettext_translations(lang.translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters["script_json"] = script_json
+    env.filters["table_rows"] = table_rows
     env.filters["thousands"] = lang.number
     env.filters["date"] = lang.date
     env.filters["weekday_date"] = lang.weekday_date

@@ -7,7 +7,7 @@ import io
 
 import polars as pl
 
-from etl.csv_logs import CSV_COLUMNS, log_csv, neutralise
+from etl.csv_logs import CSV_COLUMNS, log_csv, log_csv_rows, neutralise
 
 HOSTILE = ["=1+2", 'a"b', "line\nbreak", "\tx", "-5", "@SUM(A1)", "é ünï 👋", "", None, "plain", "+x", "\r\n",
            "a,b", "'q", "=HYPERLINK(\"http://x\")"]
@@ -54,3 +54,16 @@ def test_integer_columns_are_neutralised_by_their_sign_like_their_text() -> None
     assert log_csv(frame) == reference_csv(frame)
     rows = list(csv.reader(io.StringIO(log_csv(frame).decode("utf-8-sig"), newline="")))
     assert [r[2] for r in rows[1:]] == ["'-1", "0", "7", f"'{-(2**63)}"]
+
+
+def test_the_first_rows_of_a_log_csv_are_the_csv_of_those_rows() -> None:
+    """The windows ending on the report day take their CSV from the longest one's (`LogCsv.first`): for every prefix
+    of a log with hostile text (quotes doubled, line breaks and CR inside cells, formulas, emoji) the bytes are those
+    of the prefix formatted on its own."""
+    frame = log_of(HOSTILE * 3)
+    whole = log_csv_rows(frame)
+    assert whole is not None and whole.data == log_csv(frame)
+    prefixes = range(frame.height + 1)
+    assert [whole.first(k) for k in prefixes] == [log_csv(frame.head(k)) for k in prefixes]
+    empty = log_csv_rows(frame.clear())
+    assert empty is not None and empty.first(0) == log_csv(frame.clear())

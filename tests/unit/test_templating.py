@@ -1,0 +1,24 @@
+"""The log tables' rows are written without a Jinja expression per cell: the same bytes as autoescape, for any text."""
+
+from __future__ import annotations
+
+from jinja2 import Environment
+
+from etl.templating import environment, table_rows
+
+HOSTILE_CELLS = ("<script>alert(1)</script>", "a & b", '"quoted"', "it's", "{{ 7*7 }}", "é ünï 👋", "\u202eevil",
+                 "", "line\nbreak", "&amp; already", 12345, None)
+
+
+def test_rows_are_escaped_exactly_as_autoescape_would() -> None:
+    loop = Environment(autoescape=True, trim_blocks=True).from_string(
+        "{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>\n{% endfor %}")
+    rows = (HOSTILE_CELLS[:6], HOSTILE_CELLS[6:], ())
+    assert str(table_rows(rows)) == loop.render(rows=rows)
+    assert "<script>" not in table_rows(rows) and "&lt;script&gt;" in table_rows(rows)
+
+
+def test_every_language_has_the_filter() -> None:
+    for locale in ("en", "es", "pt-BR"):
+        assert environment(locale).from_string("{{ rows | table_rows }}").render(rows=(("<b>",),)) == (
+            "<tr><td>&lt;b&gt;</td></tr>\n")
