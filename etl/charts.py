@@ -165,9 +165,9 @@ def _lines(fig: Figure, segments: Sequence[tuple[float, float, float, float]], c
                              transform=_PIXELS))
 
 
-def _value_axis(top: float) -> list[int]:
+def _value_axis(top: float, bins: int = 4) -> list[int]:
     """Whole-number ticks from 0 to at least `top`: Matplotlib's own choice of nice numbers."""
-    ticks = MaxNLocator(nbins=4, integer=True).tick_values(0, max(top, 1))
+    ticks = MaxNLocator(nbins=bins, integer=True).tick_values(0, max(top, 1))
     return [int(t) for t in ticks if t >= 0]
 
 
@@ -318,8 +318,7 @@ def trend_png(days: Sequence[date], series: dict[str, Sequence[int]], lang: Lang
     with _styled():
         fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
         FigureCanvasAgg(fig)
-        ticks = [int(t) for t in MaxNLocator(nbins=3, integer=True).tick_values(
-            0, max(1, max((max(v, default=0) for v in series.values()), default=0))) if t >= 0]
+        ticks = _value_axis(max((max(v, default=0) for v in series.values()), default=0), bins=3)
         scale = plot.height / ticks[-1]
         right = plot.left + plot.width
         _lines(fig, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]],

@@ -12,7 +12,7 @@ import pytest
 from etl.csv_logs import log_csv
 from etl.pipeline import run_etl
 from etl.render import RenderJob, render_batch
-from etl.report import KINDS, Filters, Freshness, PreparedInputs, build_page
+from etl.report import KINDS, Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.storage import LocalStorage
 from etl.warehouse import load_inputs, report_scope
 from etl.windows import WINDOW_NAMES
@@ -29,8 +29,11 @@ def night_events(night: int) -> list[dict[str, object]]:
             for kind in KINDS for month, days in (("02", (3, 17, 27)), ("03", (1,))) for d in days]
 
 
+@pytest.mark.parametrize("filters", [(), ("source=contact_import",), ("contact=added",)],
+                         ids=["unfiltered", "by source", "by contact"])
 @pytest.mark.parametrize("moved", [False, True], ids=["one time zone", "moved across the date line"])
-def test_every_download_is_its_windows_log_also_when_the_days_are_out_of_order(tmp_path: Path, moved: bool) -> None:
+def test_every_download_is_its_windows_log_also_when_the_days_are_out_of_order(tmp_path: Path, moved: bool,
+                                                                               filters: tuple[str, ...]) -> None:
     landing, warehouse = tmp_path / "landing", LocalStorage(tmp_path / "wh")
     write_landing(landing, [(1, "Acme", "Pacific/Kiritimati")], {"2026-03-02/01": night_events(1)})
     run_etl(LocalStorage(landing), warehouse, DAY)
@@ -38,16 +41,22 @@ def test_every_download_is_its_windows_log_also_when_the_days_are_out_of_order(t
     zone = "Pacific/Pago_Pago" if moved else "Pacific/Kiritimati"
     write_landing(landing, [(1, "Acme", zone)], {"2026-03-03/01": night_events(2)})
     run_etl(LocalStorage(landing), warehouse, date(2026, 3, 3))
-    render_batch(RenderJob(str(tmp_path / "wh"), str(tmp_path / "out"), (1,), DAY, None, WINDOW_NAMES, ()))
+    render_batch(RenderJob(str(tmp_path / "wh"), str(tmp_path / "out"), (1,), DAY, None, WINDOW_NAMES, filters))
+    chosen = Filters.parse(list(filters))
     scope = report_scope(warehouse, (1,), DAY, None)
-    prepared = PreparedInputs.of(load_inputs(warehouse, scope.workspaces, scope.days, WINDOW_NAMES, False)[1])
+    inputs = load_inputs(warehouse, scope.workspaces, scope.days, WINDOW_NAMES, chosen.contact is not None)[1]
+    prepared = PreparedInputs.of(filtered_inputs(inputs, chosen))
     assert prepared.logs["added"]["local_date"].is_sorted(descending=True) is not moved  # which path is tested
     freshness = Freshness(None, None, None, None)
+    folder = tmp_path / "out" / (f"filtered/{chosen.slug()}/" if chosen.active else "") / "1" / str(DAY)
+    downloads = 0
     for name in WINDOW_NAMES:
-        page = build_page(prepared, name, DAY, Filters(), freshness, 0)
+        page = build_page(prepared, name, DAY, chosen, freshness, 0)
         for kind in KINDS:
             frame = page.logs[kind].frame
-            assert frame is not None
-            downloaded = (tmp_path / "out" / "1" / str(DAY) / f"{name}.contacts_{kind}.csv").read_bytes()
-            assert downloaded == log_csv(frame), (name, kind)
-    assert build_page(prepared, "last_30_days", DAY, Filters(), freshness, 0).logs["added"].total == 8
+            assert (frame is None) is not chosen.applies(kind)
+            if frame is not None:
+                assert (folder / f"{name}.contacts_{kind}.csv").read_bytes() == log_csv(frame), (name, kind)
+                downloads += 1
+    assert downloads == 7 * sum(chosen.applies(k) for k in KINDS)
+    assert build_page(prepared, "last_30_days", DAY, chosen, freshness, 0).logs["added"].total > 0

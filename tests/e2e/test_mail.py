@@ -142,3 +142,19 @@ def test_a_re_run_after_every_e_mail_went_out_sends_nothing_and_draws_no_chart(
     assert nightly.email(night, NIGHT, None, lambda: SmtpConfig("127.0.0.1", port)) == {
         "sent": 0, "failed": 1, "skipped": 4}
     assert drawn == [1] and len(inbox.messages) == 4  # only workspace 1's, for the invalid filter still counted
+
+
+@pytest.mark.parametrize("series", [
+    {"added": [0] * 14, "deleted": [0] * 14, "merged": [0] * 14},  # a quiet fortnight
+    {"added": [2_400_000] * 13 + [1_250_000]},  # one series (a filter that applies to added only), huge numbers
+    {},  # no series applies
+    {"added": [3], "deleted": [1], "merged": [0]},  # one day
+], ids=["all zero", "one series, millions", "none", "one day"])
+def test_the_e_mail_chart_is_drawn_for_any_fortnight(series: dict[str, list[int]]) -> None:
+    from etl.charts import trend_png
+    from etl.i18n import language
+
+    days = [NIGHT - timedelta(days=13 - i) for i in range(max((len(v) for v in series.values()), default=14))]
+    data = trend_png(days, series, language("es"))
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 480)
+    assert trend_png(days, series, language("es")) == data  # deterministic bytes
