@@ -6,10 +6,11 @@
   `text.parse_math` stays off should Matplotlib ever draw text here: "cost $5 vs $6" must stay text.
 * Every id in a chart gets the chart's own prefix, because several charts share one HTML page.
 
-Speed (docs/performance.md, "Render"): a chart is a bare Figure with a handful of artists placed in points
-(dpi 72, so one display unit is one SVG unit) — no Axes, whose ticks, spines and layout cost ~10 ms before
-anything is drawn. A series of bars is one compound path, gridlines are one path, and legends are HTML next to
-the chart (they wrap on a phone and cost nothing to draw). Nice tick values still come from Matplotlib's locator.
+Speed (docs/performance.md, "Render"): a chart is a handful of paths placed in points (one SVG unit each), drawn
+straight into Matplotlib's SVG renderer (`_Canvas`) — no Axes, whose ticks, spines and layout cost ~10 ms before
+anything is drawn, and no Figure or `savefig` either (~2/3 of what was left; the bytes are the same). A series of
+bars is one compound path, gridlines are one path, and legends are HTML next to the chart (they wrap on a phone
+and cost nothing to draw). Nice tick values still come from Matplotlib's locator.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ import io
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib.backends.backend_svg import RendererSVG
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure  # pyplot is never imported: no global figure state, no GUI backend
-from matplotlib.patches import PathPatch, Wedge
+from matplotlib.patches import PathPatch
 from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import IdentityTransform
+from matplotlib.transforms import Affine2D, IdentityTransform
 
 from etl.bidi import isolated
 from etl.i18n import Language, language
@@ -52,8 +55,8 @@ STYLE: dict[Any, Any] = {  # Any: Matplotlib types rc keys as a Literal union
     "path.simplify": True,
 }
 
-_ID = re.compile(r'\bid="([^"]+)"')
-_ID_OR_REF = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+_SIZE = re.compile(r'<svg([^>]*?) width="[^"]+" height="[^"]+"')
+_NO_METADATA: dict[str, Any] = {"Date": None, "Creator": None}
 _PIXELS = IdentityTransform()  # display units; at dpi 72 these are the SVG's points
 
 
@@ -81,13 +84,53 @@ _CENTRE_TO_BASELINE = 2.34
 _LABEL_STYLE = f"font-size: {FONT_POINTS}px; font-family: 'DejaVu Sans', sans-serif; fill: {INK}"
 
 
-@dataclass
-class _Canvas:
-    """A chart being drawn: Matplotlib draws the shapes, the labels are written as SVG text by `to_svg`."""
+class _Surface(Protocol):
+    """Where `_rectangles` and `_lines` draw: an SVG canvas, or the Figure of the e-mail's PNG."""
 
-    fig: Figure
-    height: float
-    labels: list[str] = field(default_factory=list)
+    def fill(self, path: Path, colour: str, edge: str | None = None) -> None: ...
+
+    def stroke(self, path: Path, colour: str, width: float, dash: tuple[float, float] | None = None) -> None: ...
+
+
+class _Canvas:
+    """A chart being drawn straight into Matplotlib's SVG renderer, without a Figure: each shape is one
+    `RendererSVG.draw_path` with the graphics context a Patch would set up, in a group named as a Figure's
+    `savefig` would name it (`figure_1`, `patch_N`), prefixed with the chart's namespace. The same bytes as drawing
+    PathPatches on a Figure and saving it, at a fraction of the cost (`savefig`'s layout, artist and canvas
+    machinery was ~2/3 of a chart). The labels are written as SVG text by `to_svg`."""
+
+    def __init__(self, width: float, height: float, namespace: str) -> None:
+        # the page size as `print_svg` works it out from a Figure of these inches at 72 dpi: the same floats
+        self.width = width / POINTS_PER_INCH * POINTS_PER_INCH
+        self.height = height / POINTS_PER_INCH * POINTS_PER_INCH
+        self.namespace = namespace
+        self.labels: list[str] = []
+        self._buffer = io.StringIO()
+        self._renderer = RendererSVG(self.width, self.height, self._buffer, metadata=_NO_METADATA)
+        self._renderer.open_group("figure", f"{namespace}-figure_1")
+        self._patches = 0
+        self.fill(Path.unit_rectangle().transformed(Affine2D().scale(self.width, self.height)), "white")
+
+    def _draw(self, path: Path, face: str | None, edge: str | None, width: float,
+              dash: tuple[float, float] | None) -> None:
+        self._patches += 1
+        renderer = self._renderer
+        renderer.open_group("patch", f"{self.namespace}-patch_{self._patches}")
+        gc = renderer.new_gc()  # as `Patch._draw_paths_with_artist_properties` sets it up
+        gc.set_linewidth(width if edge else 0)
+        gc.set_capstyle("butt")
+        gc.set_joinstyle("miter")
+        gc.set_foreground(edge or (0.0, 0.0, 0.0, 0.0))
+        gc.set_dashes(0, [d * width for d in dash] if edge and dash else None)  # dashes scale with the width
+        renderer.draw_path(gc, path, _PIXELS, to_rgba(face) if face else None)
+        gc.restore()
+        renderer.close_group("patch")
+
+    def fill(self, path: Path, colour: str, edge: str | None = None) -> None:
+        self._draw(path, colour, edge, 1.0, None)
+
+    def stroke(self, path: Path, colour: str, width: float, dash: tuple[float, float] | None = None) -> None:
+        self._draw(path, None, colour, width, dash)
 
     def text(self, x: float, y: float, text: str, anchor: str = "start", centred: bool = False) -> None:
         """A label at (x, y) points from the bottom left: y is its baseline, or its middle if `centred`;
@@ -95,6 +138,27 @@ class _Canvas:
         baseline = self.height - y + (_CENTRE_TO_BASELINE if centred else 0.0)
         self.labels.append(f'<text x="{_number(x)}" y="{_number(baseline)}" text-anchor="{anchor}">'
                            f"{html.escape(text, quote=False)}</text>")
+
+    def svg(self) -> str:
+        """The SVG document as Matplotlib wrote it, from `<svg`."""
+        self._renderer.close_group("figure")
+        self._renderer.finalize()
+        svg = self._buffer.getvalue()
+        return svg[svg.index("<svg"):]
+
+
+class _FigureSurface:
+    """The e-mail chart's Figure, drawn as PathPatches (the PNG needs Matplotlib's text too)."""
+
+    def __init__(self, fig: Figure) -> None:
+        self.fig = fig
+
+    def fill(self, path: Path, colour: str, edge: str | None = None) -> None:
+        self.fig.add_artist(PathPatch(path, facecolor=colour, edgecolor=edge or "none", transform=_PIXELS))
+
+    def stroke(self, path: Path, colour: str, width: float, dash: tuple[float, float] | None = None) -> None:
+        self.fig.add_artist(PathPatch(path, fill=False, edgecolor=colour, linewidth=width,
+                                      linestyle=(0, dash) if dash else "solid", transform=_PIXELS))
 
 
 def _number(value: float) -> str:
@@ -114,55 +178,40 @@ def _styled() -> Iterator[None]:
         mpl.rcParams.update(saved)
 
 
-def _canvas(width: float, height: float) -> _Canvas:
-    fig = Figure(figsize=(width / POINTS_PER_INCH, height / POINTS_PER_INCH), dpi=POINTS_PER_INCH)
-    return _Canvas(fig, height)
-
-
-def to_svg(canvas: _Canvas, namespace: str, css_class: str = "chart-svg") -> str:
-    """The chart as an inline <svg> element whose ids all start with `namespace`. Call it inside `_styled()`
-    (every chart function does)."""
-    buffer = io.StringIO()
-    mpl.rcParams["svg.hashsalt"] = namespace  # restored when the chart's `_styled()` exits
-    canvas.fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    svg = buffer.getvalue()
-    svg = svg[svg.index("<svg"):]
+def to_svg(canvas: _Canvas, css_class: str = "chart-svg") -> str:
+    """The chart as an inline <svg> element; its ids all start with the canvas's namespace."""
+    svg = canvas.svg()
     # Matplotlib's RDF <metadata> block (dc:, cc:, rdf: namespaces) is not allowed in SVG inside HTML
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)
+    start, end = svg.find("<metadata>"), svg.find("</metadata>")
+    if start >= 0 and end > start:
+        svg = svg[:start].rstrip() + svg[end + len("</metadata>"):]
     if canvas.labels:
         labels = "\n   ".join(canvas.labels)
         svg = svg.replace("\n</svg>", f'\n <g style="{_LABEL_STYLE}">\n   {labels}\n </g>\n</svg>', 1)
-    ids = set(_ID.findall(svg))
-    svg = _ID_OR_REF.sub(lambda m: f"{m.group(1)}{namespace}-{m.group(2)}" if m.group(2) in ids else m.group(0), svg)
-    svg = re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"', rf'<svg\1 class="{css_class}" aria-hidden="true"',
-                 svg, count=1)
-    return svg
+    return _SIZE.sub(rf'<svg\1 class="{css_class}" aria-hidden="true"', svg, count=1)
 
 
-def _bars_path(boxes: np.ndarray, colour: str) -> PathPatch:
-    """Rectangles (rows of x0, y0, x1, y1) as one filled compound path: one artist, one <path>, where a bar each
-    costs Matplotlib ~1 ms to add and draw."""
+def _bars_path(boxes: np.ndarray) -> Path:
+    """Rectangles (rows of x0, y0, x1, y1) as one compound path: one <path>, where a bar each costs ~1 ms."""
     x0, y0, x1, y1 = boxes.T
     vertices = np.stack([np.stack([x0, y0], 1), np.stack([x0, y1], 1), np.stack([x1, y1], 1),
                          np.stack([x1, y0], 1), np.stack([x0, y0], 1)], 1).reshape(-1, 2)
     codes = np.tile([Path.MOVETO, Path.LINETO, Path.LINETO, Path.LINETO, Path.CLOSEPOLY], len(boxes))
-    return PathPatch(Path(vertices, codes), facecolor=colour, edgecolor="none")
+    return Path(vertices, codes)
 
 
-def _rectangles(fig: Figure, boxes: np.ndarray, colour: str) -> None:
-    """Rectangles in points (`_bars_path`), the empty ones left out."""
+def _rectangles(surface: _Surface, boxes: np.ndarray, colour: str) -> None:
+    """Rectangles in points (`_bars_path`) filled with `colour`, the empty ones left out."""
     boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
     if len(boxes):
-        patch = _bars_path(boxes, colour)
-        patch.set_transform(_PIXELS)
-        fig.add_artist(patch)
+        surface.fill(_bars_path(boxes), colour)
 
 
-def _lines(fig: Figure, segments: Sequence[tuple[float, float, float, float]], colour: str, width: float) -> None:
+def _lines(surface: _Surface, segments: Sequence[tuple[float, float, float, float]], colour: str, width: float,
+           dash: tuple[float, float] | None = None) -> None:
     vertices = np.array(segments, dtype=float).reshape(-1, 2)
     codes = np.tile([Path.MOVETO, Path.LINETO], len(segments))
-    fig.add_artist(PathPatch(Path(vertices, codes), fill=False, edgecolor=colour, linewidth=width,
-                             transform=_PIXELS))
+    surface.stroke(Path(vertices, codes), colour, width, dash)
 
 
 def _value_axis(top: float, bins: int = 4) -> list[int]:
@@ -183,9 +232,9 @@ def _daily_frame(canvas: _Canvas, plot: Plot, days: Sequence[date], top: float, 
     ticks = _value_axis(top)
     scale = plot.height / ticks[-1]
     right = plot.left + plot.width
-    _lines(canvas.fig, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]],
+    _lines(canvas, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]],
            GRID, 0.6)
-    _lines(canvas.fig, [(plot.left, plot.bottom, right, plot.bottom)], BASELINE, 0.8)
+    _lines(canvas, [(plot.left, plot.bottom, right, plot.bottom)], BASELINE, 0.8)
     for t in ticks[1:]:  # the baseline needs no "0", which would touch the first day's label
         # in a few characters (9,500 · 160K · 1.25M) so that it fits the margin at a phone's font size
         canvas.text(plot.left - 4, plot.bottom + t * scale, lang.compact(t), anchor="end", centred=True)
@@ -207,13 +256,12 @@ def grouped_daily_bars(days: Sequence[date], series: Mapping[str, Sequence[float
     dashed line at that value (a threshold)."""
     lang = lang or language()
     with _styled():
-        canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
+        canvas, plot = _Canvas(*DAILY_SIZE, namespace), DAILY_PLOT
         top = max((max(v, default=0) for v in series.values()), default=0)
         scale = _daily_frame(canvas, plot, days, max(top, limit or 0), lang)
         if limit is not None:
             y = plot.bottom + limit * scale
-            canvas.fig.add_artist(PathPatch(Path([(plot.left, y), (plot.left + plot.width, y)]), fill=False,
-                                            edgecolor=INK, linewidth=1.2, linestyle=(0, (4, 3)), transform=_PIXELS))
+            _lines(canvas, [(plot.left, y, plot.left + plot.width, y)], INK, 1.2, dash=(4, 3))
         slot = plot.width / len(days)
         width = min(slot * 0.8 / max(len(series), 1), 40.0)  # one day must not fill the chart with slabs
         starts = plot.left + np.arange(len(days)) * slot + (slot - width * len(series)) / 2
@@ -222,17 +270,17 @@ def grouped_daily_bars(days: Sequence[date], series: Mapping[str, Sequence[float
             colour = KIND_COLOURS.get(kind, PALETTE[i % len(PALETTE)])
             x0 = starts + i * width
             heights = np.asarray(values, dtype=float) * scale
-            _rectangles(canvas.fig,
-                        np.stack([x0, np.full_like(x0, plot.bottom), x0 + width, plot.bottom + heights], 1), colour)
+            _rectangles(canvas, np.stack([x0, np.full_like(x0, plot.bottom), x0 + width, plot.bottom + heights], 1),
+                        colour)
             legend.append((colour, (labels or {}).get(kind, kind.capitalize())))
-        return Chart(to_svg(canvas, namespace), tuple(legend))
+        return Chart(to_svg(canvas), tuple(legend))
 
 
 def stacked_daily_bars(days: Sequence[date], series: Mapping[str, Sequence[float]], namespace: str,
                        lang: Language | None = None) -> Chart:
     """One bar per day, stacked by category (sources)."""
     with _styled():
-        canvas, plot = _canvas(*DAILY_SIZE), DAILY_PLOT
+        canvas, plot = _Canvas(*DAILY_SIZE, namespace), DAILY_PLOT
         totals = np.sum([np.asarray(v, dtype=float) for v in series.values()], axis=0) if series else [0.0]
         scale = _daily_frame(canvas, plot, days, float(np.max(totals)), lang or language())
         slot = plot.width / len(days)
@@ -242,10 +290,10 @@ def stacked_daily_bars(days: Sequence[date], series: Mapping[str, Sequence[float
         for i, (label, values) in enumerate(series.items()):
             colour = PALETTE[i % len(PALETTE)]
             top = bottom + np.asarray(values, dtype=float) * scale
-            _rectangles(canvas.fig, np.stack([x0, bottom, x0 + slot * 0.75, top], 1), colour)
+            _rectangles(canvas, np.stack([x0, bottom, x0 + slot * 0.75, top], 1), colour)
             legend.append((colour, label))
             bottom = top
-        return Chart(to_svg(canvas, namespace), tuple(legend))
+        return Chart(to_svg(canvas), tuple(legend))
 
 
 def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str, lang: Language | None = None
@@ -256,7 +304,7 @@ def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str, 
     with _styled():
         row, pad = 46.0, 6.0  # per category: the name, the bar, a gap (room for a phone's larger font)
         height = len(labels) * row + 2 * pad
-        canvas = _canvas(DAILY_SIZE[0], height)
+        canvas = _Canvas(DAILY_SIZE[0], height, namespace)
         left, width = 6.0, 400.0  # the count after the longest bar still fits at the phone font size
         longest = max(values, default=0) or 1
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
@@ -264,10 +312,10 @@ def category_bars(labels: Sequence[str], values: Sequence[int], namespace: str, 
             end = left + width * value / longest
             # placed by baselines, as in `_daily_frame`
             canvas.text(left, top - 15, isolated(_short(label)))
-            _rectangles(canvas.fig, np.array([[left, top - 40, max(end, left + 1), top - 24]]),
+            _rectangles(canvas, np.array([[left, top - 40, max(end, left + 1), top - 24]]),
                         PALETTE[i % len(PALETTE)])
             canvas.text(max(end, left + 1) + 4, top - 36, lang.number(value))
-        return Chart(to_svg(canvas, namespace))
+        return Chart(to_svg(canvas))
 
 
 def pie(labels: Sequence[str], values: Sequence[int], namespace: str, lang: Language | None = None) -> Chart:
@@ -276,19 +324,30 @@ def pie(labels: Sequence[str], values: Sequence[int], namespace: str, lang: Lang
     total = sum(values) or 1
     size = 160.0
     with _styled():
-        canvas = _canvas(size, size)
+        canvas = _Canvas(size, size, namespace)
         angle = 90.0  # clockwise from twelve o'clock, like the bar chart's order
         legend = []
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
             colour = PALETTE[i % len(PALETTE)]
             sweep = 360.0 * value / total
             if sweep > 0:
-                canvas.fig.add_artist(Wedge((size / 2, size / 2), size / 2 - 3, angle - sweep, angle,
-                                            facecolor=colour, edgecolor="white", linewidth=1, transform=_PIXELS))
+                canvas.fill(_wedge(size / 2, size / 2 - 3, angle - sweep, angle), colour, edge="white")
             angle -= sweep
             share = lang.share(round(value / total * 100, 1))
             legend.append((colour, f"{isolated(label)} — {share} ({lang.number(value)})"))  # HTML wraps: no cut
-        return Chart(to_svg(canvas, namespace, "chart-svg chart-pie"), tuple(legend))
+        return Chart(to_svg(canvas, "chart-svg chart-pie"), tuple(legend))
+
+
+def _wedge(centre: float, radius: float, theta1: float, theta2: float) -> Path:
+    """The path of `matplotlib.patches.Wedge((centre, centre), radius, theta1, theta2)`, without the artist."""
+    if abs((theta2 - theta1) - 360) <= 1e-12:
+        theta1, theta2, connector = 0, 360, Path.MOVETO
+    else:
+        connector = Path.LINETO
+    arc = Path.arc(theta1, theta2)
+    vertices = np.concatenate([arc.vertices, [(0, 0), (0, 0)]])
+    codes = np.concatenate([np.asarray(arc.codes), [connector, Path.CLOSEPOLY]])
+    return Path(vertices * radius + centre, codes)
 
 
 def _short(text: str, limit: int = 28) -> str:
@@ -321,7 +380,8 @@ def trend_png(days: Sequence[date], series: dict[str, Sequence[int]], lang: Lang
         ticks = _value_axis(max((max(v, default=0) for v in series.values()), default=0), bins=3)
         scale = plot.height / ticks[-1]
         right = plot.left + plot.width
-        _lines(fig, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]],
+        surface = _FigureSurface(fig)
+        _lines(surface, [(plot.left, plot.bottom + t * scale, right, plot.bottom + t * scale) for t in ticks[1:]],
                GRID, 0.6)
         slot = plot.width / max(len(days), 1)
         bar = 0.8 * slot / max(len(series), 1)
@@ -329,9 +389,9 @@ def trend_png(days: Sequence[date], series: dict[str, Sequence[int]], lang: Lang
         for i, (kind, values) in enumerate(series.items()):
             left = starts + i * bar
             heights = np.asarray(values, dtype=float) * scale
-            _rectangles(fig, np.stack([left, np.full(len(days), plot.bottom), left + bar, plot.bottom + heights], 1),
-                        trend_colour(kind, i))
-        _lines(fig, [(plot.left, plot.bottom, right, plot.bottom)], INK, 0.8)
+            bars = np.stack([left, np.full(len(days), plot.bottom), left + bar, plot.bottom + heights], 1)
+            _rectangles(surface, bars, trend_colour(kind, i))
+        _lines(surface, [(plot.left, plot.bottom, right, plot.bottom)], INK, 0.8)
         label: dict[str, Any] = {"fontsize": TREND_FONT_POINTS, "color": INK, "transform": _PIXELS}
         for t in ticks[1:]:  # the baseline needs no "0", which would touch the first day's label
             fig.text(plot.left - 14, plot.bottom + t * scale, lang.compact(t), ha="right", va="center", **label)
