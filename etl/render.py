@@ -175,7 +175,6 @@ def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView
     # CSVs are formatted once (`LogCsv`) while they render; a log out of day order (a workspace that changed its
     # time zone) is formatted window by window
     nested = sorted((n for n in job.windows if window(n, day).end == day), key=lambda n: window(n, day).start)
-    in_day_order = {kind: frame["local_date"].is_sorted(descending=True) for kind, frame in prepared.logs.items()}
     longest: dict[str, LogCsv | None] = {}
     for name in [*nested, *(n for n in job.windows if n not in nested)]:
         page = build_page(prepared, name, day, filters, freshness, job.page_log_rows)
@@ -186,7 +185,7 @@ def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView
         for kind, table in page.logs.items():
             if table.csv_name is None or table.frame is None:
                 continue
-            if nested and name == nested[0] and in_day_order[kind]:
+            if nested and name == nested[0] and prepared.in_day_order[kind]:
                 longest[kind] = log_csv_rows(table.frame)
             shared = longest.get(kind) if name in nested else None
             csv_key = key.rsplit("/", 1)[0] + "/" + table.csv_name

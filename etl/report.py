@@ -411,11 +411,41 @@ class PreparedInputs:
     counts: DayCounts
     channels: dict[int, tuple[str, str]]
     logs: dict[str, pl.DataFrame]
+    # Per log: newest day first, so that a window's rows are the newest rows up to its last day (`shown_rows`); a
+    # workspace that changed its time zone can have a log out of day order
+    in_day_order: dict[str, bool] = field(default_factory=dict)
+    _shown: dict[tuple[str, date, int, int], tuple[tuple[str, ...], ...]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, inputs: WorkspaceInputs) -> PreparedInputs:
         events = inputs.events
-        return cls(inputs.workspace, DayCounts.of(inputs.facts), channel_names(events), log_frames(events))
+        logs = log_frames(events)
+        return cls(inputs.workspace, DayCounts.of(inputs.facts), channel_names(events), logs,
+                   {kind: frame["local_date"].is_sorted(descending=True) for kind, frame in logs.items()})
+
+    def window_log(self, kind: str, start: date, end: date) -> pl.DataFrame:
+        """Log `kind` over the days `start`..`end`, without `local_date`. A log in day order gives a slice (no copy:
+        filtering each window copied every column of the log's largest part seven times a workspace)."""
+        log = self.logs[kind]
+        if not self.in_day_order.get(kind):
+            return log.filter(pl.col("local_date").is_between(start, end)).drop("local_date")
+        days = log["local_date"]
+        first = int(days.search_sorted(end, side="left", descending=True))  # the first row of `end` or before
+        after = int(days.search_sorted(start, side="right", descending=True))  # the first row before `start`
+        return log.slice(first, max(after - first, 0)).drop("local_date")
+
+    def shown_rows(self, kind: str, frame: pl.DataFrame, last_day: date, limit: int, lang: Language
+                   ) -> tuple[tuple[str, ...], ...]:
+        """The rows a page shows of `frame`, a window of log `kind` ending on `last_day`. In a log in day order
+        they are its newest `limit` rows up to that day, whatever day the window starts, as long as it holds that
+        many: the windows ending on the report day share one tuple (built once, and the page template escapes it
+        once: `templating.table_rows`)."""
+        if not self.in_day_order.get(kind):
+            return _display_rows(frame, kind, limit, lang)
+        key = (kind, last_day, min(limit, frame.height), limit)
+        if key not in self._shown:
+            self._shown[key] = _display_rows(frame, kind, limit, lang)
+        return self._shown[key]
 
 
 def build_page(prepared: PreparedInputs, window_name: str, report_day: date, filters: Filters,
@@ -437,11 +467,10 @@ def build_page(prepared: PreparedInputs, window_name: str, report_day: date, fil
     )
     logs = {}
     for kind in KINDS:
-        frame = (prepared.logs[kind].filter(pl.col("local_date").is_between(span.start, span.end))
-                 .drop("local_date") if filters.applies(kind) else None)
+        frame = prepared.window_log(kind, span.start, span.end) if filters.applies(kind) else None
         logs[kind] = LogTable(
             kind=kind, title=_(LOG_TITLES[kind]), columns=tuple(_(c) for c in LOG_COLUMNS[kind]),
-            rows=() if frame is None else _display_rows(frame, kind, page_log_rows, lang),
+            rows=() if frame is None else prepared.shown_rows(kind, frame, span.end, page_log_rows, lang),
             total=None if frame is None else frame.height,
             csv_name=None if frame is None else f"{window_name}.contacts_{kind}.csv",
             notice=_notice(filters, kind, frame, lang),

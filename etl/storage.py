@@ -57,7 +57,8 @@ class Storage(Protocol):
     def uri(self) -> str: ...
 
     def read_bytes(self, key: str) -> bytes: ...
-    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def write_bytes(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+                    ) -> None: ...
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
                   retain_until: datetime | None = None, lock_mode: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -126,7 +127,8 @@ class LocalStorage:
         with os.fdopen(fd, "rb") as handle:
             return handle.read()
 
-    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def write_bytes(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+                    ) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
@@ -226,11 +228,12 @@ class S3Storage:
                         response.get("ContentLength"), attempt, READ_ATTEMPTS)
         raise StorageUnavailable(f"could not read {self.uri}/{key} completely after {READ_ATTEMPTS} attempts")
 
-    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def write_bytes(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+                    ) -> None:
         self.client.put_object(
             Bucket=self.bucket,
             Key=self._key(key),
-            Body=data,
+            Body=bytes(data),  # a memoryview (a slice of a larger CSV) as bytes; bytes themselves are not copied
             ContentType=content_type,
             **encryption_args(self.sse),
         )
@@ -380,14 +383,15 @@ class BackgroundWrites:
         if exc_type is None:  # else the caller's own exception is the one to see
             self._raise_failure()
 
-    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def write_bytes(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+                    ) -> None:
         self._raise_failure()
         with self._room:  # a file larger than the limit still goes, alone
             self._room.wait_for(lambda: self._pending == 0 or self._pending + len(data) <= self.max_pending)
             self._pending += len(data)
         self._pool.submit(self._write, key, data, content_type)
 
-    def _write(self, key: str, data: bytes, content_type: str) -> None:
+    def _write(self, key: str, data: bytes | memoryview, content_type: str) -> None:
         try:
             self.storage.write_bytes(key, data, content_type)
         except BaseException as failure:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ def script_json(value: Any) -> Markup:
 _CELL_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
 
 
+@lru_cache(maxsize=8)  # the windows ending on the report day often show the same rows (`PreparedInputs.shown_rows`)
 def table_rows(rows: tuple[tuple[Any, ...], ...]) -> Markup:
     """Table body rows, every cell escaped exactly as autoescape would (`{{ cell }}`): a page's four logs show up to
     2,000 rows of ~6 cells, and escaping them one Jinja expression at a time was ~a fifth of the render."""

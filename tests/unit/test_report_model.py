@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from etl.contract import CONTENT_COLUMNS, EVENT_SCHEMA
+from etl.i18n import language
 from etl.report import (
     ADDED_SOURCES_EXPLAINED,
     NO_DATA,
@@ -20,12 +24,14 @@ from etl.report import (
     ReportPage,
     Workspace,
     WorkspaceInputs,
+    _display_rows,
     build_page,
     filtered_inputs,
     log_frames,
     thousands,
 )
 from etl.transform import daily_aggregates, with_local_time
+from etl.windows import WINDOW_NAMES, window
 from tests.helpers import event
 
 KOLKATA = Workspace(1, "Acme", "Asia/Kolkata")  # UTC+05:30: 20:00 UTC is 01:30 the next day
@@ -195,3 +201,34 @@ def test_the_page_explains_every_source_a_contact_can_be_added_from_in_the_contr
     assert [label for label, _ in ADDED_SOURCES_EXPLAINED] == [
         "User", "Contact import", "Developer API", "Incoming message", "Echo message", "Zapier"]
     assert all(meaning.endswith(".") for _, meaning in ADDED_SOURCES_EXPLAINED)
+
+
+# Every window of a report day, and the ones before it: their logs are slices of the workspace's log, and the windows
+# ending on the same day share their shown rows. A random log, in day order or not (a time-zone change), must give
+# every window exactly what filtering the log by its days gives.
+@settings(max_examples=40, deadline=None)
+@given(hours=st.lists(st.integers(0, 24 * 70), min_size=0, max_size=60), limit=st.sampled_from([1, 3, 500]),
+       zone_moved=st.booleans())
+def test_each_window_shows_what_filtering_the_log_by_its_days_gives(hours: list[int], limit: int,
+                                                                   zone_moved: bool) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    bodies = [event(f"e-{i}", (start + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ"), contact_id=i)
+              for i, h in enumerate(hours)]
+    inputs = inputs_of(bodies)
+    if zone_moved:  # the first half of the events kept the local dates of another zone: out of day order
+        half = inputs.events.height // 2
+        moved = inputs.events["local_date"].to_list()
+        moved[:half] = [d + timedelta(days=2) for d in moved[:half]]
+        events = inputs.events.with_columns(local_date=pl.Series(moved))
+        inputs = WorkspaceInputs(inputs.workspace, inputs.facts, events)
+    prepared = PreparedInputs.of(inputs)
+    lang = language("en")
+    for report_day in (date(2026, 3, 10), date(2026, 2, 28), date(2026, 1, 3)):
+        for name in WINDOW_NAMES:
+            span = window(name, report_day)
+            expected = (prepared.logs["added"].filter(pl.col("local_date").is_between(span.start, span.end))
+                        .drop("local_date"))
+            got = prepared.window_log("added", span.start, span.end)
+            assert_frame_equal(got, expected)
+            assert prepared.shown_rows("added", got, span.end, limit, lang) == _display_rows(expected, "added", limit,
+                                                                                              lang)

@@ -110,7 +110,8 @@ def test_a_day_before_any_data_loads_empty_inputs_a_page_can_be_built_from(tiny_
 class FailingSummary(LocalStorage):
     """A warehouse whose next run summary write fails, as a night killed between its last two writes."""
 
-    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def write_bytes(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+                    ) -> None:
         if key.startswith("_runs/ingest_date="):
             raise OSError("killed")
         super().write_bytes(key, data, content_type)
