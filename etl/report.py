@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from etl.contract import ADDED, ALLOWED_SOURCES, CONNECTED, DELETED, MERGED, SOURCE_LABELS, SOURCE_MEANINGS, SOURCES
@@ -415,6 +416,8 @@ class PreparedInputs:
     # workspace that changed its time zone can have a log out of day order
     in_day_order: dict[str, bool] = field(default_factory=dict)
     _shown: dict[tuple[str, date, int, int], tuple[tuple[str, ...], ...]] = field(default_factory=dict, repr=False)
+    # Per log in day order: the log without `local_date`, and its days as numbers, negated (ascending)
+    _sliceable: dict[str, tuple[pl.DataFrame, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, inputs: WorkspaceInputs) -> PreparedInputs:
@@ -429,10 +432,13 @@ class PreparedInputs:
         log = self.logs[kind]
         if not self.in_day_order.get(kind):
             return log.filter(pl.col("local_date").is_between(start, end)).drop("local_date")
-        days = log["local_date"]
-        first = int(days.search_sorted(end, side="left", descending=True))  # the first row of `end` or before
-        after = int(days.search_sorted(start, side="right", descending=True))  # the first row before `start`
-        return log.slice(first, max(after - first, 0)).drop("local_date")
+        if kind not in self._sliceable:
+            self._sliceable[kind] = (log.drop("local_date"),
+                                     -log["local_date"].to_physical().to_numpy().astype(np.int64))
+        rows, days = self._sliceable[kind]
+        first = int(np.searchsorted(days, -_day_number(end), side="left"))  # the first row of `end` or before
+        after = int(np.searchsorted(days, -_day_number(start), side="right"))  # the first row before `start`
+        return rows.slice(first, max(after - first, 0))
 
     def shown_rows(self, kind: str, frame: pl.DataFrame, last_day: date, limit: int, lang: Language
                    ) -> tuple[tuple[str, ...], ...]:
@@ -446,6 +452,14 @@ class PreparedInputs:
         if key not in self._shown:
             self._shown[key] = _display_rows(frame, kind, limit, lang)
         return self._shown[key]
+
+
+def _day_number(day: date) -> int:
+    """A date as Polars stores it: days since 1970-01-01."""
+    return (day - _EPOCH).days
+
+
+_EPOCH = date(1970, 1, 1)
 
 
 def build_page(prepared: PreparedInputs, window_name: str, report_day: date, filters: Filters,

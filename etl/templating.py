@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from etl.bidi import bdi, isolated
 from etl.i18n import DEFAULT_LOCALE, language
@@ -28,14 +28,25 @@ def script_json(value: Any) -> Markup:
 
 # What Jinja's autoescape (markupsafe.escape) makes of the five characters it escapes, as one translation table
 _CELL_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
+# Separators of the cells and rows of a table while it is escaped in one piece; no text of ours holds them
+_CELL, _ROW = "\x1f", "\x1e"
 
 
 @lru_cache(maxsize=8)  # the windows ending on the report day often show the same rows (`PreparedInputs.shown_rows`)
 def table_rows(rows: tuple[tuple[Any, ...], ...]) -> Markup:
     """Table body rows, every cell escaped exactly as autoescape would (`{{ cell }}`): a page's four logs show up to
-    2,000 rows of ~6 cells, and escaping them one Jinja expression at a time was ~a fifth of the render."""
-    return Markup("".join(["<tr>" + "".join([f"<td>{str(cell).translate(_CELL_ESCAPES)}</td>" for cell in row])
-                           + "</tr>\n" for row in rows]))
+    2,000 rows of ~6 cells, and escaping them one Jinja expression at a time was ~a fifth of the render. The table
+    is escaped as one text with separators (markupsafe's C escape, ~3.5x faster than a cell at a time); should any
+    cell hold a separator (counted), or a row no cell, it is escaped a cell at a time instead."""
+    if not rows:
+        return Markup("")
+    text = _ROW.join([_CELL.join(map(str, row)) for row in rows])
+    if (any(not row for row in rows) or text.count(_ROW) != len(rows) - 1
+            or text.count(_CELL) != sum(len(row) - 1 for row in rows)):
+        return Markup("".join(["<tr>" + "".join([f"<td>{str(cell).translate(_CELL_ESCAPES)}</td>" for cell in row])
+                               + "</tr>\n" for row in rows]))
+    body = str(escape(text)).replace(_CELL, "</td><td>").replace(_ROW, "</td></tr>\n<tr><td>")
+    return Markup(f"<tr><td>{body}</td></tr>\n")
 
 
 def _autoescape(name: str | None) -> bool:

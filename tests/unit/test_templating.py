@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jinja2 import Environment
 
 from etl.templating import environment, table_rows
@@ -10,12 +14,24 @@ HOSTILE_CELLS = ("<script>alert(1)</script>", "a & b", '"quoted"', "it's", "{{ 7
                  "", "line\nbreak", "&amp; already", 12345, None)
 
 
+LOOP = Environment(autoescape=True, trim_blocks=True).from_string(
+    "{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>\n{% endfor %}")
+
+
 def test_rows_are_escaped_exactly_as_autoescape_would() -> None:
-    loop = Environment(autoescape=True, trim_blocks=True).from_string(
-        "{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>\n{% endfor %}")
     rows = (HOSTILE_CELLS[:6], HOSTILE_CELLS[6:], ())
-    assert str(table_rows(rows)) == loop.render(rows=rows)
+    assert str(table_rows(rows)) == LOOP.render(rows=rows)
     assert "<script>" not in table_rows(rows) and "&lt;script&gt;" in table_rows(rows)
+
+
+# Any text, the separators the table is escaped with included (a name may hold any character)
+cells = st.one_of(st.text(alphabet=st.sampled_from("ab<>&\"'\x1e\x1f\n é👋")), st.integers(), st.none())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(cells, max_size=7).map(tuple), max_size=12).map(tuple))
+def test_any_rows_are_escaped_exactly_as_autoescape_would(rows: tuple[tuple[Any, ...], ...]) -> None:
+    assert str(table_rows(rows)) == LOOP.render(rows=rows)
 
 
 def test_every_language_has_the_filter() -> None:
