@@ -83,7 +83,7 @@ def snapshot_files(workspace: Workspace, day: date, revision: int, events: pl.Da
         name = f"contacts_{kind}"
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd", statistics=True)
-        html = template.render(workspace=workspace, day=day, revision=revision, kind=kind, rows=frame.rows(),
+        html = template.render(workspace=workspace, day=day, revision=revision, kind=kind, rows=tuple(frame.rows()),
                                columns=frame.columns)
         files[f"{name}.csv"] = (log_csv(frame), frame.height)
         files[f"{name}.parquet"] = (buffer.getvalue(), frame.height)

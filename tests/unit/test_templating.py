@@ -38,3 +38,14 @@ def test_every_language_has_the_filter() -> None:
     for locale in ("en", "es", "pt-BR"):
         assert environment(locale).from_string("{{ rows | table_rows }}").render(rows=(("<b>",),)) == (
             "<tr><td>&lt;b&gt;</td></tr>\n")
+
+
+ARCHIVE_LOOP = Environment(autoescape=True, trim_blocks=True).from_string(
+    '{% for row in rows %}<tr class="row">{% for cell in row %}<td>{{ "" if cell is none else cell }}</td>{% endfor %}'
+    "</tr>\n{% endfor %}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(cells, max_size=7).map(tuple), max_size=12).map(tuple))
+def test_archive_rows_show_a_missing_value_as_blank(rows: tuple[tuple[Any, ...], ...]) -> None:
+    assert str(table_rows(rows, '<tr class="row">', "")) == ARCHIVE_LOOP.render(rows=rows)
