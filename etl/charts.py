@@ -1,6 +1,6 @@
 """Matplotlib charts as inline SVG: deterministic bytes, unique ids per chart, user text kept as inert text.
 
-* `svg.hashsalt` fixed and `metadata={'Date': None}`: the same data gives the same bytes in any process.
+* No date and no metadata written, no hashed ids (no clip paths): the same data gives the same bytes in any process.
 * Labels are <text> elements written here, escaped (`html.escape`): Matplotlib measured every label again for
   each chart (its metrics cache is keyed by the renderer, and each SVG is a new renderer), ~a fifth of the render.
   `text.parse_math` stays off should Matplotlib ever draw text here: "cost $5 vs $6" must stay text.
