@@ -258,7 +258,7 @@ def contacts_report_nightly() -> None:
 
         with _recorded():
             return _produced("pages", {
-                "workspaces": finalize_indexes(_settings()), "pages": sum(r["pages"] for r in rendered),
+                "workspaces": finalize_indexes(_settings(), _night()), "pages": sum(r["pages"] for r in rendered),
                 "csv": sum(r.get("csv", 0) for r in rendered),
                 "filtered_pages": sum(r.get("filtered_pages", 0) for r in rendered),
                 "late_pages": sum(r.get("late_pages", 0) for r in rendered)})

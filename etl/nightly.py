@@ -170,9 +170,13 @@ def _render_job(settings: Settings, night: date, workspace_ids: list[int]) -> Re
                      (), sse=settings.s3_sse, s3=settings.s3_identity)
 
 
-def finalize_indexes(settings: Settings) -> int:
+def finalize_indexes(settings: Settings, night: date | None = None) -> int:
+    """The index pages, with the pages the renders of `night` recorded (`write_indexes`); without a night, from a
+    listing of the whole output."""
     view = read_view(_store(settings, settings.warehouse))
-    write_indexes(_store(settings, settings.out), view)
+    out = _store(settings, settings.out)
+    write_indexes(out, view, None if night is None else manifests.rendered(out, manifests.tag(end_of_night(night),
+                                                                                              None)))
     return len(view.workspaces)
 
 

@@ -70,7 +70,8 @@ def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None, l
             results = list(pool.map(render_batch, jobs, scopes))
     totals = {"pages": sum(r["pages"] for r in results[:len(parts)]), "csv": sum(r["csv"] for r in results),
               "late_pages": sum(r["pages"] for r in results[len(parts):])}
-    write_indexes(job.output(), scope.view)
+    out = job.output()
+    write_indexes(out, scope.view, manifests.rendered(out, manifests.tag(job.cutoff, job.report_day)))
     return totals
 
 

@@ -49,7 +49,7 @@ def run_night(settings: Settings, smtp_port: int) -> dict[str, object]:
     checked = nightly.quality_gate(settings, NIGHT)
     batches = nightly.plan_batches(settings, NIGHT)
     rendered = [nightly.render_workspaces(settings, NIGHT, batch) for batch in batches]
-    indexed = nightly.finalize_indexes(settings)
+    indexed = nightly.finalize_indexes(settings, NIGHT)
     published = nightly.publish(settings, NIGHT, client)
     archived = nightly.archive_night(settings, NIGHT, client)
     mailed = nightly.email(settings, NIGHT, client, lambda: SmtpConfig("127.0.0.1", smtp_port))
