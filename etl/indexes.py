@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from datetime import date
@@ -13,6 +14,7 @@ from etl.templating import environment
 from etl.warehouse import WarehouseView
 from etl.windows import WINDOW_NAMES
 
+log = logging.getLogger(__name__)
 _PAGE = re.compile(r"^(\d+)/(\d{4}-\d{2}-\d{2})/([a-z0-9_]+)\.html$", re.ASCII)
 
 
@@ -23,11 +25,17 @@ KNOWN_PAGES = f"{manifests.FOLDER}/pages.json"
 
 def _known_pages(out: Storage, rendered: Iterable[str] | None) -> dict[int, dict[str, set[str]]]:
     known: dict[int, dict[str, set[str]]] = {}
+    keys: Iterable[str] | None = None
     if rendered is not None and out.exists(KNOWN_PAGES):
-        for wid, days in json.loads(out.read_bytes(KNOWN_PAGES)).items():
-            known[int(wid)] = {d: {WINDOW_NAMES[int(i)] for i in positions} for d, positions in days.items()}
-        keys = rendered
-    else:
+        try:
+            for wid, days in json.loads(out.read_bytes(KNOWN_PAGES)).items():
+                known[int(wid)] = {d: {WINDOW_NAMES[int(i)] for i in positions} for d, positions in days.items()}
+            keys = rendered
+        except (ValueError, TypeError, AttributeError, IndexError) as bad:  # edited by hand or by another version
+            log.warning("%s/%s is unreadable (%s); rebuilding it from a listing of the output", out.uri, KNOWN_PAGES,
+                        bad)
+            known = {}
+    if keys is None:
         keys = out.list()
     for key in keys:
         m = _PAGE.match(key)

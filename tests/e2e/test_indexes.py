@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from etl import manifests
 from etl.indexes import KNOWN_PAGES, write_indexes
 from etl.render import RenderJob
@@ -74,4 +76,19 @@ def test_a_missing_record_is_rebuilt_from_a_listing(tmp_path: Path, tiny_warehou
     listed.prefixes = []
     write_indexes(listed, view, manifests.rendered(listed, manifests.tag(None, date(2026, 3, 30))))
     assert "" in listed.prefixes
+    assert (index_pages(out), (out / KNOWN_PAGES).read_bytes()) == before
+
+
+@pytest.mark.parametrize("record", [b"", b"{not json", b"[]", b'{"1": {"2026-03-30": "9"}}', b'{"x": {}}',
+                                    b'{"1": 5}'])
+def test_an_unreadable_record_is_rebuilt_not_fatal(tmp_path: Path, tiny_warehouse_built: Path | None,
+                                                   record: bytes) -> None:
+    warehouse = copy_tiny_warehouse(tmp_path / "wh", tiny_warehouse_built)
+    out = tmp_path / "out"
+    view = read_view(LocalStorage(warehouse))
+    day = date(2026, 3, 30)
+    render(RenderJob(str(warehouse), str(out), tuple(sorted(view.workspaces)), day, None, WINDOW_NAMES, ()), workers=1)
+    before = index_pages(out), (out / KNOWN_PAGES).read_bytes()
+    (out / KNOWN_PAGES).write_bytes(record)
+    write_indexes(LocalStorage(out), view, manifests.rendered(LocalStorage(out), manifests.tag(None, day)))
     assert (index_pages(out), (out / KNOWN_PAGES).read_bytes()) == before
