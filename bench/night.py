@@ -1,5 +1,6 @@
 """The rest of the night, measured (`make bench` calls `measure`; `python bench/night.py --size 1M` runs it alone on
-the data the main bench left behind): the late pages, publish, archive and e-mail after the nightly ETL and render,
+the data the main bench left behind): the night's render (its pages and the late pages, as the nightly renders them:
+by its cutoff), publish, archive and e-mail after the nightly ETL,
 against a loopback S3 answering every request 20 ms late (moto's server behind the fault proxy of the tests) and a
 loopback SMTP server, and in the same run the **publish floor**: a plain concurrent boto3 upload of the same files (a
 thread pool at the same concurrency, no checks, no compression) through the same proxy. The night starts where the
@@ -28,6 +29,7 @@ from run import PY, RENDER, ROOT, Measure, child
 from etl import manifests
 from etl.settings import DEFAULT_LATE_PAGES_DAYS
 from etl.storage import LocalStorage
+from etl.windows import end_of_night
 from tests.faults.proxy import FaultProxy
 
 LATENCY = 0.020  # seconds added to every S3 request: a real S3 answers a small PUT in 20-50 ms
@@ -41,7 +43,7 @@ from etl import manifests
 from etl.publish import S3Target, upload
 from etl.storage import LocalStorage, s3_client
 out = LocalStorage({out!r})
-keys = manifests.rendered(out, manifests.tag(None, __import__("datetime").date.fromisoformat({day!r})))
+keys = manifests.rendered(out, {tag!r})
 summary = upload(s3_client(), S3Target({bucket!r}, {prefix!r}), out, keys, concurrency={concurrency})
 open({result!r}, "w").write(json.dumps({{**summary, "objects": len(keys),
                                         "plain_bytes": sum(out.size(k) for k in keys)}}))
@@ -53,7 +55,7 @@ from etl import manifests
 from etl.storage import s3_client
 from etl.storage import LocalStorage
 out = LocalStorage({out!r})
-keys = manifests.rendered(out, manifests.tag(None, __import__("datetime").date.fromisoformat({day!r})))
+keys = manifests.rendered(out, {tag!r})
 client = s3_client()
 def put(key):
     client.put_object(Bucket={bucket!r}, Key={prefix!r} + "/" + key, Body=out.read_bytes(key))
@@ -61,26 +63,18 @@ with ThreadPoolExecutor({concurrency}) as pool:
     list(pool.map(put, keys))
 """
 
-LATE = """
+NIGHT_RENDER = """
 import json
-from datetime import date, timedelta
-from etl import manifests
+from datetime import datetime
 from etl.render import RenderJob
-from etl.render_jobs import late_days, late_pages, render
+from etl.render_jobs import render
 from etl.settings import DEFAULT_LATE_PAGES_DAYS
-from etl.storage import LocalStorage
-from etl.warehouse import read_view
+from etl.windows import WINDOW_NAMES
 if __name__ == "__main__":  # the workers are spawned and re-import this module
-    warehouse, tonight = LocalStorage({warehouse!r}), date.fromisoformat({day!r})
-    late = late_days(warehouse, tonight + timedelta(days=1))
-    view = read_view(warehouse)
-    pages = 0
-    for (day, windows), ids in late_pages(late, dict.fromkeys(view.workspaces, tonight), view.first_day,
-                                          DEFAULT_LATE_PAGES_DAYS).items():
-        job = RenderJob({warehouse!r}, {out!r}, tuple(ids), day, None, windows, (),
-                        record_as=manifests.tag(None, tonight))
-        pages += render(job, workers=2)["pages"]
-    open({result!r}, "w").write(json.dumps({{"pages": pages}}))
+    job = RenderJob({warehouse!r}, {out!r}, tuple(range(1, {workspaces} + 1)), None,
+                    datetime.fromisoformat({cutoff!r}), WINDOW_NAMES, ())
+    totals = render(job, workers=2, late_pages_days=DEFAULT_LATE_PAGES_DAYS)
+    open({result!r}, "w").write(json.dumps(totals))
 """
 
 ARCHIVE = """
@@ -179,7 +173,8 @@ def smtp_server() -> Iterator[int]:
 class Night:
     """The night's phases after the ETL and the render, and what publishing stored."""
 
-    late: Measure
+    render: Measure  # rows: pages, the late pages included
+    late_pages: int
     publish: Measure
     floor: Measure
     archive: Measure
@@ -192,11 +187,12 @@ class Night:
 
 
 def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, workspaces: int) -> Night:
-    """Render the past pages the night's late events changed, publish what the renders of `day` wrote under `out`,
-    the floor, the archive snapshots and one e-mail per workspace. `warehouse` holds the nights up to `day` + 1 (the
-    arrival day whose cutoff reports `day`), `before` the nights up to `day`. Like a real night, it starts from the
-    night before's state (untimed): its report day (`day` - 1) rendered from `before` under `out` and published, so
-    the late pages re-render pages that exist, and publish skips those whose bytes did not change."""
+    """Render the night as the nightly does (by the cutoff of arrival day `day` + 1, which reports `day`: its pages
+    and, from the same rows, the past pages its late events changed), publish what it wrote under `out`, the floor,
+    the archive snapshots and one e-mail per workspace. `warehouse` holds the nights up to `day` + 1, `before` the
+    nights up to `day`. Like a real night, it starts from the night before's state (untimed): its report day
+    (`day` - 1) rendered from `before` under `out` and published, so the late pages re-render pages that exist,
+    and publish skips those whose bytes did not change."""
     import boto3
 
     scratch.mkdir(parents=True, exist_ok=True)
@@ -222,24 +218,27 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
         common = {"out": str(out), "bucket": BUCKET, "concurrency": CONCURRENCY}
         child("the night before: its render", RENDER.format(workspaces=workspaces, warehouse=str(before),
                                                              out=str(out), day=before_day, workers=2))
-        child("the night before: its publish", PUBLISH.format(**common, day=before_day, prefix="site",
-                                                               result=str(scratch / "before.json")), env=env)
-        late = child(f"late pages ({DEFAULT_LATE_PAGES_DAYS} past report day: the windows the night's late events "
-                     "changed), 2 workers", LATE.format(warehouse=str(warehouse), out=str(out), day=day,
-                                                        result=str(scratch / "late.json")))
-        late.rows = int(json.loads((scratch / "late.json").read_text())["pages"])
+        child("the night before: its publish", PUBLISH.format(**common, tag=manifests.tag(None, date.fromisoformat(
+            before_day)), prefix="site", result=str(scratch / "before.json")), env=env)
+        cutoff = end_of_night(date.fromisoformat(day) + timedelta(days=1))
+        tag = manifests.tag(cutoff, None)
+        render = child(f"render, the night's: {workspaces:,} workspaces × 7 windows and the late pages "
+                       f"({DEFAULT_LATE_PAGES_DAYS} past report day: the windows its late events changed), 2 workers",
+                       NIGHT_RENDER.format(warehouse=str(warehouse), out=str(out), workspaces=workspaces,
+                                           cutoff=cutoff.isoformat(), result=str(scratch / "rendered.json")))
+        rendered = json.loads((scratch / "rendered.json").read_text())
+        render.rows = int(rendered["pages"]) + int(rendered["late_pages"])
         floor = serving("publish floor: plain concurrent puts, same files",
-                        FLOOR.format(**common, day=day, prefix="floor"))
+                        FLOOR.format(**common, tag=tag, prefix="floor"))
         publish = serving("publish (compressed, ledgers, order)",
-                          PUBLISH.format(**common, day=day, prefix="site", result=str(scratch / "published.json")))
+                          PUBLISH.format(**common, tag=tag, prefix="site", result=str(scratch / "published.json")))
         published = json.loads((scratch / "published.json").read_text())
         publish.rows = int(published["objects"])
         floor.rows = publish.rows
         sizes = {o["Key"]: o["Size"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
                                                                                                    Prefix="site/")
                  for o in page.get("Contents", [])}
-        stored = sum(sizes[f"site/{key}"] for key in manifests.rendered(LocalStorage(out),
-                                                                       manifests.tag(None, date.fromisoformat(day))))
+        stored = sum(sizes[f"site/{key}"] for key in manifests.rendered(LocalStorage(out), tag))
         subprocess.run(["rm", "-rf", str(scratch / "archive")], check=True)
         archive = child("archive (a snapshot per workspace)",
                         ARCHIVE.format(warehouse=str(warehouse), archive=str(scratch / "archive"), day=day,
@@ -249,7 +248,8 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
                        EMAIL.format(warehouse=str(warehouse), out=str(out), bucket=BUCKET, recipients=str(recipients),
                                     day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port))
         sent = int(json.loads((scratch / "mailed.json").read_text())["sent"])
-    return Night(late, publish, floor, archive, mail, s3_cpu, published, stored, snapshots, sent)
+    return Night(render, int(rendered["late_pages"]), publish, floor, archive, mail, s3_cpu, published, stored,
+                 snapshots, sent)
 
 
 def main() -> None:
@@ -264,8 +264,8 @@ def main() -> None:
     night = measure(folder / "wh-history", folder / "wh-before", folder / "out-full", report_day, folder / "night",
                     1000)
     print(json.dumps({**night.published, "stored_bytes": night.stored_bytes,
-                      "late_pages": night.late.rows,
-                      "late_s": round(night.late.seconds, 2), "publish_s": round(night.publish.seconds, 2),
+                      "pages": night.render.rows, "late_pages": night.late_pages,
+                      "render_s": round(night.render.seconds, 2), "publish_s": round(night.publish.seconds, 2),
                       "floor_s": round(night.floor.seconds, 2),
                       "archive_s": round(night.archive.seconds, 2), "email_s": round(night.email.seconds, 2),
                       "snapshots": night.snapshots, "sent": night.sent,

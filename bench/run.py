@@ -356,7 +356,7 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
 
     night = measure_night(history, scratch / "wh-before", scratch / "out-full", report_day, scratch / "night",
                           workspaces)
-    night_table(size_name, last, full, night, results, summary)
+    night_table(size_name, last, night, results, summary)
 
     table = [one, two, full, etl_one, duck, duck_events, floor, pq_floor, *shards, finish, first, last]
     results.append(f"\n### {size_name}: {events:,} events over {DAYS} days, {workspaces} workspaces "
@@ -393,13 +393,12 @@ def run(size_name: str, events: int, workspaces: int, render_workspaces: int, re
                    full_render_s=f"{full.seconds:.0f}")
 
 
-def night_table(size_name: str, ingest: Measure, render: Measure, night: Night, results: list[str],
-                summary: dict[str, str]) -> None:
-    """The whole night, phase by phase: ingest (night 31), the full render, the late pages, publish, archive,
-    e-mail."""
+def night_table(size_name: str, ingest: Measure, night: Night, results: list[str], summary: dict[str, str]) -> None:
+    """The whole night, phase by phase: ingest (night 31), the night's render (its pages and the late pages),
+    publish, archive, e-mail."""
     from night import CONCURRENCY, LATENCY
 
-    phases = [ingest, render, night.late, night.publish, night.archive, night.email]
+    phases = [ingest, night.render, night.publish, night.archive, night.email]
     published = night.published
     requests = published["requests"]
     plain, uploaded = published["plain_bytes"], published["bytes"]
@@ -409,7 +408,8 @@ def night_table(size_name: str, ingest: Measure, render: Measure, night: Night, 
                    f"{CONCURRENCY} requests in flight; SMTP on loopback)\n")
     results.append("| phase | seconds | CPU seconds | peak RSS MB | loopback servers' CPU seconds | what |")
     results.append("|---|---:|---:|---:|---:|---|")
-    what = [f"{ingest.rows or 0:,} lines", f"{render.rows or 0:,} pages", f"{night.late.rows or 0:,} pages",
+    what = [f"{ingest.rows or 0:,} lines",
+            f"{night.render.rows or 0:,} pages ({night.late_pages:,} of them late pages)",
             f"{published['uploaded']:,} of {published['objects']:,} objects uploaded ({uploaded / 1e6:,.0f} "
             f"MB; the others unchanged since the night before), {night.stored_bytes / 1e6:,.0f} MB stored for the "
             f"night's files ({plain / 1e6:,.0f} MB as files), requests "

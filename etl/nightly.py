@@ -27,7 +27,7 @@ from etl.pipeline import finish_night, run_etl
 from etl.publish import S3Target, link, upload
 from etl.quality import gate
 from etl.render import RenderJob, job_scope, page_key, render_batch
-from etl.render_jobs import late_jobs, planned_batches
+from etl.render_jobs import late_work, planned_batches
 from etl.report import Filters, Freshness, PreparedInputs, build_page, filtered_inputs
 from etl.settings import Settings
 from etl.share import share_key, share_night
@@ -139,18 +139,16 @@ def plan_batches(settings: Settings, night: date) -> list[list[int]]:
 
 
 def render_workspaces(settings: Settings, night: date, workspace_ids: list[int]) -> dict[str, int]:
-    """The night's pages of these workspaces and the filtered pages their recipients asked for, then those pages of
-    past report days that the night's late events changed (`etl.render_jobs.late_jobs`), recorded with the night's so
-    that publish uploads them too."""
+    """The night's pages of these workspaces and the filtered pages their recipients asked for, each with those
+    pages of past report days that the night's late events changed (`etl.render_jobs.late_work`), rendered from the
+    same rows and recorded with the night's, so that publish uploads them too."""
     job = _render_job(settings, night, workspace_ids)
     scope = job_scope(job)
-    counts = render_batch(job, scope)
-    audience = _audience_jobs(settings, job)
-    counts["filtered_pages"] = sum(render_batch(filtered, scope)["pages"] for filtered in audience)
-    warehouse = _store(settings, settings.warehouse)
-    late = [past for rendered in (job, *audience)
-            for past in late_jobs(warehouse, rendered, scope, settings.late_pages_days)]
-    return {**counts, "late_pages": sum(render_batch(past)["pages"] for past in late)}
+    past = late_work(_store(settings, settings.warehouse), job, scope, settings.late_pages_days)
+    counts = render_batch(job, scope, past)
+    filtered = [render_batch(audience, scope, past) for audience in _audience_jobs(settings, job)]
+    return {"pages": counts["pages"], "csv": counts["csv"], "filtered_pages": sum(f["pages"] for f in filtered),
+            "late_pages": counts["late_pages"] + sum(f["late_pages"] for f in filtered)}
 
 
 def _audience_jobs(settings: Settings, job: RenderJob) -> list[RenderJob]:

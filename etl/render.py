@@ -37,7 +37,15 @@ from etl.report import (
 from etl.settings import DEFAULT_S3_SSE, S3Identity
 from etl.storage import BackgroundWrites, Storage, check_key, open_storage
 from etl.templating import environment
-from etl.warehouse import ROWS_PER_GROUP, DayFiles, ReportScope, WarehouseView, load_groups, report_scope
+from etl.warehouse import (
+    ROWS_PER_GROUP,
+    DayFiles,
+    PastPages,
+    ReportScope,
+    WarehouseView,
+    load_groups,
+    report_scope,
+)
 from etl.windows import WINDOW_NAMES, end_of_night, report_day_for, window
 
 log = logging.getLogger(__name__)
@@ -112,9 +120,6 @@ class RenderJob:
     page_log_rows: int = 500
     rows_per_group: int = ROWS_PER_GROUP  # events a worker holds at once
     sse: str = DEFAULT_S3_SSE  # encryption of the pages written to S3 (`Settings.s3_sse`)
-    # The manifest folder to record the pages in, when not the job's own (`manifests.tag`): a night's re-render of
-    # past report days is published with the night's pages
-    record_as: str | None = None
     s3: S3Identity = field(default_factory=S3Identity)  # who the warehouse reads and page writes on S3 are signed as
     locale: str | None = None  # the pages' language for this job, instead of each workspace's own (`--locale`)
 
@@ -131,57 +136,80 @@ def job_scope(job: RenderJob) -> ReportScope:
     return report_scope(job.warehouse(), job.workspace_ids, job.report_day, job.cutoff).in_language(job.locale)
 
 
-def render_batch(job: RenderJob, scope: ReportScope | None = None) -> dict[str, int]:
+def render_batch(job: RenderJob, scope: ReportScope | None = None, past: PastPages | None = None) -> dict[str, int]:
     """Render every page of the job's workspaces (of `scope`, the job's own when None: a mapped DAG task reads
-    it itself); the DAG maps this over workspace batches."""
+    it itself); the DAG maps this over workspace batches. The `past` pages of those workspaces are rendered from
+    the same rows (read once: ~half the cost of a late page was reading its workspace again) and recorded with the
+    job's pages, so that publish uploads them together; they are counted as `late_pages` and `late_csv`."""
     filters = Filters.parse(list(job.filters))
     scope = job_scope(job) if scope is None else scope.narrowed(job.workspace_ids).in_language(job.locale)
-    counts = {"pages": 0, "csv": 0}
+    counts = {"pages": 0, "csv": 0, "late_pages": 0, "late_csv": 0}
     if not scope.days:
         return counts
+    past = {w: list(days) for w, days in (past or {}).items() if w in scope.days}
     groups = load_groups(DayFiles(job.warehouse()), scope.workspaces, scope.days, job.windows,
-                         filters.contact is not None, job.rows_per_group)
+                         filters.contact is not None, job.rows_per_group, past)
     out = job.output()
-    written: dict[int, list[str]] = {}
-    with (BackgroundWrites(out) as background,
-          Progress(len(scope.days) * len(job.windows), "rendering", " pages") as bar):
+    written: dict[int, dict[date | None, tuple[tuple[str, ...], list[str]]]] = {}
+    pages = len(scope.days) * len(job.windows) + sum(len(names) for days in past.values() for _, names in days)
+    with (BackgroundWrites(out) as background, Progress(pages, "rendering", " pages") as bar):
         for group in groups:
             for workspace_id in list(group):  # popped: a rendered workspace's rows are freed at once
                 written[workspace_id] = _render_workspace(job, background, scope.view, filters,
-                                                          scope.days[workspace_id], group.pop(workspace_id), counts,
-                                                          bar)
-    for workspace_id, keys in written.items():  # once every file is in place: a record never names a missing one
-        if job.record_as is None:
-            manifests.record(out, manifests.tag(job.cutoff, job.report_day), workspace_id, job.windows, job.filters,
-                             keys)
-        else:  # beside the night's own records of the same workspace: the report day tells them apart
-            manifests.record(out, job.record_as, workspace_id, job.windows, job.filters, keys, job.report_day)
+                                                          scope.days[workspace_id], past.get(workspace_id, []),
+                                                          group.pop(workspace_id), counts, bar)
+    for workspace_id, by_day in written.items():  # once every file is in place: a record never names a missing one
+        for day, (windows, keys) in by_day.items():
+            if day is None:
+                manifests.record(out, manifests.tag(job.cutoff, job.report_day), workspace_id, windows, job.filters,
+                                 keys)
+            else:  # beside the night's own records of the same workspace: the report day tells them apart
+                manifests.record(out, manifests.tag(job.cutoff, None), workspace_id, windows, job.filters, keys, day)
     return counts
 
 
 def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView, filters: Filters, day: date,
-                      inputs: WorkspaceInputs, counts: dict[str, int], bar: Progress) -> list[str]:
-    """A workspace's pages for every window of the job, with their CSV logs; returns the keys written."""
-    written: list[str] = []
+                      past: list[tuple[date, tuple[str, ...]]], inputs: WorkspaceInputs, counts: dict[str, int],
+                      bar: Progress) -> dict[date | None, tuple[tuple[str, ...], list[str]]]:
+    """A workspace's pages for every window of the job, with their CSV logs, then those of its `past` report days;
+    returns the windows and keys written by report day (None: the job's own)."""
     workspace = inputs.workspace
     latest = (report_day_for(end_of_night(date.fromisoformat(view.freshness.latest_ingest_date)), workspace.timezone)
               if view.freshness.latest_ingest_date else None)
     freshness = Freshness(view.freshness.run_id, view.freshness.last_event_at,
                           view.freshness.latest_ingest_date, latest)
-    prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
     prepared = PreparedInputs.of(filtered_inputs(inputs, filters))
     del inputs  # the caller holds no other reference: the events go before the pages are built
+    written: dict[date | None, tuple[tuple[str, ...], list[str]]] = {
+        None: (job.windows, _render_day(job, out, view, filters, freshness, prepared, workspace.workspace_id, day,
+                                        job.windows, bar))}
+    counts["pages"] += sum(k.endswith(".html") for k in written[None][1])
+    counts["csv"] += sum(k.endswith(".csv") for k in written[None][1])
+    for past_day, windows in past:
+        keys = _render_day(job, out, view, filters, freshness, prepared, workspace.workspace_id, past_day, windows,
+                           bar)
+        written[past_day] = (windows, keys)
+        counts["late_pages"] += sum(k.endswith(".html") for k in keys)
+        counts["late_csv"] += sum(k.endswith(".csv") for k in keys)
+    return written
+
+
+def _render_day(job: RenderJob, out: BackgroundWrites, view: WarehouseView, filters: Filters, freshness: Freshness,
+                prepared: PreparedInputs, workspace_id: int, day: date, windows: tuple[str, ...], bar: Progress
+                ) -> list[str]:
+    """The pages of `windows` ending on report day `day`, with their CSV logs; returns the keys written."""
+    written: list[str] = []
+    prev_day, next_day = previous_and_next_day(day, freshness, view.first_day)
     # The windows ending on the report day, longest first: their logs are the first rows of the longest's, whose
     # CSVs are formatted once (`LogCsv`) while they render; a log out of day order (a workspace that changed its
     # time zone) is formatted window by window
-    nested = sorted((n for n in job.windows if window(n, day).end == day), key=lambda n: window(n, day).start)
+    nested = sorted((n for n in windows if window(n, day).end == day), key=lambda n: window(n, day).start)
     longest: dict[str, LogCsv | None] = {}
-    for name in [*nested, *(n for n in job.windows if n not in nested)]:
+    for name in [*nested, *(n for n in windows if n not in nested)]:
         page = build_page(prepared, name, day, filters, freshness, job.page_log_rows)
-        key = page_key(workspace.workspace_id, day, name, filters)
+        key = page_key(workspace_id, day, name, filters)
         out.write_bytes(key, render_page(page, prev_day, next_day).encode(), "text/html; charset=utf-8")
         written.append(key)
-        counts["pages"] += 1
         for kind, table in page.logs.items():
             if table.csv_name is None or table.frame is None:
                 continue
@@ -192,10 +220,7 @@ def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView
             out.write_bytes(csv_key, log_csv(table.frame) if shared is None else shared.first(table.frame.height),
                             "text/csv; charset=utf-8")
             written.append(csv_key)
-            counts["csv"] += 1
         if nested and name == nested[-1]:
             longest.clear()
         bar.advance()
     return written
-
-

@@ -7,7 +7,6 @@ import heapq
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from datetime import UTC, date, timedelta
 
 from etl import manifests
@@ -15,7 +14,7 @@ from etl.indexes import write_indexes
 from etl.render import RenderJob, job_scope, render_batch
 from etl.report import Filters
 from etl.storage import Storage
-from etl.warehouse import DayFiles, ReportScope, event_counts, run_key
+from etl.warehouse import DayFiles, PastPages, ReportScope, event_counts, run_key
 from etl.windows import WINDOW_NAMES, windows_showing
 
 # A workspace's render work beyond its events, in events' worth: its seven pages, charts and files take ~0.3-0.5 s
@@ -53,23 +52,23 @@ def planned_batches(job: RenderJob, count: int, scope: ReportScope) -> list[tupl
 def render(job: RenderJob, workers: int = 1, scope: ReportScope | None = None, late_pages_days: int = 0
            ) -> dict[str, int]:
     """Render in `workers` processes (spawned: Polars and forking do not mix), then the index pages; the job's
-    scope (`job_scope`, read here when not given) is read once and handed to each batch. With a cutoff, also the
-    past pages the night's late events changed, within `late_pages_days` report days (`late_jobs`)."""
+    scope (`job_scope`, read here when not given) is read once and handed to each batch. With a cutoff, each batch
+    also renders the past pages the night's late events changed, within `late_pages_days` report days
+    (`late_work`), from the rows it reads for tonight's."""
     scope = job_scope(job) if scope is None else scope.in_language(job.locale)
-    parts = [(RenderJob(**{**job.__dict__, "workspace_ids": part}), scope)
-             for part in planned_batches(job, workers, scope)]
-    late = [(past, None) for past in late_jobs(job.warehouse(), job, scope, late_pages_days)]
-    jobs, scopes = zip(*(parts + late), strict=True) if parts or late else ((), ())
-    if workers <= 1 or len(jobs) <= 1:
-        results = [render_batch(j, s) for j, s in zip(jobs, scopes, strict=True)]
+    past = late_work(job.warehouse(), job, scope, late_pages_days)
+    parts = [RenderJob(**{**job.__dict__, "workspace_ids": part}) for part in planned_batches(job, workers, scope)]
+    pasts = [{w: past[w] for w in part.workspace_ids if w in past} for part in parts]
+    if workers <= 1 or len(parts) <= 1:
+        results = [render_batch(part, scope, work) for part, work in zip(parts, pasts, strict=True)]
     else:
         import multiprocessing
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+        with ProcessPoolExecutor(max_workers=min(workers, len(parts)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(render_batch, jobs, scopes))
-    totals = {"pages": sum(r["pages"] for r in results[:len(parts)]), "csv": sum(r["csv"] for r in results),
-              "late_pages": sum(r["pages"] for r in results[len(parts):])}
+            results = list(pool.map(render_batch, parts, [scope] * len(parts), pasts))
+    totals = {"pages": sum(r["pages"] for r in results), "csv": sum(r["csv"] + r["late_csv"] for r in results),
+              "late_pages": sum(r["late_pages"] for r in results)}
     out = job.output()
     write_indexes(out, scope.view, manifests.rendered(out, manifests.tag(job.cutoff, job.report_day)))
     return totals
@@ -102,18 +101,17 @@ def late_days(warehouse: Storage, night: date) -> dict[int, list[date]]:
             for w, days in summary.get("late_days_by_workspace", {}).items()}
 
 
-def late_jobs(warehouse: Storage, job: RenderJob, scope: ReportScope, horizon: int) -> list[RenderJob]:
-    """The renders of past report days that the late events of the night ending at `job.cutoff` changed
-    (`late_pages`, from the night's run summary), of the job's windows, recorded with the job's pages so that
-    publish uploads them together. None for a render by report day."""
+def late_work(warehouse: Storage, job: RenderJob, scope: ReportScope, horizon: int) -> PastPages:
+    """workspace -> the past report days (and their windows, of the job's) that the late events of the night ending
+    at `job.cutoff` changed (`late_pages`, from the night's run summary), for the workspaces of `scope`; none for a
+    render by report day."""
     if job.cutoff is None or horizon <= 0:
-        return []
+        return {}
     night = (job.cutoff.astimezone(UTC) - timedelta(microseconds=1)).date()  # the arrival day the cutoff ends
-    jobs = []
+    work: PastPages = {}
     for (day, windows), ids in late_pages(late_days(warehouse, night), scope.days, scope.view.first_day,
                                           horizon).items():
         chosen = tuple(name for name in windows if name in job.windows)
-        if chosen:
-            jobs.append(replace(job, workspace_ids=tuple(ids), report_day=day, cutoff=None, windows=chosen,
-                                record_as=manifests.tag(job.cutoff, None)))
-    return jobs
+        for workspace_id in ids if chosen else ():
+            work.setdefault(workspace_id, []).append((day, chosen))
+    return work

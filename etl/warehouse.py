@@ -269,23 +269,30 @@ def load_inputs(warehouse: Storage, workspaces: Sequence[Workspace], days: dict[
     return {w: inputs for group in groups for w, inputs in group.items()}
 
 
+# A workspace's past report days to render again with its pages of tonight, each with the windows to render: the
+# pages the night's late events changed (`etl.render_jobs.late_work`)
+PastPages = dict[int, list[tuple[date, tuple[str, ...]]]]
+
+
 def load_groups(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
-                need_all_events: bool, rows_per_group: int | None) -> Iterator[dict[int, WorkspaceInputs]]:
+                need_all_events: bool, rows_per_group: int | None, past: PastPages | None = None
+                ) -> Iterator[dict[int, WorkspaceInputs]]:
     """The workspaces' inputs, in order, a group at a time: each group's events add up to about
     `rows_per_group` (sizes from the daily aggregates), so that a worker holds one group's rows at a time whatever
-    the batch's size. A workspace larger than the budget is a group of its own; None puts all in one group."""
+    the batch's size. A workspace larger than the budget is a group of its own; None puts all in one group. The
+    rows cover the `past` pages' windows too."""
     if not workspaces:
         return
-    fact_start, event_start, end = _span(workspaces, days, windows, need_all_events)
-    sizes = event_counts(files, workspaces, days, windows, need_all_events) if rows_per_group is not None else {}
+    fact_start, event_start, end = _span(workspaces, days, windows, need_all_events, past)
+    sizes = event_counts(files, workspaces, days, windows, need_all_events, past) if rows_per_group is not None else {}
     for group in _split(workspaces, sizes, rows_per_group):
         yield _load_group(files, group, fact_start, event_start, end)
 
 
 def event_counts(files: DayFiles, workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
-                 need_all_events: bool) -> dict[int, int]:
+                 need_all_events: bool, past: PastPages | None = None) -> dict[int, int]:
     """workspace id -> the events its pages load (from the daily aggregates: small files)."""
-    _, event_start, end = _span(workspaces, days, windows, need_all_events)
+    _, event_start, end = _span(workspaces, days, windows, need_all_events, past)
     counted = files.scan("daily", event_start, end, [w.workspace_id for w in workspaces])
     if counted is None:
         return {}
@@ -326,9 +333,10 @@ def _by_workspace(frame: pl.DataFrame | None) -> dict[int, pl.DataFrame]:
 
 
 def _span(workspaces: Sequence[Workspace], days: dict[int, date], windows: tuple[str, ...],
-          need_all_events: bool) -> tuple[date, date, date]:
-    """(first aggregate day, first event day, last day) the workspaces' pages need."""
+          need_all_events: bool, past: PastPages | None = None) -> tuple[date, date, date]:
+    """(first aggregate day, first event day, last day) the workspaces' pages need, their `past` pages' included."""
     spans = [needed_days(days[w.workspace_id], windows) for w in workspaces]
+    spans += [needed_days(day, names) for w in workspaces for day, names in (past or {}).get(w.workspace_id, [])]
     fact_start, event_start, end = min(s[0] for s in spans), min(s[1] for s in spans), max(s[2] for s in spans)
     return fact_start, fact_start if need_all_events else event_start, end
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from etl import nightly
+from etl.render import RenderJob, render_batch
 from etl.render_jobs import late_pages
 from etl.report import Filters
 from etl.settings import Settings
@@ -156,3 +157,56 @@ def test_a_late_event_updates_the_filtered_pages_a_recipient_reads_too(two_night
     assert report_data(folder / "today.html")["totals"]["added"] == 2
     keys = nightly.night_keys(settings, D("2026-03-11"))
     assert f"{folder.relative_to(settings.out)}/today.html" in keys
+
+
+def test_past_pages_rendered_with_tonights_rows_equal_a_render_of_their_own_day(tmp_path: Path) -> None:
+    """The past pages a night renders from the rows it read for tonight's are the pages a render of their own report
+    day gives, byte for byte: in zones from -11 to +14 and +5:30, over a month's end (the "Last month" of 03-31
+    compares February with January, which tonight's own pages do not read), with filtered pages only for the
+    workspace whose recipient asked for them."""
+    zones = {1: "UTC", 2: "Pacific/Kiritimati", 3: "Pacific/Pago_Pago", 4: "Asia/Kolkata"}
+    history = [event(f"h{w}-{d}", f"{d}T{h:02d}:30:00Z", workspace_id=w, contact_id=100 + n,
+                     **({"event_type": "contact.connected"} if n % 3 == 0 else {}))
+               for w in zones for n, (d, h) in enumerate([("2026-01-10", 3), ("2026-01-20", 23), ("2026-02-14", 11),
+                                                          ("2026-03-01", 0), ("2026-03-29", 22), ("2026-03-30", 9),
+                                                          ("2026-03-31", 12)])]
+    late = [event(f"late{w}-{d}", f"{d}T{h:02d}:00:00Z", workspace_id=w, contact_id=900 + w)
+            for w, d, h in [(1, "2026-03-31", 20), (2, "2026-03-30", 1), (3, "2026-03-29", 18),
+                            (4, "2026-01-15", 6), (1, "2026-03-29", 10), (2, "2026-02-02", 2)]]
+    landing = write_landing(tmp_path / "landing", [(w, f"W{w}", tz) for w, tz in zones.items()], {
+        "2026-03-31/12": history,
+        "2026-04-01/12": [event(f"t{w}", "2026-04-01T10:00:00Z", workspace_id=w) for w in zones] + late})
+    recipients = tmp_path / "recipients.json"
+    recipients.write_text(json.dumps({"1": [{"to": "a@example.com", "filters": {"source": "contact_import"}}],
+                                      "2": ["b@example.com"]}))
+    settings = Settings(landing=str(landing), warehouse=str(tmp_path / "wh"), out=str(tmp_path / "out"),
+                        archive=str(tmp_path / "archive"), recipients_file=str(recipients), late_pages_days=3)
+    rendered: dict[str, int] = {}
+    for night in ("2026-03-31", "2026-04-01"):
+        nightly.ingest(settings, D(night))
+        for workspace in zones:  # a batch each: no other workspace's report day widens the rows read
+            late = nightly.render_workspaces(settings, D(night), [workspace])["late_pages"]
+            rendered[night] = rendered.get(night, 0) + late
+
+    tonight = nightly.night_scope(settings, D("2026-04-01")).days
+    past: dict[tuple[str, int, date], set[str]] = {}
+    for key in nightly.night_keys(settings, D("2026-04-01")):
+        parts = key.split("/")
+        if parts[0] == "filtered":
+            slug, parts = parts[1], parts[2:]
+        else:
+            slug = ""
+        if len(parts) == 3 and D(parts[1]) != tonight[int(parts[0])]:
+            past.setdefault((slug, int(parts[0]), D(parts[1])), set()).add(key)
+    assert {w for _, w, _ in past} == set(zones)  # every workspace had a late event within 3 report days
+    assert {w for slug, w, _ in past if slug} == {1}  # filtered pages only where a recipient asked
+    assert rendered["2026-04-01"] == sum(k.endswith(".html") for keys in past.values() for k in keys)
+    assert any(k.endswith("/last_month.html") for keys in past.values() for k in keys)  # a January late event
+
+    out, by_day = Path(settings.out), tmp_path / "by-day"
+    for (slug, workspace, day), keys in past.items():
+        filters = ("source=contact_import",) if slug else ()
+        assert not slug or Filters.parse(list(filters)).slug() == slug
+        render_batch(RenderJob(settings.warehouse, str(by_day), (workspace,), day, None, WINDOW_NAMES, filters))
+        for key in keys:
+            assert (out / key).read_bytes() == (by_day / key).read_bytes(), key
