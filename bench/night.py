@@ -79,14 +79,13 @@ if __name__ == "__main__":  # the workers are spawned and re-import this module
 
 ARCHIVE = """
 import json
-from datetime import date
-from etl.archive import write_archive
-from etl.storage import LocalStorage
-from etl.warehouse import report_scope
-warehouse = LocalStorage({warehouse!r})
-outcome = write_archive(warehouse, LocalStorage({archive!r}), report_scope(warehouse, None, date.fromisoformat({day!r}),
-                        None))
-open({result!r}, "w").write(json.dumps(outcome))
+from datetime import date, timedelta
+from etl import nightly
+from etl.settings import Settings
+from etl.storage import s3_client
+settings = Settings(warehouse={warehouse!r}, archive={archive!r}, s3_uri="s3://{bucket}/site")
+night = date.fromisoformat({day!r}) + timedelta(days=1)
+open({result!r}, "w").write(json.dumps(nightly.archive_night(settings, night, s3_client())))
 """
 
 EMAIL = """
@@ -183,6 +182,7 @@ class Night:
     published: dict[str, object]
     stored_bytes: int  # what the bucket holds for the night's files: uploaded tonight or unchanged since
     snapshots: int
+    mirrored: int  # snapshot objects copied to S3
     sent: int
 
 
@@ -240,16 +240,17 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
                  for o in page.get("Contents", [])}
         stored = sum(sizes[f"site/{key}"] for key in manifests.rendered(LocalStorage(out), tag))
         subprocess.run(["rm", "-rf", str(scratch / "archive")], check=True)
-        archive = child("archive (a snapshot per workspace)",
-                        ARCHIVE.format(warehouse=str(warehouse), archive=str(scratch / "archive"), day=day,
-                                       result=str(scratch / "archived.json")))
-        snapshots = int(json.loads((scratch / "archived.json").read_text())["written"])
+        archive = serving("archive (a snapshot per workspace, mirrored to S3 create-only)",
+                          ARCHIVE.format(warehouse=str(warehouse), archive=str(scratch / "archive"), day=day,
+                                         bucket=BUCKET, result=str(scratch / "archived.json")))
+        archived = json.loads((scratch / "archived.json").read_text())
+        snapshots, mirrored = int(archived["written"]), int(archived["mirrored"])
         mail = serving("e-mail (one per workspace, presigned links)",
                        EMAIL.format(warehouse=str(warehouse), out=str(out), bucket=BUCKET, recipients=str(recipients),
                                     day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port))
         sent = int(json.loads((scratch / "mailed.json").read_text())["sent"])
     return Night(render, int(rendered["late_pages"]), publish, floor, archive, mail, s3_cpu, published, stored,
-                 snapshots, sent)
+                 snapshots, mirrored, sent)
 
 
 def main() -> None:
@@ -268,7 +269,7 @@ def main() -> None:
                       "render_s": round(night.render.seconds, 2), "publish_s": round(night.publish.seconds, 2),
                       "floor_s": round(night.floor.seconds, 2),
                       "archive_s": round(night.archive.seconds, 2), "email_s": round(night.email.seconds, 2),
-                      "snapshots": night.snapshots, "sent": night.sent,
+                      "snapshots": night.snapshots, "mirrored": night.mirrored, "sent": night.sent,
                       "s3_cpu_s": {k: round(v, 1) for k, v in night.s3_cpu.items()}}, indent=1))
 
 

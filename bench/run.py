@@ -414,7 +414,7 @@ def night_table(size_name: str, ingest: Measure, night: Night, results: list[str
             f"MB; the others unchanged since the night before), {night.stored_bytes / 1e6:,.0f} MB stored for the "
             f"night's files ({plain / 1e6:,.0f} MB as files), requests "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(requests.items())),
-            f"{night.snapshots:,} snapshots", f"{night.sent:,} e-mails"]
+            f"{night.snapshots:,} snapshots, {night.mirrored:,} objects mirrored", f"{night.sent:,} e-mails"]
     for measure_, text in zip(phases, what, strict=True):
         served = night.s3_cpu.get(measure_.name)
         results.append(f"| {measure_.name} | {measure_.seconds:.1f} | {measure_.cpu_seconds:.1f} | "

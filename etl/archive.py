@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import metadata
@@ -26,8 +27,9 @@ import polars as pl
 
 from etl.csv_logs import log_csv
 from etl.errors import InputError
-from etl.publish import content_type
+from etl.publish import bounded, content_type
 from etl.report import KINDS, Workspace, log_frames
+from etl.settings import DEFAULT_PUBLISH_CONCURRENCY
 from etl.storage import Storage
 from etl.templating import environment
 from etl.warehouse import ReportScope, WarehouseView, load_inputs
@@ -421,18 +423,29 @@ def show(archive: Storage, workspace_id: int, day: date, revision: int | None) -
     return {"location": f"{archive.uri.rstrip('/')}/{folder}/", "revisions": complete, "manifest": manifest}
 
 
-def mirror(source: Storage, target: Storage, workspace_days: dict[int, date], lock: Lock = Lock()) -> int:
-    """Copy the nights' snapshots to another store (S3) create-only, then the mutable HEAD and index pages.
+def mirror(source: Storage, target: Storage, workspace_days: dict[int, date], lock: Lock = Lock(),
+           concurrency: int = DEFAULT_PUBLISH_CONCURRENCY) -> int:
+    """Copy the nights' snapshots to another store (S3) create-only, then the mutable HEAD and index pages,
+    `concurrency` objects at a time (one at a time, a night's ~16 objects a workspace took ~30,000 serial requests
+    at 10 M, ~10 minutes against a real S3), in waves so that no object ever names a missing one: every snapshot file,
+    then the manifests, then their hashes, then HEAD and the index pages. A failure stops before the next wave.
     Returns how many snapshot objects were copied (already present identical ones count as copied)."""
-    copied = 0
-    for wid, day in sorted(workspace_days.items()):
-        keys = source.list(f"{wid}/{day.isoformat()}")
-        # Files before manifests, manifests before their hashes: a manifest never names a missing object.
-        ordered = sorted(keys, key=lambda k: (k.endswith(MANIFEST_HASH), k.endswith(MANIFEST), k))
-        for key in ordered:
-            target.write_new(key, source.read_bytes(key), content_type(key), lock.retain_until(), lock.mode)
-            copied += 1
-        for mutable in (f"{wid}/HEAD.json", f"{wid}/index.html"):
-            if source.exists(mutable):
-                target.write_bytes(mutable, source.read_bytes(mutable), content_type(mutable))
-    return copied
+    snapshots = [key for wid, day in sorted(workspace_days.items()) for key in source.list(f"{wid}/{day.isoformat()}")]
+    waves = [[k for k in snapshots if not k.endswith((f"/{MANIFEST}", f"/{MANIFEST_HASH}"))],
+             [k for k in snapshots if k.endswith(f"/{MANIFEST}")],
+             [k for k in snapshots if k.endswith(f"/{MANIFEST_HASH}")]]
+    mutable = [key for wid in sorted(workspace_days) for key in (f"{wid}/HEAD.json", f"{wid}/index.html")
+               if source.exists(key)]
+    retain = lock.retain_until()
+
+    def create(key: str) -> None:
+        target.write_new(key, source.read_bytes(key), content_type(key), retain, lock.mode)
+
+    def overwrite(key: str) -> None:
+        target.write_bytes(key, source.read_bytes(key), content_type(key))
+
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="mirror") as pool:
+        for keys, write in [*((wave, create) for wave in waves), (mutable, overwrite)]:
+            for done in bounded(pool, write, keys, max(1, concurrency)):
+                done.result()
+    return len(snapshots)

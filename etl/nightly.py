@@ -190,7 +190,7 @@ def archive_night(settings: Settings, night: date, client: Any) -> dict[str, int
     if settings.s3_uri:
         target = S3Target.parse(settings.s3_uri)
         remote = S3Storage(target.bucket, target.key("archive"), client, settings.s3_sse)
-        outcome["mirrored"] = mirror(archive, remote, scope.days, lock)
+        outcome["mirrored"] = mirror(archive, remote, scope.days, lock, settings.publish_concurrency)
     return outcome
 
 

@@ -296,21 +296,45 @@ def test_the_first_manifest_must_start_the_chain(tiny_archive: tuple[LocalStorag
             " it") in found
 
 
+@pytest.mark.parametrize("concurrency", [1, 16])
 def test_the_mirror_writes_every_file_before_the_manifest_that_names_it(
-        tiny_archive: tuple[LocalStorage, LocalStorage], moto_server: str) -> None:
-    """A reader of the remote copy never finds a manifest (or its hash) naming an object not there yet."""
+        tiny_archive: tuple[LocalStorage, LocalStorage], moto_server: str, concurrency: int) -> None:
+    """A reader of the remote copy never finds a manifest (or its hash) naming an object not there yet, nor HEAD
+    naming a manifest not there yet: with many writes in flight, each starts only after those it names completed."""
     _, archive = tiny_archive
     client = s3_client()
-    client.create_bucket(Bucket="ordered")
-    order: list[str] = []
-    client.meta.events.register("before-send.s3.PutObject",
-                                lambda request, **_: order.append(request.url.split("/ordered/archive/")[1]))
-    mirror(archive, S3Storage("ordered", "archive", client), {1: DAYS[0], 2: DAYS[0]})
-    snapshot = [k for k in order if "/rev-" in k]
-    assert len(snapshot) == 2 * 14
-    for folder in {k.rsplit("/", 1)[0] for k in snapshot}:
-        names = [k.rsplit("/", 1)[1] for k in snapshot if k.startswith(folder + "/")]
-        assert names[-2:] == ["manifest.json", "manifest.sha256"], folder
+    client.create_bucket(Bucket=f"ordered{concurrency}")
+    events: list[tuple[str, str]] = []
+
+    class Watched(S3Storage):
+        def write_new(self, key: str, *args: Any, **kwargs: Any) -> None:
+            events.append(("start", key))
+            super().write_new(key, *args, **kwargs)
+            events.append(("done", key))
+
+        def write_bytes(self, key: str, *args: Any, **kwargs: Any) -> None:
+            events.append(("start", key))
+            super().write_bytes(key, *args, **kwargs)
+            events.append(("done", key))
+
+    remote = Watched(f"ordered{concurrency}", "archive", client)
+    assert mirror(archive, remote, {1: DAYS[0], 2: DAYS[0]}, concurrency=concurrency) == 2 * 14
+    started = {key: events.index(("start", key)) for what, key in events if what == "start"}
+    done = {key: events.index(("done", key)) for what, key in events if what == "done"}
+    assert set(started) == set(done) and len(done) == 2 * 14 + 4  # and HEAD and the index page of each
+    for key in done:
+        folder, name = key.rsplit("/", 1)
+        if name == "manifest.json":
+            named = [k for k in done if k.startswith(folder + "/") and not k.endswith(("manifest.json", ".sha256"))]
+        elif name == "manifest.sha256":
+            named = [f"{folder}/manifest.json"]
+        elif name == "HEAD.json":
+            named = [k for k in done if k.startswith(folder + "/") and k.endswith("manifest.sha256")]
+        else:
+            continue
+        assert len(named) >= 1 and all(done[k] < started[key] for k in named), key
+    assert remote.read_bytes(f"1/{DAYS[0]}/rev-1/manifest.json") == archive.read_bytes(
+        f"1/{DAYS[0]}/rev-1/manifest.json")
 
 
 def test_late_events_make_a_new_revision_and_leave_the_old_one_untouched(tmp_path: Path) -> None:
