@@ -431,27 +431,23 @@ def mirror(source: Storage, target: Storage, workspace_days: dict[int, date], lo
     `concurrency` objects at a time (one at a time, with a look before each create-only write, a night took ~30,000
     serial requests at 1,000 workspaces: ~10 minutes against a real S3), in waves so that no object ever names a
     missing one: every snapshot file, then the manifests, then their hashes, then HEAD and the index pages. A failure
-    stops before the next wave. What the target already holds is listed once per workspace's day (its revisions
-    only: bounded whatever the history) instead of a look before each object. Returns how many snapshot objects
-    were copied (already present identical ones count as copied)."""
-    folders = [f"{wid}/{day.isoformat()}/" for wid, day in sorted(workspace_days.items())]
-    snapshots = [key for folder in folders for key in source.list(folder)]
+    stops before the next wave. Returns how many snapshot objects were copied (already present identical ones count
+    as copied)."""
+    snapshots = [key for wid, day in sorted(workspace_days.items()) for key in source.list(f"{wid}/{day.isoformat()}")]
     waves = [[k for k in snapshots if not k.endswith((f"/{MANIFEST}", f"/{MANIFEST_HASH}"))],
              [k for k in snapshots if k.endswith(f"/{MANIFEST}")],
              [k for k in snapshots if k.endswith(f"/{MANIFEST_HASH}")]]
     mutable = [key for wid in sorted(workspace_days) for key in (f"{wid}/HEAD.json", f"{wid}/index.html")
                if source.exists(key)]
     retain = lock.retain_until()
-    present: set[str] = set()
 
     def create(key: str) -> None:
-        target.write_new(key, source.read_bytes(key), content_type(key), retain, lock.mode, key in present)
+        target.write_new(key, source.read_bytes(key), content_type(key), retain, lock.mode)
 
     def overwrite(key: str) -> None:
         target.write_bytes(key, source.read_bytes(key), content_type(key))
 
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="mirror") as pool:
-        present.update(key for keys in pool.map(target.list, folders) for key in keys)
         for keys, write in [*((wave, create) for wave in waves), (mutable, overwrite)]:
             for done in bounded(pool, write, keys, max(1, concurrency)):
                 done.result()

@@ -60,11 +60,7 @@ class Storage(Protocol):
     def write_bytes(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
                     ) -> None: ...
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
-                  retain_until: datetime | None = None, lock_mode: str | None = None, look_first: bool = True
-                  ) -> None:
-        """Create-only; writing the same bytes again succeeds. `look_first=False`: the caller has just listed the
-        key's folder without it, so a store that needs a look before a create-only write (S3) skips it."""
-        ...
+                  retain_until: datetime | None = None, lock_mode: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int:
         """The object's size in bytes, without reading it."""
@@ -148,8 +144,7 @@ class LocalStorage:
             raise
 
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
-                  retain_until: datetime | None = None, lock_mode: str | None = None, look_first: bool = True
-                  ) -> None:
+                  retain_until: datetime | None = None, lock_mode: str | None = None) -> None:
         """Create-only: a hard link publishes the complete file atomically and fails if the name exists.
         Re-writing identical bytes (a re-run) succeeds; other bytes raise AlreadyExists."""
         path = self._path(key)
@@ -244,15 +239,12 @@ class S3Storage:
         )
 
     def write_new(self, key: str, data: bytes, content_type: str = "application/octet-stream",
-                  retain_until: datetime | None = None, lock_mode: str | None = None, look_first: bool = True
-                  ) -> None:
+                  retain_until: datetime | None = None, lock_mode: str | None = None) -> None:
         """Create-only PUT (If-None-Match: *). Some stores (Ceph RGW 16.2 with Object Lock) accept such a put as a
-        new version instead of answering 412, so look first (a HEAD), unless the caller has just listed the folder
-        without the key (`look_first=False`: one LIST for a folder's objects instead of a HEAD each); a 412 or an
-        existing object with the same bytes is our own earlier write (a re-run, or a reply lost in transit) and
-        counts as success."""
+        new version instead of answering 412, so look first; a 412 or an existing object with the same bytes is
+        our own earlier write (a re-run, or a reply lost in transit) and counts as success."""
         full = self._key(key)
-        if look_first and self.exists(key):
+        if self.exists(key):
             _same_bytes_or_raise(f"{self.uri}/{key}", self.read_bytes(key), data)
             return
         # Content-MD5: the store rejects a body damaged in transit, and Object Lock puts require it.

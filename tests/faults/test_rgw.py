@@ -99,7 +99,7 @@ def test_object_lock_bucket_keeps_the_snapshot_and_verify_reads_the_original(cli
     key = "archive/1/2026-03-29/rev-1/contacts_added.csv"
     head = client.head_object(Bucket=bucket, Key=key)
     assert head["ObjectLockMode"] == "COMPLIANCE"
-    # A re-run finds the night's objects by listing their folders and writes no second version of any
+    # A re-run finds the night's objects (a look before each write) and writes no second version of any
     assert mirror(archive, remote, {1: date(2026, 3, 29), 2: date(2026, 3, 29)}, lock) == 28
     versions = [v["Key"] for v in client.list_object_versions(Bucket=bucket, Prefix="archive/")["Versions"]
                 if "/rev-" in v["Key"]]
