@@ -47,7 +47,7 @@ class ArchiveError(InputError):
     """The archive cannot be written as asked; the message says why and what to do."""
 
 
-@functools.cache  # read from the installed package's metadata: ~1.5 ms a call, once per snapshot before
+@functools.cache  # the installed package's metadata: ~1.5 ms a read, which every snapshot used to pay
 def code_version() -> str:
     try:
         return metadata.version("contacts-report")
