@@ -146,7 +146,7 @@ def render_batch(job: RenderJob, scope: ReportScope | None = None, past: PastPag
     counts = {"pages": 0, "csv": 0, "late_pages": 0, "late_csv": 0}
     if not scope.days:
         return counts
-    past = {w: list(days) for w, days in (past or {}).items() if w in scope.days}
+    past = {w: days for w, days in (past or {}).items() if w in scope.days}
     groups = load_groups(DayFiles(job.warehouse()), scope.workspaces, scope.days, job.windows,
                          filters.contact is not None, job.rows_per_group, past)
     out = job.output()
@@ -180,17 +180,13 @@ def _render_workspace(job: RenderJob, out: BackgroundWrites, view: WarehouseView
                           view.freshness.latest_ingest_date, latest)
     prepared = PreparedInputs.of(filtered_inputs(inputs, filters))
     del inputs  # the caller holds no other reference: the events go before the pages are built
-    written: dict[date | None, tuple[tuple[str, ...], list[str]]] = {
-        None: (job.windows, _render_day(job, out, view, filters, freshness, prepared, workspace.workspace_id, day,
-                                        job.windows, bar))}
-    counts["pages"] += sum(k.endswith(".html") for k in written[None][1])
-    counts["csv"] += sum(k.endswith(".csv") for k in written[None][1])
-    for past_day, windows in past:
-        keys = _render_day(job, out, view, filters, freshness, prepared, workspace.workspace_id, past_day, windows,
+    written: dict[date | None, tuple[tuple[str, ...], list[str]]] = {}
+    for report_day, windows, late in [(day, job.windows, False), *((d, w, True) for d, w in past)]:
+        keys = _render_day(job, out, view, filters, freshness, prepared, workspace.workspace_id, report_day, windows,
                            bar)
-        written[past_day] = (windows, keys)
-        counts["late_pages"] += sum(k.endswith(".html") for k in keys)
-        counts["late_csv"] += sum(k.endswith(".csv") for k in keys)
+        written[report_day if late else None] = (windows, keys)
+        counts["late_pages" if late else "pages"] += sum(k.endswith(".html") for k in keys)
+        counts["late_csv" if late else "csv"] += sum(k.endswith(".csv") for k in keys)
     return written
 
 

@@ -109,6 +109,34 @@ def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy, tmp
     assert verify(S3Storage(BUCKET, "archive", direct))[0] == []
 
 
+def test_a_mirror_failing_mid_way_names_no_missing_object_and_its_re_run_completes_it(
+        proxy: FaultProxy, tmp_path: Path, moto_server: str) -> None:
+    """Many writes in flight and one snapshot file failing past every retry: the mirror stops before any manifest
+    (a reader of the remote copy finds files without manifests, never a manifest naming a missing file); the re-run
+    writes what is missing, once each."""
+    warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
+    for d in landing_dates(LocalStorage(TINY / "landing")):
+        run_etl(LocalStorage(TINY / "landing"), warehouse, d)
+    write_archive(warehouse, archive, report_scope(warehouse, None, date(2026, 3, 29), None))
+    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
+    direct.create_bucket(Bucket=BUCKET)
+    direct.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    proxy.add("PUT", "1/2026-03-29/rev-1/contacts_merged.parquet", "500", times=6)  # every attempt fails
+    remote = S3Storage(BUCKET, "archive", client_via(proxy))
+    days = {1: date(2026, 3, 29), 2: date(2026, 3, 29)}
+    with pytest.raises(ClientError):
+        mirror(archive, remote, days, concurrency=8)
+    stored = {o["Key"] for p in direct.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+              for o in p.get("Contents", [])}
+    assert stored and not [k for k in stored if k.endswith(("manifest.json", "manifest.sha256", "HEAD.json"))]
+    assert "archive/1/2026-03-29/rev-1/contacts_merged.parquet" not in stored
+
+    assert mirror(archive, remote, days, concurrency=8) == 28
+    versions = direct.list_object_versions(Bucket=BUCKET).get("Versions", [])
+    assert len(versions) == len({v["Key"] for v in versions}) == 28 + 2 * 2  # one version each (+ HEAD, index)
+    assert verify(S3Storage(BUCKET, "archive", direct))[0] == []
+
+
 def test_a_truncated_body_while_reading_landing_files_is_read_again(proxy: FaultProxy, tmp_path: Path,
                                                                     tiny_expected: dict[str, Any],
                                                                     moto_server: str) -> None:
