@@ -91,8 +91,10 @@ def test_more_failures_than_the_retry_budget_fail_clearly_and_a_rerun_converges(
     assert published(direct) == {f"site/{k}": out.read_bytes(k) for k in keys}
 
 
-def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy, tmp_path: Path, moto_server: str
-                                                         ) -> None:
+@pytest.fixture
+def to_mirror(tmp_path: Path, moto_server: str) -> tuple[LocalStorage, Any]:
+    """The tiny landing's archive of 2026-03-29 (two workspaces, 14 snapshot objects each) and a client straight to
+    an empty versioned bucket (no proxy), to see what the mirror left there."""
     warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
     for d in landing_dates(LocalStorage(TINY / "landing")):
         run_etl(LocalStorage(TINY / "landing"), warehouse, d)
@@ -100,6 +102,12 @@ def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy, tmp
     direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
     direct.create_bucket(Bucket=BUCKET)
     direct.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return archive, direct
+
+
+def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy,
+                                                         to_mirror: tuple[LocalStorage, Any]) -> None:
+    archive, direct = to_mirror
     proxy.add("PUT", "manifest.json", "apply_then_drop", times=2)  # the retry then meets our own object: 412
     remote = S3Storage(BUCKET, "archive", client_via(proxy))
     assert mirror(archive, remote, {1: date(2026, 3, 29), 2: date(2026, 3, 29)}) == 28
@@ -110,17 +118,11 @@ def test_a_write_applied_but_unanswered_is_not_duplicated(proxy: FaultProxy, tmp
 
 
 def test_a_mirror_failing_mid_way_names_no_missing_object_and_its_re_run_completes_it(
-        proxy: FaultProxy, tmp_path: Path, moto_server: str) -> None:
+        proxy: FaultProxy, to_mirror: tuple[LocalStorage, Any]) -> None:
     """Many writes in flight and one snapshot file failing past every retry: the mirror stops before any manifest
     (a reader of the remote copy finds files without manifests, never a manifest naming a missing file); the re-run
     writes what is missing, once each."""
-    warehouse, archive = LocalStorage(tmp_path / "wh"), LocalStorage(tmp_path / "archive")
-    for d in landing_dates(LocalStorage(TINY / "landing")):
-        run_etl(LocalStorage(TINY / "landing"), warehouse, d)
-    write_archive(warehouse, archive, report_scope(warehouse, None, date(2026, 3, 29), None))
-    direct = boto3.client("s3", endpoint_url=moto_server, config=client_config())
-    direct.create_bucket(Bucket=BUCKET)
-    direct.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    archive, direct = to_mirror
     proxy.add("PUT", "1/2026-03-29/rev-1/contacts_merged.parquet", "500", times=6)  # every attempt fails
     remote = S3Storage(BUCKET, "archive", client_via(proxy))
     days = {1: date(2026, 3, 29), 2: date(2026, 3, 29)}
