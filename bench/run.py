@@ -251,9 +251,9 @@ def spread(values: list[float]) -> str:
 
 def same_bytes(part: Path, full: Path, *others: Path) -> bool:
     """Every file of `part` (and of `others`, which render the same workspaces) equals the full render's, but the
-    index pages and their record (they list the workspaces each render had)."""
+    index pages and their records (they list the workspaces each render had)."""
     files = [p.relative_to(part) for p in part.rglob("*")
-             if p.is_file() and p.name not in ("index.html", "indexes.json")]
+             if p.is_file() and p.name not in ("index.html", "indexes.json", "pages.json")]
     return bool(files) and all((full / f).read_bytes() == (root / f).read_bytes()
                                for f in files for root in (part, *others))
 
