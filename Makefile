@@ -64,7 +64,7 @@ airflow: install  ## Airflow UI on the demo's data: airflow standalone on http:/
 	CONTACTS_REPORT_LANDING=$(CURDIR)/$(DEMO)/landing CONTACTS_REPORT_WAREHOUSE=$(CURDIR)/$(DEMO)/warehouse \
 	CONTACTS_REPORT_OUT=$(CURDIR)/$(OUT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
-bench: install  ## benchmarks against a DuckDB reference in the same run (not part of make test; ~20-30 min, ~14 GB of bench/data)
+bench: install  ## benchmarks against a DuckDB reference in the same run (not part of make test; ~60 min on 2 cores, ~14 GB of bench/data)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 

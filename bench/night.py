@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,17 +111,25 @@ def free_port() -> int:
 
 @dataclass
 class SlowS3:
-    """The loopback S3 of the night: its URL, and the CPU time the loopback servers have used so far (moto's S3
-    server, and this process: the proxy and the SMTP server), which real servers would not take from the night's
-    two cores."""
+    """The loopback S3 of the night: its URL, the requests it served so far, and the CPU time its servers have used
+    so far (moto's S3 server, and this process: the proxy and the SMTP server), which real servers would not take
+    from the night's two cores."""
 
     url: str
     server_pid: int
+    proxy: FaultProxy
+
+    def moto_cpu_seconds(self) -> float:
+        """moto's server alone: one Python process, so at most one core (its GIL) whatever the requests in flight."""
+        fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks + time.process_time()
+        return self.moto_cpu_seconds() + time.process_time()
+
+    def requests(self) -> Counter[str]:
+        """Requests served so far, by HTTP method."""
+        return Counter(method for method, _, _ in list(self.proxy.seen))
 
 
 @contextmanager
@@ -143,7 +152,7 @@ def slow_s3() -> Iterator[SlowS3]:
         for method in ("GET", "PUT", "POST", "HEAD", "DELETE"):
             proxy.add(method, "/", "delay", times=10**12, delay=LATENCY)
         try:
-            yield SlowS3(proxy.url, server.pid)
+            yield SlowS3(proxy.url, server.pid, proxy)
         finally:
             proxy.stop()
     finally:
@@ -179,6 +188,8 @@ class Night:
     archive: Measure
     email: Measure
     s3_cpu: dict[str, float]  # phase -> CPU seconds the loopback servers spent serving it
+    moto_cpu: dict[str, float]  # phase -> of those, moto's server's (one process: one core at most)
+    s3_requests: dict[str, Counter[str]]  # phase -> requests it sent, by HTTP method
     published: dict[str, object]
     stored_bytes: int  # what the bucket holds for the night's files: uploaded tonight or unchanged since
     snapshots: int
@@ -201,15 +212,19 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
     before_day = str(date.fromisoformat(day) - timedelta(days=1))
     subprocess.run(["rm", "-rf", str(warehouse / "_mail")], check=True)  # a re-run of the bench e-mails again
     s3_cpu: dict[str, float] = {}
+    moto_cpu: dict[str, float] = {}
+    s3_requests: dict[str, Counter[str]] = {}
     with slow_s3() as s3, smtp_server() as smtp_port:
         endpoint = s3.url
         env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
 
         def serving(name: str, code: str) -> Measure:
             """`child`, with the loopback servers' CPU time while it runs."""
-            started = s3.cpu_seconds()
+            started, moto_started, sent = s3.cpu_seconds(), s3.moto_cpu_seconds(), s3.requests()
             measure_ = child(name, code, env=env)
             s3_cpu[name] = s3.cpu_seconds() - started
+            moto_cpu[name] = s3.moto_cpu_seconds() - moto_started
+            s3_requests[name] = s3.requests() - sent
             return measure_
 
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
@@ -249,7 +264,8 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
                        EMAIL.format(warehouse=str(warehouse), out=str(out), bucket=BUCKET, recipients=str(recipients),
                                     day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port))
         sent = int(json.loads((scratch / "mailed.json").read_text())["sent"])
-    return Night(render, int(rendered["late_pages"]), publish, floor, archive, mail, s3_cpu, published, stored,
+    return Night(render, int(rendered["late_pages"]), publish, floor, archive, mail, s3_cpu, moto_cpu, s3_requests,
+                 published, stored,
                  snapshots, mirrored, sent)
 
 
@@ -270,7 +286,9 @@ def main() -> None:
                       "floor_s": round(night.floor.seconds, 2),
                       "archive_s": round(night.archive.seconds, 2), "email_s": round(night.email.seconds, 2),
                       "snapshots": night.snapshots, "mirrored": night.mirrored, "sent": night.sent,
-                      "s3_cpu_s": {k: round(v, 1) for k, v in night.s3_cpu.items()}}, indent=1))
+                      "s3_cpu_s": {k: round(v, 1) for k, v in night.s3_cpu.items()},
+                      "moto_cpu_s": {k: round(v, 1) for k, v in night.moto_cpu.items()},
+                      "s3_requests": night.s3_requests}, indent=1))
 
 
 if __name__ == "__main__":

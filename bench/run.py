@@ -406,8 +406,9 @@ def night_table(size_name: str, ingest: Measure, night: Night, results: list[str
     total = sum(m.seconds for m in phases)
     results.append(f"\n### {size_name}: the whole night (S3 answering every request {LATENCY * 1000:.0f} ms late, "
                    f"{CONCURRENCY} requests in flight; SMTP on loopback)\n")
-    results.append("| phase | seconds | CPU seconds | peak RSS MB | loopback servers' CPU seconds | what |")
-    results.append("|---|---:|---:|---:|---:|---|")
+    results.append("| phase | seconds | CPU seconds | peak RSS MB | S3 requests | loopback servers' CPU seconds "
+                   "(moto's) | what |")
+    results.append("|---|---:|---:|---:|---:|---:|---|")
     what = [f"{ingest.rows or 0:,} lines",
             f"{night.render.rows or 0:,} pages ({night.late_pages:,} of them late pages)",
             f"{published['uploaded']:,} of {published['objects']:,} objects uploaded ({uploaded / 1e6:,.0f} "
@@ -415,18 +416,29 @@ def night_table(size_name: str, ingest: Measure, night: Night, results: list[str
             f"night's files ({plain / 1e6:,.0f} MB as files), requests "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(requests.items())),
             f"{night.snapshots:,} snapshots, {night.mirrored:,} objects mirrored", f"{night.sent:,} e-mails"]
+    def served(name: str) -> str:
+        """The phase's S3 requests and the loopback servers' CPU seconds serving them (moto's share)."""
+        if name not in night.s3_cpu:
+            return "— | —"
+        return (f"{sum(night.s3_requests[name].values()):,} | "
+                f"{night.s3_cpu[name]:.1f} ({night.moto_cpu[name]:.1f})")
+
     for measure_, text in zip(phases, what, strict=True):
-        served = night.s3_cpu.get(measure_.name)
         results.append(f"| {measure_.name} | {measure_.seconds:.1f} | {measure_.cpu_seconds:.1f} | "
-                       f"{measure_.peak_mb:,.0f} | {'—' if served is None else f'{served:.1f}'} | {text} |")
-    results.append(f"| **the night** | **{total:.1f}** | | | {sum(night.s3_cpu.get(m.name, 0) for m in phases):.1f} "
-                   "| |")
+                       f"{measure_.peak_mb:,.0f} | {served(measure_.name)} | {text} |")
+    names = [m.name for m in phases if m.name in night.s3_cpu]
+    requests_sent = sum(sum(night.s3_requests[n].values()) for n in names)
+    moto = sum(night.moto_cpu[n] for n in names)
+    results.append(f"| **the night** | **{total:.1f}** | | | {requests_sent:,} | "
+                   f"{sum(night.s3_cpu[n] for n in names):.1f} ({moto:.1f}) | |")
     results.append(f"| {night.floor.name} | {night.floor.seconds:.1f} | {night.floor.cpu_seconds:.1f} | "
-                   f"{night.floor.peak_mb:,.0f} | {night.s3_cpu[night.floor.name]:.1f} | "
+                   f"{night.floor.peak_mb:,.0f} | {served(night.floor.name)} | "
                    f"{night.floor.rows or 0:,} objects, {plain / 1e6:,.0f} MB |")
     ratio = night.publish.seconds / night.floor.seconds
     results.append(f"\npublish / floor = {ratio:.2f}; bytes stored / plain = "
-                   f"{night.stored_bytes / plain:.3f}")
+                   f"{night.stored_bytes / plain:.3f}; moto's server spent {moto:.0f} CPU-s on the night's "
+                   f"{requests_sent:,} S3 requests ({1000 * moto / max(requests_sent, 1):.1f} ms each): one process, "
+                   "so at most one core, a floor under the night's time on this rig whatever the client does")
     summary.update(night_s=f"{total:.0f}", publish_vs_floor=f"{ratio:.2f}",
                    bytes_per_night=f"{night.stored_bytes / 1e6:.0f}MB")
 
