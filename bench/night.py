@@ -219,7 +219,8 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
         env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
 
         def serving(name: str, code: str) -> Measure:
-            """`child`, with the loopback servers' CPU time while it runs."""
+            """`child`, with the S3 requests it sends and the loopback servers' CPU time (and moto's) while it
+            runs."""
             started, moto_started, sent = s3.cpu_seconds(), s3.moto_cpu_seconds(), s3.requests()
             measure_ = child(name, code, env=env)
             s3_cpu[name] = s3.cpu_seconds() - started
@@ -265,8 +266,7 @@ def measure(warehouse: Path, before: Path, out: Path, day: str, scratch: Path, w
                                     day=day, result=str(scratch / "mailed.json"), smtp_port=smtp_port))
         sent = int(json.loads((scratch / "mailed.json").read_text())["sent"])
     return Night(render, int(rendered["late_pages"]), publish, floor, archive, mail, s3_cpu, moto_cpu, s3_requests,
-                 published, stored,
-                 snapshots, mirrored, sent)
+                 published, stored, snapshots, mirrored, sent)
 
 
 def main() -> None:
