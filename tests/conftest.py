@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import pytest
 
+from tests.faults.proxy import FaultProxy
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny"
 
@@ -205,6 +207,15 @@ def moto_server(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     yield moto_endpoint
+
+
+@pytest.fixture
+def proxy(moto_server: str) -> Iterator[FaultProxy]:
+    """The tests' fault proxy in front of the loopback S3 (tests/faults/proxy.py): faults on request, every request
+    seen."""
+    faults = FaultProxy(moto_server).start()
+    yield faults
+    faults.stop()
 
 
 @pytest.fixture

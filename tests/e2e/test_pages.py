@@ -24,6 +24,7 @@ from etl.report import NO_DATA_FILTERED, NOT_APPLICABLE, FilterError, Filters
 from etl.storage import LocalStorage, StorageError
 from etl.windows import WINDOW_NAMES, window
 from tests.conftest import copy_tiny_warehouse, shared
+from tests.faults.proxy import FaultProxy
 from tests.helpers import event, write_landing
 from tests.naive import naive_counts, naive_events
 
@@ -234,33 +235,28 @@ def test_pages_rendered_straight_to_s3_are_the_local_pages(tiny_site: tuple[Path
 
 @pytest.mark.other_process
 def test_index_pages_on_s3_list_every_night_and_only_the_first_night_lists_the_bucket(
-        tiny_site: tuple[Path, Path], moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_site: tuple[Path, Path], proxy: FaultProxy, moto_server: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Night after night straight to S3: the index pages are the local ones (every report day listed). Only the first
     night (no record of known pages yet) lists the output; every night lists its own render records, nothing else."""
     from urllib.parse import parse_qs, urlsplit
 
     from etl.storage import s3_client
-    from tests.faults.proxy import FaultProxy
 
     warehouse, _ = tiny_site
-    proxy = FaultProxy(moto_server).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     s3_client().create_bucket(Bucket="nights")
     listings = []
-    try:
-        for day in (date(2026, 3, 28), date(2026, 3, 30), date(2026, 3, 29)):  # a night re-rendered out of order
-            render_all(warehouse, tmp_path / "local", day)
-            sent = len(proxy.seen)
-            render_all(warehouse, "s3://nights/pages", day)
-            listings.append([parse_qs(urlsplit(path).query)["prefix"][0] for method, path, _ in proxy.seen[sent:]
-                             if method == "GET" and "list-type" in path])
-    finally:
-        proxy.stop()
-        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    for day in (date(2026, 3, 28), date(2026, 3, 30), date(2026, 3, 29)):  # a night re-rendered out of order
+        render_all(warehouse, tmp_path / "local", day)
+        sent = len(proxy.seen)
+        render_all(warehouse, "s3://nights/pages", day)
+        listings.append([parse_qs(urlsplit(path).query)["prefix"][0] for method, path, _ in proxy.seen[sent:]
+                         if method == "GET" and "list-type" in path])
     own = [f"pages/_rendered/report-day={day}" for day in ("2026-03-28", "2026-03-30", "2026-03-29")]
     assert listings == [[own[0], "pages/"], [own[1]], [own[2]]]
 
-    client = s3_client()
+    client = s3_client()  # still through the proxy: it only counts
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="nights", Prefix="pages/")
             for o in page.get("Contents", [])]
     remote = {k.removeprefix("pages/"): hashlib.sha256(client.get_object(Bucket="nights", Key=k)["Body"].read())

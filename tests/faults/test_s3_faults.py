@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import random
 import threading
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,6 @@ from tests.faults.proxy import FaultProxy
 from tests.helpers import published as content_of
 
 BUCKET = "faults"
-
-
-@pytest.fixture
-def proxy(moto_server: str) -> Iterator[FaultProxy]:
-    faults = FaultProxy(moto_server).start()
-    yield faults
-    faults.stop()
 
 
 def client_via(proxy: FaultProxy, **overrides: Any) -> Any:
